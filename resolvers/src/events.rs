@@ -1,0 +1,116 @@
+//! Domain events: what happened upstream, in one normalized shape, and the ports that carry
+//! them.
+//!
+//! Webhooks from each upstream are verified and normalized into a [`DomainEvent`] by the
+//! server, appended to the [`EventBus`] (Redis Streams across replicas, memory for one
+//! instance), read back by every replica, and handed to that replica's [`EventHub`], from
+//! which subscriptions pick what concerns their subscriber.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+
+use crate::ids::{CaseId, CustomerId, OrderId};
+
+/// What kind of thing happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, async_graphql::Enum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    /// An order was placed or changed status.
+    OrderUpdated,
+    /// The carrier scanned a parcel.
+    ShipmentUpdated,
+    /// A support case was opened or changed status.
+    CaseUpdated,
+    /// Someone commented on a support case.
+    CaseCommentAdded,
+    /// A process task was created, claimed or completed.
+    TaskUpdated,
+    /// A process instance started or ended.
+    ProcessUpdated,
+}
+
+/// Where it happened: the ids an event is about (only those that apply are set).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subject {
+    pub order_id: Option<OrderId>,
+    pub case_id: Option<CaseId>,
+    pub tracking_number: Option<String>,
+    pub task_id: Option<i64>,
+    pub process_instance_id: Option<i64>,
+}
+
+/// One thing that happened upstream, normalized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DomainEvent {
+    /// Unique per event, stable across redeliveries (`<source>:<upstream event id>`): the key
+    /// duplicates are absorbed by.
+    pub id: String,
+    pub kind: EventKind,
+    /// Which upstream said so (`backend`, `crm`, `process`, `carrier`).
+    pub source: String,
+    /// The customer it concerns, when there is one.
+    pub customer_id: Option<CustomerId>,
+    pub subject: Subject,
+    /// When it happened upstream.
+    pub occurred_at: DateTime<Utc>,
+    /// Users and groups a task event is for (potential owners and the actual owner).
+    #[serde(default)]
+    pub audience: Vec<String>,
+    /// A short human-readable summary for feeds and push notifications.
+    pub summary: String,
+}
+
+/// Why the bus refused an event.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus's store could not be reached; the event was not accepted.
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The durable, shared log of events (the port; Redis Streams or memory behind it).
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Appends an event durably. `Ok(false)` when an event with the same id was already
+    /// accepted (a duplicate delivery), which is not an error.
+    async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError>;
+}
+
+/// This replica's local fan-out of events to its subscriptions.
+///
+/// A broadcast channel: publishing never waits for a subscriber, so a slow subscription can
+/// neither slow the bus reader nor other subscriptions; one that falls more than the
+/// channel's capacity behind is told so and ended (see the subscription root).
+#[derive(Clone)]
+pub struct EventHub {
+    sender: broadcast::Sender<Arc<DomainEvent>>,
+}
+
+impl EventHub {
+    /// A hub keeping up to `capacity` events for subscribers that lag.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            sender: broadcast::channel(capacity).0,
+        }
+    }
+
+    /// Hands an event to every current subscription of this replica.
+    pub fn deliver(&self, event: Arc<DomainEvent>) {
+        // No receivers is fine: nobody is subscribed on this replica.
+        let _ = self.sender.send(event);
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DomainEvent>> {
+        self.sender.subscribe()
+    }
+
+    /// How many subscriptions listen now.
+    pub fn subscribers(&self) -> usize {
+        self.sender.receiver_count()
+    }
+}

@@ -1,0 +1,80 @@
+//! The graph of Switchyard: one GraphQL schema over the company's upstreams.
+//!
+//! This crate knows nothing of HTTP servers: the server crate builds the schema with
+//! [`schema_builder`], gives it [`Ports`] implemented by its upstream adapters, and puts a fresh
+//! [`Loaders`] and the caller's [`Viewer`] on every request ([`request_data`]).
+//!
+//! # Layout
+//! - [`ids`]: id types, validated once at the edge.
+//! - [`records`]: the plain data the ports return.
+//! - [`ports`]: traits for each upstream (backend, CRM, process server, carrier).
+//! - [`loaders`]: per-request dataloaders, one per thing loaded.
+//! - [`types`]: the GraphQL object types.
+//! - [`query`], [`mutation`], [`subscription`]: the roots.
+//! - [`events`]: domain events, the event bus port and this replica's hub.
+//! - [`viewer`]: who is calling, and the one authorization rule.
+//! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
+
+pub mod error;
+pub mod events;
+pub mod ids;
+pub mod loaders;
+pub mod mutation;
+pub mod ports;
+pub mod query;
+pub mod records;
+pub mod subscription;
+pub mod types;
+pub mod viewer;
+
+use async_graphql::{Schema, SchemaBuilder};
+
+pub use loaders::Loaders;
+pub use ports::Ports;
+pub use viewer::{Role, Viewer};
+
+/// The schema type.
+pub type AppSchema =
+    Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+
+/// The schema builder type.
+pub type AppSchemaBuilder =
+    SchemaBuilder<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+
+/// Deepest query accepted (the home screen query is 6 levels deep).
+pub const MAX_DEPTH: usize = 12;
+/// Highest complexity accepted (each field counts 1; lists count their items' fields once).
+pub const MAX_COMPLEXITY: usize = 500;
+
+/// The schema builder with the roots, limits and federation set up; the server adds the
+/// [`Ports`] and [`events::EventHub`] (`.data(..)`) and its own settings before `finish()`.
+pub fn schema_builder() -> AppSchemaBuilder {
+    Schema::build(
+        query::QueryRoot,
+        mutation::MutationRoot,
+        subscription::SubscriptionRoot,
+    )
+    .enable_federation()
+    .limit_depth(MAX_DEPTH)
+    .limit_complexity(MAX_COMPLEXITY)
+}
+
+/// Puts what one request needs on it: fresh loaders, and the viewer when signed in.
+pub fn request_data(
+    request: async_graphql::Request,
+    ports: &Ports,
+    viewer: Option<Viewer>,
+) -> async_graphql::Request {
+    let request = request.data(std::sync::Arc::new(loaders::LoaderScope::new(ports)));
+    match viewer {
+        Some(v) => request.data(v),
+        None => request,
+    }
+}
+
+/// The schema's SDL as `schema/schema.graphql` holds it: the Federation v2 subgraph SDL.
+pub fn sdl() -> String {
+    schema_builder()
+        .finish()
+        .sdl_with_options(async_graphql::SDLExportOptions::new().federation())
+}

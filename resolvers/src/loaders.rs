@@ -1,0 +1,362 @@
+//! Per-request dataloaders: every field that reads an upstream goes through one.
+//!
+//! A [`Loaders`] is made for each request (and for each event a subscription resolves), never
+//! shared between requests: its caches hold what this request has already fetched, so no entity
+//! is fetched twice in one request, and loads issued at the same depth of a query go out as one
+//! batch. Upstreams with bulk reads get one call per batch; upstreams without (the carrier, the
+//! process server's single reads) are fanned out, one call per distinct key, bounded by the
+//! adapter's concurrency budget.
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::Arc;
+
+use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use futures::future::join_all;
+
+use crate::error::UpstreamError;
+use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
+use crate::ports::{Backend, Carrier, Crm, Ports, ProcessServer, UpstreamResult};
+use crate::records::*;
+
+/// Most ids in one backend bulk read (the backend's own limit).
+pub const BACKEND_MAX_BATCH: usize = 100;
+/// Most ids in one SOQL `IN (...)` list, well inside Salesforce's URL and query length limits.
+pub const CRM_MAX_BATCH: usize = 200;
+
+/// A loader whose answer for one key may fail on its own (fan-out loaders).
+pub type Fallible<T> = Result<T, UpstreamError>;
+
+/// All loaders of one request.
+pub struct Loaders {
+    pub customers: DataLoader<CustomerLoader, HashMapCache>,
+    pub products: DataLoader<ProductLoader, HashMapCache>,
+    pub orders: DataLoader<OrderLoader, HashMapCache>,
+    pub customer_orders: DataLoader<CustomerOrdersLoader, HashMapCache>,
+    pub contacts: DataLoader<ContactLoader, HashMapCache>,
+    pub customer_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
+    pub cases: DataLoader<CaseLoader, HashMapCache>,
+    pub case_comments: DataLoader<CaseCommentsLoader, HashMapCache>,
+    pub user_tasks: DataLoader<UserTasksLoader, HashMapCache>,
+    pub tasks: DataLoader<TaskLoader, HashMapCache>,
+    pub process_instances: DataLoader<ProcessInstanceLoader, HashMapCache>,
+    pub customer_returns: DataLoader<CustomerReturnsLoader, HashMapCache>,
+    pub tracking: DataLoader<TrackingLoader, HashMapCache>,
+}
+
+impl Loaders {
+    /// Fresh loaders (empty caches) over the given ports.
+    pub fn new(ports: &Ports) -> Self {
+        fn cached<T, K>(loader: T, max_batch: usize) -> DataLoader<T, HashMapCache>
+        where
+            T: Loader<K>,
+            K: Send + Sync + Hash + Eq + Clone + 'static,
+        {
+            DataLoader::with_cache(loader, tokio::spawn, HashMapCache::default())
+                .max_batch_size(max_batch)
+        }
+        let backend = &ports.backend;
+        let crm = &ports.crm;
+        let process = &ports.process;
+        Self {
+            customers: cached::<_, CustomerId>(CustomerLoader(backend.clone()), BACKEND_MAX_BATCH),
+            products: cached::<_, ProductId>(ProductLoader(backend.clone()), BACKEND_MAX_BATCH),
+            orders: cached::<_, OrderId>(OrderLoader(backend.clone()), BACKEND_MAX_BATCH),
+            customer_orders: cached::<_, (CustomerId, OrderPageQuery)>(
+                CustomerOrdersLoader(backend.clone()),
+                BACKEND_MAX_BATCH,
+            ),
+            contacts: cached::<_, CustomerId>(ContactLoader(crm.clone()), CRM_MAX_BATCH),
+            customer_cases: cached::<_, CustomerId>(
+                CustomerCasesLoader(crm.clone()),
+                CRM_MAX_BATCH,
+            ),
+            cases: cached::<_, CaseId>(CaseLoader(crm.clone()), CRM_MAX_BATCH),
+            case_comments: cached::<_, CaseId>(CaseCommentsLoader(crm.clone()), CRM_MAX_BATCH),
+            user_tasks: cached::<_, String>(UserTasksLoader(process.clone()), usize::MAX),
+            tasks: cached::<_, i64>(TaskLoader(process.clone()), usize::MAX),
+            process_instances: cached::<_, i64>(ProcessInstanceLoader(process.clone()), usize::MAX),
+            customer_returns: cached::<_, CustomerId>(
+                CustomerReturnsLoader(process.clone()),
+                usize::MAX,
+            ),
+            tracking: cached::<_, String>(TrackingLoader(ports.carrier.clone()), usize::MAX),
+        }
+    }
+}
+
+/// Where resolvers find the current [`Loaders`]: one per request. A subscription calls
+/// [`LoaderScope::renew`] before resolving each event, so every event is read fresh from the
+/// upstreams rather than from what the subscription's first event cached.
+pub struct LoaderScope {
+    ports: Ports,
+    /// A std mutex: held only to swap or clone the `Arc`, never across an `.await`.
+    current: std::sync::Mutex<Arc<Loaders>>,
+}
+
+impl LoaderScope {
+    /// A scope with fresh loaders over `ports`.
+    pub fn new(ports: &Ports) -> Self {
+        Self {
+            ports: ports.clone(),
+            current: std::sync::Mutex::new(Arc::new(Loaders::new(ports))),
+        }
+    }
+
+    /// The loaders to use now.
+    pub fn current(&self) -> Arc<Loaders> {
+        self.current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Starts over with empty caches.
+    pub fn renew(&self) {
+        let fresh = Arc::new(Loaders::new(&self.ports));
+        *self
+            .current
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh;
+    }
+}
+
+/// Turns a fan-out loader's answer for one key into a plain result.
+pub fn settle<T>(
+    loaded: Result<Option<Fallible<T>>, UpstreamError>,
+) -> Result<Option<T>, UpstreamError> {
+    loaded?.transpose()
+}
+
+/// Calls `fetch` once per key, concurrently, and keeps each key's own outcome.
+async fn fan_out<K, T, F, Fut>(keys: &[K], fetch: F) -> HashMap<K, Fallible<T>>
+where
+    K: Clone + Eq + Hash,
+    F: Fn(K) -> Fut,
+    Fut: Future<Output = UpstreamResult<Option<T>>>,
+{
+    let answers = join_all(keys.iter().cloned().map(|k| {
+        let fut = fetch(k.clone());
+        async move { (k, fut.await) }
+    }))
+    .await;
+    answers
+        .into_iter()
+        .filter_map(|(k, answer)| match answer {
+            Ok(Some(v)) => Some((k, Ok(v))),
+            Ok(None) => None,
+            Err(e) => Some((k, Err(e))),
+        })
+        .collect()
+}
+
+/// Groups records under the key each one belongs to; every asked key gets an entry.
+fn group_by<K, T>(keys: &[K], records: Vec<T>, key_of: impl Fn(&T) -> K) -> HashMap<K, Vec<T>>
+where
+    K: Clone + Eq + Hash,
+{
+    let mut grouped: HashMap<K, Vec<T>> = keys.iter().map(|k| (k.clone(), Vec::new())).collect();
+    for record in records {
+        if let Some(list) = grouped.get_mut(&key_of(&record)) {
+            list.push(record);
+        }
+    }
+    grouped
+}
+
+/// Indexes records by their id.
+fn index_by<K: Eq + Hash, T>(records: Vec<T>, key_of: impl Fn(&T) -> K) -> HashMap<K, T> {
+    records.into_iter().map(|r| (key_of(&r), r)).collect()
+}
+
+/// Customers by id (backend bulk read).
+pub struct CustomerLoader(Arc<dyn Backend>);
+
+impl Loader<CustomerId> for CustomerLoader {
+    type Value = CustomerRecord;
+    type Error = UpstreamError;
+
+    async fn load(
+        &self,
+        keys: &[CustomerId],
+    ) -> UpstreamResult<HashMap<CustomerId, CustomerRecord>> {
+        Ok(index_by(self.0.customers_by_ids(keys).await?, |c| {
+            c.id.clone()
+        }))
+    }
+}
+
+/// Products by id (backend bulk read).
+pub struct ProductLoader(Arc<dyn Backend>);
+
+impl Loader<ProductId> for ProductLoader {
+    type Value = ProductRecord;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[ProductId]) -> UpstreamResult<HashMap<ProductId, ProductRecord>> {
+        Ok(index_by(self.0.products_by_ids(keys).await?, |p| {
+            p.id.clone()
+        }))
+    }
+}
+
+/// Orders by id (backend bulk read).
+pub struct OrderLoader(Arc<dyn Backend>);
+
+impl Loader<OrderId> for OrderLoader {
+    type Value = OrderRecord;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[OrderId]) -> UpstreamResult<HashMap<OrderId, OrderRecord>> {
+        Ok(index_by(self.0.orders_by_ids(keys).await?, |o| {
+            o.id.clone()
+        }))
+    }
+}
+
+/// One page of a customer's orders. The backend pages per customer, so each distinct
+/// (customer, page) is one call.
+pub struct CustomerOrdersLoader(Arc<dyn Backend>);
+
+impl Loader<(CustomerId, OrderPageQuery)> for CustomerOrdersLoader {
+    type Value = Fallible<Page<OrderRecord>>;
+    type Error = UpstreamError;
+
+    async fn load(
+        &self,
+        keys: &[(CustomerId, OrderPageQuery)],
+    ) -> UpstreamResult<HashMap<(CustomerId, OrderPageQuery), Self::Value>> {
+        Ok(fan_out(keys, |(customer, query)| async move {
+            self.0.orders_of_customer(&customer, &query).await.map(Some)
+        })
+        .await)
+    }
+}
+
+/// CRM contacts by customer id (one SOQL query).
+pub struct ContactLoader(Arc<dyn Crm>);
+
+impl Loader<CustomerId> for ContactLoader {
+    type Value = ContactRecord;
+    type Error = UpstreamError;
+
+    async fn load(
+        &self,
+        keys: &[CustomerId],
+    ) -> UpstreamResult<HashMap<CustomerId, ContactRecord>> {
+        Ok(index_by(
+            self.0.contacts_by_customer_ids(keys).await?,
+            |c| c.customer_id.clone(),
+        ))
+    }
+}
+
+/// All support cases of customers (one SOQL query for the batch).
+pub struct CustomerCasesLoader(Arc<dyn Crm>);
+
+impl Loader<CustomerId> for CustomerCasesLoader {
+    type Value = Vec<CaseRecord>;
+    type Error = UpstreamError;
+
+    async fn load(
+        &self,
+        keys: &[CustomerId],
+    ) -> UpstreamResult<HashMap<CustomerId, Vec<CaseRecord>>> {
+        let cases = self.0.cases_by_customer_ids(keys).await?;
+        Ok(group_by(keys, cases, |c| c.customer_id.clone()))
+    }
+}
+
+/// Support cases by id (one SOQL query).
+pub struct CaseLoader(Arc<dyn Crm>);
+
+impl Loader<CaseId> for CaseLoader {
+    type Value = CaseRecord;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[CaseId]) -> UpstreamResult<HashMap<CaseId, CaseRecord>> {
+        Ok(index_by(self.0.cases_by_ids(keys).await?, |c| c.id.clone()))
+    }
+}
+
+/// Comments of cases (one SOQL query for the batch).
+pub struct CaseCommentsLoader(Arc<dyn Crm>);
+
+impl Loader<CaseId> for CaseCommentsLoader {
+    type Value = Vec<CaseCommentRecord>;
+    type Error = UpstreamError;
+
+    async fn load(
+        &self,
+        keys: &[CaseId],
+    ) -> UpstreamResult<HashMap<CaseId, Vec<CaseCommentRecord>>> {
+        let comments = self.0.comments_by_case_ids(keys).await?;
+        Ok(group_by(keys, comments, |c| c.case_id.clone()))
+    }
+}
+
+/// Open tasks of a user (one call per user: KIE has no multi-user query).
+pub struct UserTasksLoader(Arc<dyn ProcessServer>);
+
+impl Loader<String> for UserTasksLoader {
+    type Value = Fallible<Vec<TaskRecord>>;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[String]) -> UpstreamResult<HashMap<String, Self::Value>> {
+        Ok(fan_out(keys, |user| async move {
+            self.0.tasks_for_user(&user).await.map(Some)
+        })
+        .await)
+    }
+}
+
+/// Tasks by id with their input data (one call per task).
+pub struct TaskLoader(Arc<dyn ProcessServer>);
+
+impl Loader<i64> for TaskLoader {
+    type Value = Fallible<TaskRecord>;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[i64]) -> UpstreamResult<HashMap<i64, Self::Value>> {
+        Ok(fan_out(keys, |id| self.0.task(id)).await)
+    }
+}
+
+/// Process instances by id (one call per instance).
+pub struct ProcessInstanceLoader(Arc<dyn ProcessServer>);
+
+impl Loader<i64> for ProcessInstanceLoader {
+    type Value = Fallible<ProcessInstanceRecord>;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[i64]) -> UpstreamResult<HashMap<i64, Self::Value>> {
+        Ok(fan_out(keys, |id| self.0.process_instance(id)).await)
+    }
+}
+
+/// Return requests of a customer (one call per customer).
+pub struct CustomerReturnsLoader(Arc<dyn ProcessServer>);
+
+impl Loader<CustomerId> for CustomerReturnsLoader {
+    type Value = Fallible<Vec<ProcessInstanceRecord>>;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[CustomerId]) -> UpstreamResult<HashMap<CustomerId, Self::Value>> {
+        Ok(fan_out(keys, |c| async move {
+            self.0.returns_of_customer(&c).await.map(Some)
+        })
+        .await)
+    }
+}
+
+/// Parcel tracking (the carrier has no bulk read: one call per distinct tracking number).
+pub struct TrackingLoader(Arc<dyn Carrier>);
+
+impl Loader<String> for TrackingLoader {
+    type Value = Fallible<TrackingRecord>;
+    type Error = UpstreamError;
+
+    async fn load(&self, keys: &[String]) -> UpstreamResult<HashMap<String, Self::Value>> {
+        Ok(fan_out(keys, |n| async move { self.0.track(&n).await }).await)
+    }
+}

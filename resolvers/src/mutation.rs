@@ -1,0 +1,317 @@
+//! The mutation root: what apps change. Each mutation checks who may do it, calls the
+//! upstream's port once, and answers the changed object read fresh through the loaders.
+
+use async_graphql::{Context, ID, InputObject, Object};
+use chrono::Utc;
+
+use crate::error::GraphError;
+use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
+use crate::ports::Ports;
+use crate::query::{load_case, load_order, load_task};
+use crate::records::{CaseCommentRecord, CasePriority, NewCase, NewOrderLine, OrderStatus};
+use crate::types::{CaseComment, Order, ProcessInstance, SupportCase, Task, loaders};
+use crate::viewer::viewer;
+
+/// Most lines in one order.
+const MAX_ORDER_LINES: usize = 50;
+/// Most items of one product in one line.
+const MAX_QUANTITY: i32 = 99;
+/// Longest case subject (Salesforce's `Case.Subject` is 255 characters).
+const MAX_SUBJECT: usize = 255;
+/// Longest case description or comment (Salesforce's long text limit is 32,000).
+const MAX_TEXT: usize = 32_000;
+/// The task of the return process where an agent decides.
+const APPROVE_RETURN_TASK: &str = "ApproveReturn";
+
+/// Changes.
+pub struct MutationRoot;
+
+/// One line of a new order.
+#[derive(InputObject)]
+pub struct OrderLineInput {
+    /// The product to order.
+    pub product_id: ID,
+    /// How many (1 to 99).
+    pub quantity: i32,
+}
+
+/// A new order.
+#[derive(InputObject)]
+pub struct PlaceOrderInput {
+    /// Agents only: the customer to order for. Customers always order for themselves.
+    pub customer_id: Option<ID>,
+    /// What to order (1 to 50 lines).
+    pub lines: Vec<OrderLineInput>,
+}
+
+/// A new support case.
+#[derive(InputObject)]
+pub struct OpenSupportCaseInput {
+    /// Agents only: the customer the case is for.
+    pub customer_id: Option<ID>,
+    /// One-line summary (1 to 255 characters).
+    pub subject: String,
+    /// The problem in the customer's words.
+    pub description: Option<String>,
+    /// The order the case is about, if any.
+    pub order_id: Option<ID>,
+    /// How urgent; `MEDIUM` when absent.
+    pub priority: Option<CasePriority>,
+}
+
+/// The outcome of a task.
+#[derive(InputObject, Default)]
+pub struct CompleteTaskInput {
+    /// For `ApproveReturn` tasks (required there): whether the return is approved.
+    pub approved: Option<bool>,
+    /// A remark to keep with the decision.
+    pub comment: Option<String>,
+}
+
+fn bad_input(message: impl Into<String>) -> async_graphql::Error {
+    GraphError::BadInput(message.into()).into()
+}
+
+fn check_text(field: &str, text: &str, max: usize) -> async_graphql::Result<()> {
+    if text.trim().is_empty() {
+        return Err(bad_input(format!("`{field}` must not be empty")));
+    }
+    if text.chars().count() > max {
+        return Err(bad_input(format!(
+            "`{field}` is limited to {max} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// Changes.
+#[Object(name = "Mutation")]
+impl MutationRoot {
+    /// Places an order. Answers the new order.
+    async fn place_order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to order, and for whom (agents).")] input: PlaceOrderInput,
+    ) -> async_graphql::Result<Order> {
+        let v = viewer(ctx)?;
+        let named = input
+            .customer_id
+            .as_deref()
+            .map(|id| CustomerId::parse(id))
+            .transpose()?;
+        let customer = v.acting_for(named)?;
+        if input.lines.is_empty() || input.lines.len() > MAX_ORDER_LINES {
+            return Err(bad_input(format!(
+                "an order has 1 to {MAX_ORDER_LINES} lines"
+            )));
+        }
+        let lines = input
+            .lines
+            .iter()
+            .map(|l| {
+                if !(1..=MAX_QUANTITY).contains(&l.quantity) {
+                    return Err(bad_input(format!(
+                        "`quantity` must be between 1 and {MAX_QUANTITY}"
+                    )));
+                }
+                Ok(NewOrderLine {
+                    product_id: ProductId::parse(&l.product_id)?,
+                    quantity: l.quantity as u32,
+                })
+            })
+            .collect::<async_graphql::Result<Vec<_>>>()?;
+        let order = ctx
+            .data::<Ports>()?
+            .backend
+            .place_order(&customer, &lines)
+            .await?;
+        Ok(Order(order))
+    }
+
+    /// Cancels an order that has not shipped yet (see `Order.canCancel`).
+    async fn cancel_order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order to cancel.")] id: ID,
+    ) -> async_graphql::Result<Order> {
+        let id = OrderId::parse(&id)?;
+        if load_order(ctx, id.clone()).await?.is_none() {
+            return Err(GraphError::NotFound(format!("no order {id}")).into());
+        }
+        let order = ctx.data::<Ports>()?.backend.cancel_order(&id).await?;
+        Ok(Order(order))
+    }
+
+    /// Opens a support case, optionally about one of the customer's orders.
+    async fn open_support_case(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The case to open.")] input: OpenSupportCaseInput,
+    ) -> async_graphql::Result<SupportCase> {
+        let v = viewer(ctx)?;
+        let named = input
+            .customer_id
+            .as_deref()
+            .map(|id| CustomerId::parse(id))
+            .transpose()?;
+        let customer = v.acting_for(named)?;
+        check_text("subject", &input.subject, MAX_SUBJECT)?;
+        if let Some(d) = &input.description {
+            check_text("description", d, MAX_TEXT)?;
+        }
+        let order_id = match input.order_id.as_deref() {
+            Some(raw) => {
+                let id = OrderId::parse(raw)?;
+                match load_order(ctx, id.clone()).await? {
+                    Some(order) if order.0.customer_id == customer => Some(id),
+                    Some(_) => return Err(bad_input(format!("order {id} is another customer's"))),
+                    None => return Err(GraphError::NotFound(format!("no order {id}")).into()),
+                }
+            }
+            None => None,
+        };
+        let Some(contact) = loaders(ctx)?.contacts.load_one(customer.clone()).await? else {
+            return Err(GraphError::NotFound(format!(
+                "customer {customer} has no contact record in the CRM"
+            ))
+            .into());
+        };
+        let case_id = ctx
+            .data::<Ports>()?
+            .crm
+            .create_case(&NewCase {
+                contact_id: contact.id,
+                subject: input.subject.trim().to_owned(),
+                description: input.description,
+                priority: input.priority.unwrap_or(CasePriority::Medium),
+                order_id,
+            })
+            .await?;
+        load_case(ctx, case_id.clone()).await?.ok_or_else(|| {
+            GraphError::NotFound(format!(
+                "case {case_id} was created but cannot be read back"
+            ))
+            .into()
+        })
+    }
+
+    /// Adds a comment to a support case, visible to the customer.
+    async fn add_case_comment(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The case to comment on.")] case_id: ID,
+        #[graphql(desc = "The comment (1 to 32,000 characters).")] body: String,
+    ) -> async_graphql::Result<CaseComment> {
+        let case_id = CaseId::parse(&case_id)?;
+        check_text("body", &body, MAX_TEXT)?;
+        if load_case(ctx, case_id.clone()).await?.is_none() {
+            return Err(GraphError::NotFound(format!("no support case {case_id}")).into());
+        }
+        let id = ctx
+            .data::<Ports>()?
+            .crm
+            .add_comment(&case_id, &body)
+            .await?;
+        Ok(CaseComment(CaseCommentRecord {
+            id,
+            case_id,
+            body,
+            is_published: true,
+            created_at: Utc::now(),
+        }))
+    }
+
+    /// Asks to return a shipped or delivered order: starts the return process, which an agent
+    /// approves or rejects, and then asks the customer to confirm the pick-up.
+    async fn request_return(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The shipped or delivered order to return.")] order_id: ID,
+        #[graphql(desc = "Why (1 to 1,000 characters).")] reason: String,
+    ) -> async_graphql::Result<ProcessInstance> {
+        let order_id = OrderId::parse(&order_id)?;
+        check_text("reason", &reason, 1_000)?;
+        let Some(order) = load_order(ctx, order_id.clone()).await? else {
+            return Err(GraphError::NotFound(format!("no order {order_id}")).into());
+        };
+        if !matches!(
+            order.0.status,
+            OrderStatus::Shipped | OrderStatus::Delivered
+        ) {
+            return Err(GraphError::Rejected(
+                "NOT_RETURNABLE",
+                "only shipped or delivered orders can be returned".to_owned(),
+            )
+            .into());
+        }
+        let id = ctx
+            .data::<Ports>()?
+            .process
+            .start_return(&order.0.customer_id, &order_id, reason.trim())
+            .await?;
+        let instance = crate::loaders::settle(loaders(ctx)?.process_instances.load_one(id).await)?;
+        instance.map(ProcessInstance).ok_or_else(|| {
+            GraphError::NotFound(format!("process {id} was started but cannot be read back")).into()
+        })
+    }
+
+    /// Claims a task for the signed-in user, so nobody else works on it.
+    async fn claim_task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task to claim.")] id: ID,
+    ) -> async_graphql::Result<Task> {
+        let id = parse_numeric_id(&id, "task")?;
+        let v = viewer(ctx)?;
+        if load_task(ctx, id).await?.is_none() {
+            return Err(GraphError::NotFound(format!("no task {id}")).into());
+        }
+        ctx.data::<Ports>()?
+            .process
+            .claim_task(id, &v.user_id)
+            .await?;
+        reload_task(ctx, id).await
+    }
+
+    /// Completes a task as the signed-in user (claiming it first if nobody has).
+    async fn complete_task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task to complete.")] id: ID,
+        #[graphql(default, desc = "The outcome (required for `ApproveReturn`).")]
+        input: CompleteTaskInput,
+    ) -> async_graphql::Result<Task> {
+        let id = parse_numeric_id(&id, "task")?;
+        let v = viewer(ctx)?;
+        let Some(task) = load_task(ctx, id).await? else {
+            return Err(GraphError::NotFound(format!("no task {id}")).into());
+        };
+        let mut outputs = serde_json::Map::new();
+        if task.0.name == APPROVE_RETURN_TASK {
+            let Some(approved) = input.approved else {
+                return Err(bad_input(
+                    "`approved` is required to complete ApproveReturn",
+                ));
+            };
+            outputs.insert("approved".into(), approved.into());
+        }
+        if let Some(comment) = input.comment {
+            check_text("comment", &comment, MAX_TEXT)?;
+            outputs.insert("comment".into(), comment.into());
+        }
+        ctx.data::<Ports>()?
+            .process
+            .complete_task(id, &v.user_id, &outputs)
+            .await?;
+        reload_task(ctx, id).await
+    }
+}
+
+/// Reads a task again after a change (past this request's cache of it).
+async fn reload_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Task> {
+    let loaders = loaders(ctx)?;
+    loaders.tasks.clear::<i64>();
+    crate::loaders::settle(loaders.tasks.load_one(id).await)?
+        .map(Task)
+        .ok_or_else(|| GraphError::NotFound(format!("no task {id}")).into())
+}

@@ -1,0 +1,117 @@
+//! The ports: what the graph needs from the outside world, as traits.
+//!
+//! The server (`src/upstream/`) implements each with an HTTP adapter for the real system.
+//! The graph only ever sees these traits and the records in [`crate::records`], so a resolver
+//! never knows which wire format or which replica of an upstream answered.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::UpstreamError;
+use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
+use crate::records::*;
+
+/// Result of a call to an upstream.
+pub type UpstreamResult<T> = Result<T, UpstreamError>;
+
+/// The company's backend integration microservices: customers, orders, products.
+#[async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// Customers by id, in one bulk call; unknown ids are absent from the answer.
+    async fn customers_by_ids(&self, ids: &[CustomerId]) -> UpstreamResult<Vec<CustomerRecord>>;
+    /// Customers whose name or email matches `search`, by id, one page.
+    async fn search_customers(
+        &self,
+        search: Option<&str>,
+        limit: usize,
+        after: Option<&str>,
+    ) -> UpstreamResult<Page<CustomerRecord>>;
+    /// One page of a customer's orders, newest first.
+    async fn orders_of_customer(
+        &self,
+        customer: &CustomerId,
+        query: &OrderPageQuery,
+    ) -> UpstreamResult<Page<OrderRecord>>;
+    /// Orders by id, in one bulk call.
+    async fn orders_by_ids(&self, ids: &[OrderId]) -> UpstreamResult<Vec<OrderRecord>>;
+    /// Products by id, in one bulk call.
+    async fn products_by_ids(&self, ids: &[ProductId]) -> UpstreamResult<Vec<ProductRecord>>;
+    /// Places an order for a customer.
+    async fn place_order(
+        &self,
+        customer: &CustomerId,
+        lines: &[NewOrderLine],
+    ) -> UpstreamResult<OrderRecord>;
+    /// Cancels an order that has not shipped.
+    async fn cancel_order(&self, id: &OrderId) -> UpstreamResult<OrderRecord>;
+}
+
+/// The CRM: contacts, support cases and their comments.
+#[async_trait]
+pub trait Crm: Send + Sync + 'static {
+    /// The contact records of customers, in one query.
+    async fn contacts_by_customer_ids(
+        &self,
+        ids: &[CustomerId],
+    ) -> UpstreamResult<Vec<ContactRecord>>;
+    /// All cases of these customers, in one query.
+    async fn cases_by_customer_ids(&self, ids: &[CustomerId]) -> UpstreamResult<Vec<CaseRecord>>;
+    /// Cases by id, in one query.
+    async fn cases_by_ids(&self, ids: &[CaseId]) -> UpstreamResult<Vec<CaseRecord>>;
+    /// The comments of these cases, oldest first, in one query.
+    async fn comments_by_case_ids(&self, ids: &[CaseId]) -> UpstreamResult<Vec<CaseCommentRecord>>;
+    /// Opens a case; answers its id.
+    async fn create_case(&self, case: &NewCase) -> UpstreamResult<CaseId>;
+    /// Adds a published comment to a case; answers the comment's id.
+    async fn add_comment(&self, case: &CaseId, body: &str) -> UpstreamResult<String>;
+}
+
+/// The process automation server: process instances and human tasks.
+#[async_trait]
+pub trait ProcessServer: Send + Sync + 'static {
+    /// Starts a return request for an order; answers the process instance id.
+    async fn start_return(
+        &self,
+        customer: &CustomerId,
+        order: &OrderId,
+        reason: &str,
+    ) -> UpstreamResult<i64>;
+    /// One process instance; `None` when unknown.
+    async fn process_instance(&self, id: i64) -> UpstreamResult<Option<ProcessInstanceRecord>>;
+    /// The return requests of a customer, newest first.
+    async fn returns_of_customer(
+        &self,
+        customer: &CustomerId,
+    ) -> UpstreamResult<Vec<ProcessInstanceRecord>>;
+    /// Open tasks `user` may work on (as a potential owner) or owns.
+    async fn tasks_for_user(&self, user: &str) -> UpstreamResult<Vec<TaskRecord>>;
+    /// One task with its input data; `None` when unknown.
+    async fn task(&self, id: i64) -> UpstreamResult<Option<TaskRecord>>;
+    /// Claims a ready task for `user`.
+    async fn claim_task(&self, id: i64, user: &str) -> UpstreamResult<()>;
+    /// Completes a task as `user` with output variables (claiming and starting it first if
+    /// needed).
+    async fn complete_task(
+        &self,
+        id: i64,
+        user: &str,
+        outputs: &serde_json::Map<String, serde_json::Value>,
+    ) -> UpstreamResult<()>;
+}
+
+/// A parcel carrier's tracking API: one parcel per call, no bulk read.
+#[async_trait]
+pub trait Carrier: Send + Sync + 'static {
+    /// Tracking of one parcel; `None` when the carrier does not know the number.
+    async fn track(&self, tracking_number: &str) -> UpstreamResult<Option<TrackingRecord>>;
+}
+
+/// Every port the graph needs, shared by all requests.
+#[derive(Clone)]
+pub struct Ports {
+    pub backend: Arc<dyn Backend>,
+    pub crm: Arc<dyn Crm>,
+    pub process: Arc<dyn ProcessServer>,
+    pub carrier: Arc<dyn Carrier>,
+}

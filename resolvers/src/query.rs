@@ -1,0 +1,301 @@
+//! The query root: where apps start reading.
+
+use async_graphql::connection::{Connection, Edge};
+use async_graphql::{Context, Enum, ID, Object, SimpleObject};
+
+use crate::error::{GraphError, GraphResult};
+use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
+use crate::loaders::{BACKEND_MAX_BATCH, settle};
+use crate::ports::Ports;
+use crate::types::{Customer, Order, Product, SupportCase, Task, loaders};
+use crate::viewer::{Role, Viewer, viewer};
+
+/// Most customers in one page of `customers`.
+const MAX_CUSTOMERS_PAGE: i32 = 50;
+
+/// Reads.
+pub struct QueryRoot;
+
+/// What a signed-in user is.
+#[derive(Enum, Clone, Copy, PartialEq, Eq)]
+pub enum ViewerRole {
+    /// A customer: sees their own data.
+    Customer,
+    /// A customer-service agent: sees any customer.
+    Agent,
+}
+
+/// The signed-in user.
+#[derive(SimpleObject)]
+pub struct ViewerInfo {
+    /// User id at the identity provider.
+    pub user_id: String,
+    /// Display name.
+    pub name: String,
+    /// Customer or agent.
+    pub role: ViewerRole,
+    /// For customers, their customer id.
+    pub customer_id: Option<ID>,
+}
+
+/// Reads: where apps start.
+#[Object(name = "Query")]
+impl QueryRoot {
+    /// Who is signed in (from the bearer token).
+    async fn viewer(&self, ctx: &Context<'_>) -> GraphResult<ViewerInfo> {
+        let v = viewer(ctx)?;
+        Ok(ViewerInfo {
+            user_id: v.user_id.clone(),
+            name: v.name.clone(),
+            role: match v.role {
+                Role::Customer(_) => ViewerRole::Customer,
+                Role::Agent => ViewerRole::Agent,
+            },
+            customer_id: v.customer_id().map(ID::from),
+        })
+    }
+
+    /// The signed-in customer: the root of an app's home screen. Agents have no customer
+    /// profile; they use `customer(id)`.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
+        let v = viewer(ctx)?;
+        let Some(id) = v.customer_id() else {
+            return Err(GraphError::Forbidden(
+                "agents have no customer profile: use customer(id)".to_owned(),
+            )
+            .into());
+        };
+        load_customer(ctx, v, id.clone()).await
+    }
+
+    /// A customer by id. Customers may only ask for themselves; agents for anyone.
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The customer's id.")] id: ID,
+    ) -> async_graphql::Result<Option<Customer>> {
+        let v = viewer(ctx)?;
+        load_customer(ctx, v, CustomerId::parse(&id)?).await
+    }
+
+    /// Customers whose name or email contains `search` (agents only), by id.
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Part of a name or an email address; all customers when absent.")]
+        search: Option<String>,
+        #[graphql(default = 20, desc = "How many (1 to 50).")] first: i32,
+        #[graphql(desc = "Continue after this cursor.")] after: Option<String>,
+    ) -> async_graphql::Result<Connection<String, Customer>> {
+        viewer(ctx)?.require_agent()?;
+        if !(1..=MAX_CUSTOMERS_PAGE).contains(&first) {
+            return Err(GraphError::BadInput(format!(
+                "`first` must be between 1 and {MAX_CUSTOMERS_PAGE}"
+            ))
+            .into());
+        }
+        if let Some(after) = &after {
+            CustomerId::parse(after)?;
+        }
+        let search = search
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty());
+        if search.as_ref().is_some_and(|s| s.chars().count() > 100) {
+            return Err(
+                GraphError::BadInput("`search` is limited to 100 characters".into()).into(),
+            );
+        }
+        let ports = ctx.data::<Ports>()?;
+        let page = ports
+            .backend
+            .search_customers(search.as_deref(), first as usize, after.as_deref())
+            .await?;
+        // Feed what we have into the loader so nested fields reuse it.
+        loaders(ctx)?
+            .customers
+            .feed_many(page.items.iter().map(|c| (c.id.clone(), c.clone())))
+            .await;
+        let mut connection = Connection::new(after.is_some(), page.next_cursor.is_some());
+        connection.edges.extend(
+            page.items
+                .into_iter()
+                .map(|c| Edge::new(c.id.to_string(), Customer(c))),
+        );
+        Ok(connection)
+    }
+
+    /// An order by id.
+    async fn order(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order's id.")] id: ID,
+    ) -> async_graphql::Result<Option<Order>> {
+        load_order(ctx, OrderId::parse(&id)?).await
+    }
+
+    /// A product by id.
+    async fn product(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product's id.")] id: ID,
+    ) -> async_graphql::Result<Option<Product>> {
+        viewer(ctx)?;
+        let product = loaders(ctx)?
+            .products
+            .load_one(ProductId::parse(&id)?)
+            .await?;
+        Ok(product.map(Product))
+    }
+
+    /// Products by id, in the order asked (null for unknown ids); at most 100.
+    async fn products(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Up to 100 product ids.")] ids: Vec<ID>,
+    ) -> async_graphql::Result<Vec<Option<Product>>> {
+        viewer(ctx)?;
+        if ids.len() > BACKEND_MAX_BATCH {
+            return Err(
+                GraphError::BadInput(format!("at most {BACKEND_MAX_BATCH} ids at a time")).into(),
+            );
+        }
+        let ids = ids
+            .iter()
+            .map(|id| ProductId::parse(id))
+            .collect::<GraphResult<Vec<_>>>()?;
+        let found = loaders(ctx)?
+            .products
+            .load_many(ids.iter().cloned())
+            .await?;
+        Ok(ids
+            .iter()
+            .map(|id| found.get(id).cloned().map(Product))
+            .collect())
+    }
+
+    /// A support case by id.
+    async fn support_case(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The case's id.")] id: ID,
+    ) -> async_graphql::Result<Option<SupportCase>> {
+        load_case(ctx, CaseId::parse(&id)?).await
+    }
+
+    /// A process task by id.
+    async fn task(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The task's id.")] id: ID,
+    ) -> async_graphql::Result<Option<Task>> {
+        load_task(ctx, parse_numeric_id(&id, "task")?).await
+    }
+
+    /// The signed-in user's work list: open tasks they may claim or already own (for agents,
+    /// the return approvals waiting for the agents' group).
+    async fn tasks(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<Task>>> {
+        let v = viewer(ctx)?;
+        let tasks =
+            settle(loaders(ctx)?.user_tasks.load_one(v.user_id.clone()).await)?.unwrap_or_default();
+        Ok(Some(tasks.into_iter().map(Task).collect()))
+    }
+
+    /// Federation: resolves `Customer` entities by key.
+    #[graphql(entity)]
+    async fn find_customer_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Customer>> {
+        let v = viewer(ctx)?;
+        load_customer(ctx, v, CustomerId::parse(&id)?).await
+    }
+
+    /// Federation: resolves `Order` entities by key.
+    #[graphql(entity)]
+    async fn find_order_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Order>> {
+        load_order(ctx, OrderId::parse(&id)?).await
+    }
+
+    /// Federation: resolves `Product` entities by key.
+    #[graphql(entity)]
+    async fn find_product_by_id(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Product>> {
+        viewer(ctx)?;
+        let product = loaders(ctx)?
+            .products
+            .load_one(ProductId::parse(&id)?)
+            .await?;
+        Ok(product.map(Product))
+    }
+
+    /// Federation: resolves `SupportCase` entities by key.
+    #[graphql(entity)]
+    async fn find_support_case_by_id(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The case's id.")] id: ID,
+    ) -> async_graphql::Result<Option<SupportCase>> {
+        load_case(ctx, CaseId::parse(&id)?).await
+    }
+}
+
+/// A customer the viewer may see.
+pub(crate) async fn load_customer(
+    ctx: &Context<'_>,
+    viewer: &Viewer,
+    id: CustomerId,
+) -> async_graphql::Result<Option<Customer>> {
+    viewer.authorize(&id)?;
+    Ok(loaders(ctx)?.customers.load_one(id).await?.map(Customer))
+}
+
+/// An order the viewer may see.
+pub(crate) async fn load_order(
+    ctx: &Context<'_>,
+    id: OrderId,
+) -> async_graphql::Result<Option<Order>> {
+    let v = viewer(ctx)?;
+    let Some(order) = loaders(ctx)?.orders.load_one(id).await? else {
+        return Ok(None);
+    };
+    v.authorize(&order.customer_id)?;
+    Ok(Some(Order(order)))
+}
+
+/// A support case the viewer may see.
+pub(crate) async fn load_case(
+    ctx: &Context<'_>,
+    id: CaseId,
+) -> async_graphql::Result<Option<SupportCase>> {
+    let v = viewer(ctx)?;
+    let Some(case) = loaders(ctx)?.cases.load_one(id).await? else {
+        return Ok(None);
+    };
+    v.authorize(&case.customer_id)?;
+    Ok(Some(SupportCase(case)))
+}
+
+/// A task the viewer may see: agents see any; customers only tasks about themselves.
+pub(crate) async fn load_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Option<Task>> {
+    let v = viewer(ctx)?;
+    let Some(task) = settle(loaders(ctx)?.tasks.load_one(id).await)? else {
+        return Ok(None);
+    };
+    if v.role != Role::Agent {
+        match &task.customer_id {
+            Some(customer) => v.authorize(customer)?,
+            None => {
+                return Err(GraphError::Forbidden("this task is not yours".to_owned()).into());
+            }
+        }
+    }
+    Ok(Some(Task(task)))
+}

@@ -1,0 +1,301 @@
+//! The subscription root: live updates, fed by upstream events.
+//!
+//! Each subscription listens to this replica's [`EventHub`], keeps the events that concern
+//! what it watches and that its subscriber may see, and resolves the changed object fresh
+//! through new loaders for every event (never from what an earlier event cached), so a
+//! client may select nested fields as in a query.
+//!
+//! A subscription that falls more than the hub's capacity behind (its client reads too
+//! slowly) gets one `SUBSCRIPTION_LAGGED` error and ends: the client resubscribes and
+//! refetches, instead of everyone else waiting for it.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, ID, Object, Subscription};
+use chrono::{DateTime, Utc};
+use futures::{Stream, StreamExt};
+use tokio::sync::broadcast;
+
+use crate::error::GraphError;
+use crate::events::{DomainEvent, EventHub, EventKind};
+use crate::ids::{CaseId, CustomerId, OrderId};
+use crate::loaders::{LoaderScope, settle};
+use crate::query::{load_case, load_order};
+use crate::records::TaskStatus;
+use crate::types::{Order, Shipment, SupportCase, Task};
+use crate::viewer::{Role, Viewer, viewer};
+
+/// The group of agents at the process server.
+const AGENTS_GROUP: &str = "agents";
+
+/// Live updates.
+pub struct SubscriptionRoot;
+
+/// What a subscription sees: the events it may see, and a way to read fresh data for each.
+struct Watch {
+    events: broadcast::Receiver<Arc<DomainEvent>>,
+    scope: Arc<LoaderScope>,
+    viewer: Viewer,
+}
+
+impl Watch {
+    fn new(ctx: &Context<'_>) -> async_graphql::Result<Self> {
+        Ok(Self {
+            viewer: viewer(ctx)?.clone(),
+            events: ctx.data::<EventHub>()?.subscribe(),
+            scope: ctx.data::<Arc<LoaderScope>>()?.clone(),
+        })
+    }
+
+    /// The events `keep` accepts, that the viewer may see, each resolved by `resolve` with
+    /// fresh loaders. Ends with a `SUBSCRIPTION_LAGGED` error if the subscriber fell behind.
+    fn stream<T, K, R, Fut>(
+        self,
+        keep: K,
+        resolve: R,
+    ) -> impl Stream<Item = async_graphql::Result<T>>
+    where
+        T: Send + 'static,
+        K: Fn(&DomainEvent) -> bool + Send + 'static,
+        R: Fn(Arc<LoaderScope>, Arc<DomainEvent>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = async_graphql::Result<Option<T>>> + Send,
+    {
+        let Watch {
+            events,
+            scope,
+            viewer,
+        } = self;
+        let resolve = Arc::new(resolve);
+        futures::stream::unfold(Some(events), |state| async move {
+            let mut events = state?;
+            match events.recv().await {
+                Ok(event) => Some((Ok(event), Some(events))),
+                Err(broadcast::error::RecvError::Lagged(missed)) => Some((Err(missed), None)),
+                Err(broadcast::error::RecvError::Closed) => None,
+            }
+        })
+        .filter(move |item| {
+            let pass = match item {
+                Ok(event) => keep(event) && may_see(&viewer, event),
+                Err(_) => true,
+            };
+            futures::future::ready(pass)
+        })
+        .then(move |item| {
+            let scope = scope.clone();
+            let resolve = resolve.clone();
+            async move {
+                match item {
+                    Ok(event) => {
+                        scope.renew();
+                        resolve(scope, event).await
+                    }
+                    Err(missed) => Err(GraphError::Rejected(
+                        "SUBSCRIPTION_LAGGED",
+                        format!("this subscription fell {missed} updates behind and was ended: subscribe again and refetch"),
+                    )
+                    .into()),
+                }
+            }
+        })
+        // An event whose object is gone (or no longer visible) yields nothing.
+        .filter_map(|r| futures::future::ready(r.transpose()))
+    }
+}
+
+/// Whether the viewer may see an event at all.
+fn may_see(viewer: &Viewer, event: &DomainEvent) -> bool {
+    match &viewer.role {
+        Role::Agent => true,
+        Role::Customer(own) => event.customer_id.as_ref() == Some(own),
+    }
+}
+
+/// Live updates.
+#[Subscription(name = "Subscription")]
+impl SubscriptionRoot {
+    /// An order, each time it changes (status, shipment, parcel scans).
+    async fn order_updated(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order to watch.")] id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Order>> + use<>> {
+        let id = OrderId::parse(&id)?;
+        if load_order(ctx, id.clone()).await?.is_none() {
+            return Err(GraphError::NotFound(format!("no order {id}")).into());
+        }
+        let watched = id.clone();
+        Ok(Watch::new(ctx)?.stream(
+            move |e| {
+                matches!(e.kind, EventKind::OrderUpdated | EventKind::ShipmentUpdated)
+                    && e.subject.order_id.as_ref() == Some(&watched)
+            },
+            move |scope, _| {
+                let id = id.clone();
+                async move { Ok(scope.current().orders.load_one(id).await?.map(Order)) }
+            },
+        ))
+    }
+
+    /// The parcel of an order, each time the carrier scans it.
+    async fn shipment_updated(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The order whose parcel to watch.")] order_id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Shipment>> + use<>> {
+        let id = OrderId::parse(&order_id)?;
+        if load_order(ctx, id.clone()).await?.is_none() {
+            return Err(GraphError::NotFound(format!("no order {id}")).into());
+        }
+        let watched = id.clone();
+        Ok(Watch::new(ctx)?.stream(
+            move |e| {
+                e.kind == EventKind::ShipmentUpdated
+                    && e.subject.order_id.as_ref() == Some(&watched)
+            },
+            move |scope, _| {
+                let id = id.clone();
+                async move {
+                    let order = scope.current().orders.load_one(id).await?;
+                    Ok(order.and_then(|o| o.shipment).map(Shipment))
+                }
+            },
+        ))
+    }
+
+    /// A support case, each time it changes or someone comments on it.
+    async fn case_updated(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The case to watch.")] id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<SupportCase>> + use<>> {
+        let id = CaseId::parse(&id)?;
+        if load_case(ctx, id.clone()).await?.is_none() {
+            return Err(GraphError::NotFound(format!("no support case {id}")).into());
+        }
+        let watched = id.clone();
+        Ok(Watch::new(ctx)?.stream(
+            move |e| {
+                matches!(e.kind, EventKind::CaseUpdated | EventKind::CaseCommentAdded)
+                    && e.subject.case_id.as_ref() == Some(&watched)
+            },
+            move |scope, _| {
+                let id = id.clone();
+                async move { Ok(scope.current().cases.load_one(id).await?.map(SupportCase)) }
+            },
+        ))
+    }
+
+    /// Tasks as they become available to the signed-in user (offered to them or their group,
+    /// or claimed by them).
+    async fn task_assigned(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>> + use<>> {
+        let watch = Watch::new(ctx)?;
+        let me = watch.viewer.user_id.clone();
+        let is_agent = watch.viewer.role == Role::Agent;
+        Ok(watch.stream(
+            move |e| {
+                e.kind == EventKind::TaskUpdated
+                    && e.audience
+                        .iter()
+                        .any(|who| *who == me || (is_agent && who == AGENTS_GROUP))
+            },
+            |scope, event| async move {
+                let Some(id) = event.subject.task_id else {
+                    return Ok(None);
+                };
+                let task = settle(scope.current().tasks.load_one(id).await)?;
+                Ok(task
+                    .filter(|t| matches!(t.status, TaskStatus::Ready | TaskStatus::Reserved))
+                    .map(Task))
+            },
+        ))
+    }
+
+    /// Everything that concerns the signed-in customer, as a feed: orders, parcels, cases,
+    /// returns. Agents name the customer to follow.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "Agents only: the customer to follow.")] customer_id: Option<ID>,
+    ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Notification>> + use<>>
+    {
+        let named = customer_id
+            .as_deref()
+            .map(|id| CustomerId::parse(id))
+            .transpose()?;
+        let customer = viewer(ctx)?.acting_for(named)?;
+        Ok(Watch::new(ctx)?.stream(
+            move |e| e.customer_id.as_ref() == Some(&customer),
+            |scope, event| async move { Ok(Some(Notification { event, scope })) },
+        ))
+    }
+}
+
+/// Something that happened to the customer's orders, parcels, cases or returns.
+pub struct Notification {
+    event: Arc<DomainEvent>,
+    scope: Arc<LoaderScope>,
+}
+
+/// Something that happened to the customer's orders, parcels, cases or returns.
+#[Object]
+impl Notification {
+    /// Unique id of the event (the same across redeliveries).
+    async fn id(&self) -> ID {
+        ID(self.event.id.clone())
+    }
+
+    /// What kind of thing happened.
+    async fn kind(&self) -> EventKind {
+        self.event.kind
+    }
+
+    /// One line to show, e.g. `Order ord-000123 is now SHIPPED`.
+    async fn summary(&self) -> &str {
+        &self.event.summary
+    }
+
+    /// When it happened.
+    async fn occurred_at(&self) -> DateTime<Utc> {
+        self.event.occurred_at
+    }
+
+    /// The order it is about, read fresh.
+    async fn order(&self) -> async_graphql::Result<Option<Order>> {
+        let Some(id) = &self.event.subject.order_id else {
+            return Ok(None);
+        };
+        Ok(self
+            .scope
+            .current()
+            .orders
+            .load_one(id.clone())
+            .await?
+            .map(Order))
+    }
+
+    /// The support case it is about, read fresh.
+    async fn support_case(&self) -> async_graphql::Result<Option<SupportCase>> {
+        let Some(id) = &self.event.subject.case_id else {
+            return Ok(None);
+        };
+        Ok(self
+            .scope
+            .current()
+            .cases
+            .load_one(id.clone())
+            .await?
+            .map(SupportCase))
+    }
+
+    /// The task it is about, read fresh.
+    async fn task(&self) -> async_graphql::Result<Option<Task>> {
+        let Some(id) = self.event.subject.task_id else {
+            return Ok(None);
+        };
+        Ok(settle(self.scope.current().tasks.load_one(id).await)?.map(Task))
+    }
+}

@@ -1,0 +1,27 @@
+//! The GraphQL object types. Each wraps a record from [`crate::records`] and resolves its
+//! links to other types through the request's [`crate::loaders::Loaders`].
+
+mod customer;
+mod money;
+mod order;
+mod process;
+mod product;
+mod support_case;
+
+pub use customer::{Address, Customer};
+pub use money::Money;
+pub use order::{Order, OrderLine, Shipment, TrackingEvent};
+pub use process::{ProcessInstance, Task};
+pub use product::Product;
+pub use support_case::{CaseComment, SupportCase};
+
+use std::sync::Arc;
+
+use async_graphql::Context;
+
+use crate::loaders::{LoaderScope, Loaders};
+
+/// The loaders of the request (or subscription event) being resolved.
+pub(crate) fn loaders(ctx: &Context<'_>) -> async_graphql::Result<Arc<Loaders>> {
+    Ok(ctx.data::<Arc<LoaderScope>>()?.current())
+}

@@ -1,0 +1,80 @@
+//! Who is calling, and the one rule for what they may see.
+//!
+//! The server validates the bearer token and puts a [`Viewer`] in the request's data; a
+//! request without a valid token has none. Resolvers ask [`viewer`] for it and
+//! [`Viewer::authorize`] before handing out anything that belongs to a customer.
+
+use async_graphql::Context;
+
+use crate::error::{GraphError, GraphResult};
+use crate::ids::CustomerId;
+
+/// The signed-in user of a request.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    /// The user's id at the identity provider (`sub`); also their user id at the process server.
+    pub user_id: String,
+    /// Display name, from the token.
+    pub name: String,
+    /// What they are.
+    pub role: Role,
+}
+
+/// What a signed-in user is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// A customer: sees and changes only their own data.
+    Customer(CustomerId),
+    /// A call-centre / helpdesk agent: any customer's data, and the agents' tasks.
+    Agent,
+}
+
+impl Viewer {
+    /// Whether this viewer may see and act on `customer`'s data: `FORBIDDEN` otherwise.
+    pub fn authorize(&self, customer: &CustomerId) -> GraphResult<()> {
+        match &self.role {
+            Role::Agent => Ok(()),
+            Role::Customer(own) if own == customer => Ok(()),
+            Role::Customer(_) => Err(GraphError::Forbidden(
+                "this belongs to another customer".to_owned(),
+            )),
+        }
+    }
+
+    /// Agents only: `FORBIDDEN` for customers.
+    pub fn require_agent(&self) -> GraphResult<()> {
+        match self.role {
+            Role::Agent => Ok(()),
+            Role::Customer(_) => Err(GraphError::Forbidden("only agents may do this".to_owned())),
+        }
+    }
+
+    /// The customer a customer-role viewer is; `None` for agents.
+    pub fn customer_id(&self) -> Option<&CustomerId> {
+        match &self.role {
+            Role::Customer(id) => Some(id),
+            Role::Agent => None,
+        }
+    }
+
+    /// Whose data an operation is about: a customer always acts for themselves; an agent must
+    /// name the customer.
+    pub fn acting_for(&self, named: Option<CustomerId>) -> GraphResult<CustomerId> {
+        match (&self.role, named) {
+            (Role::Customer(own), None) => Ok(own.clone()),
+            (Role::Customer(own), Some(named)) => {
+                self.authorize(&named)?;
+                Ok(own.clone())
+            }
+            (Role::Agent, Some(named)) => Ok(named),
+            (Role::Agent, None) => Err(GraphError::BadInput(
+                "agents must say which customer this is for (customerId)".to_owned(),
+            )),
+        }
+    }
+}
+
+/// The signed-in viewer of this request, or `UNAUTHENTICATED`.
+pub fn viewer<'a>(ctx: &Context<'a>) -> GraphResult<&'a Viewer> {
+    ctx.data_opt::<Viewer>().ok_or(GraphError::Unauthenticated)
+}

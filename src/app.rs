@@ -1,0 +1,231 @@
+//! Startup: builds everything from the config and serves until shutdown.
+//!
+//! [`run`] is the seam `main`, the integration tests and the benchmarks share: they bind a
+//! listener (tests use `127.0.0.1:0`), pass a config and a shutdown future, and talk to the
+//! real server over HTTP.
+
+use std::future::Future;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use url::Url;
+
+use crate::auth::{AuthSettings, Authenticator};
+use crate::config::{
+    AuthConfig, BackendConfig, CallPolicy, CarrierConfig, Config, CrmConfig, ProcessConfig, Secret,
+    UpstreamsConfig,
+};
+use crate::sandbox::Sandbox;
+use crate::transport::{self, AppState};
+use resolvers::events::EventHub;
+
+/// The audience tokens must carry unless configured otherwise.
+pub const DEFAULT_AUDIENCE: &str = "switchyard";
+
+/// Serves Switchyard on `listener` until `shutdown` completes, then drains in-flight requests.
+///
+/// With no upstream configured, starts the embedded sandbox first and points every upstream
+/// (and the token issuer) at it.
+pub async fn run(
+    listener: TcpListener,
+    mut config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let sandbox = if config.uses_sandbox() {
+        let sandbox = Sandbox::start(config.sandbox.clone())
+            .await
+            .context("starting the embedded sandbox")?;
+        let (upstreams, auth) = sandbox_wiring(&sandbox)?;
+        config.upstreams = upstreams;
+        config.auth = AuthConfig {
+            issuer: auth.issuer,
+            audience: config.auth.audience.clone().or(auth.audience),
+            dev_issuer: auth.dev_issuer,
+            ..config.auth
+        };
+        tracing::info!(
+            backend = %sandbox.urls().backend,
+            crm = %sandbox.urls().crm,
+            process = %sandbox.urls().process,
+            carrier = %sandbox.urls().carrier,
+            oidc = %sandbox.urls().oidc,
+            "embedded sandbox started"
+        );
+        Some(sandbox)
+    } else {
+        None
+    };
+    config.validate()?;
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let state = app_state(&config, shutdown_rx)?;
+    let app = transport::router(
+        state,
+        config.server.max_body_bytes,
+        config.server.playground,
+    );
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        playground = config.server.playground,
+        "switchyard listening on http://{addr}/graphql"
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            // Tell long-lived connections (websockets, SSE) to close, so draining ends.
+            let _ = shutdown_tx.send(true);
+        })
+        .await
+        .context("serving HTTP")?;
+    if let Some(sandbox) = sandbox {
+        sandbox.shutdown().await;
+    }
+    tracing::info!("switchyard stopped");
+    Ok(())
+}
+
+fn app_state(
+    config: &Config,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<AppState> {
+    let u = &config.upstreams;
+    let (Some(backend), Some(crm), Some(process), Some(carrier)) =
+        (&u.backend, &u.crm, &u.process, &u.carrier)
+    else {
+        anyhow::bail!("every upstream must be configured");
+    };
+    let ports = crate::upstream::ports(backend, crm, process, carrier)?;
+    let hub = EventHub::new(config.events.hub_capacity);
+    let mut builder = resolvers::schema_builder()
+        .data(ports.clone())
+        .data(hub.clone());
+    if !config.server.introspection {
+        builder = builder.disable_introspection();
+    }
+    let issuer = config
+        .auth
+        .issuer
+        .as_ref()
+        .context("auth.issuer is not set")?;
+    let auth = Authenticator::new(AuthSettings {
+        issuer: issuer.as_str().trim_end_matches('/').to_owned(),
+        audience: config
+            .auth
+            .audience
+            .clone()
+            .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
+        jwks_url: config.auth.jwks_url.clone(),
+        leeway_secs: config.auth.leeway_secs.unwrap_or(30),
+        roles_claim: config
+            .auth
+            .roles_claim
+            .clone()
+            .unwrap_or_else(|| "roles".into()),
+        customer_id_claim: config
+            .auth
+            .customer_id_claim
+            .clone()
+            .unwrap_or_else(|| "customer_id".into()),
+    })?;
+    Ok(AppState {
+        schema: builder.finish(),
+        ports,
+        auth,
+        request_timeout: config.server.request_timeout,
+        dev_issuer: config
+            .auth
+            .dev_issuer
+            .as_ref()
+            .map(|u| u.as_str().trim_end_matches('/').to_owned()),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()?,
+        hub,
+        subscriptions: config.subscriptions.clone(),
+        open_connections: Default::default(),
+        shutdown,
+    })
+}
+
+/// The upstream and auth config that points at a running sandbox, exactly as an operator
+/// would write it for real systems.
+pub fn sandbox_wiring(sandbox: &Sandbox) -> anyhow::Result<(UpstreamsConfig, AuthConfig)> {
+    let urls = sandbox.urls();
+    let creds = sandbox.config();
+    let url = |u: &dyn std::fmt::Display| -> anyhow::Result<Url> {
+        Url::parse(&u.to_string()).context("sandbox URL")
+    };
+    let upstreams = UpstreamsConfig {
+        backend: Some(BackendConfig {
+            url: url(&urls.backend)?,
+            token: Secret::new(creds.backend_token.clone()),
+            policy: CallPolicy::default(),
+        }),
+        crm: Some(CrmConfig {
+            login_url: url(&urls.crm)?,
+            client_id: creds.crm_client_id.clone(),
+            client_secret: Secret::new(creds.crm_client_secret.clone()),
+            api_version: "v60.0".to_owned(),
+            policy: CallPolicy::default(),
+        }),
+        process: Some(ProcessConfig {
+            url: url(&urls.process)?,
+            user: creds.kie_user.clone(),
+            password: Secret::new(creds.kie_password.clone()),
+            container: "returns".to_owned(),
+            return_process: "returns.ReturnRequest".to_owned(),
+            policy: CallPolicy::default(),
+        }),
+        carrier: Some(CarrierConfig {
+            url: url(&urls.carrier)?,
+            api_key: Secret::new(creds.carrier_api_key.clone()),
+            max_retry_after_secs: 2,
+            policy: CallPolicy {
+                concurrency: 8,
+                ..CallPolicy::default()
+            },
+        }),
+    };
+    let auth = AuthConfig {
+        issuer: Some(url(&urls.oidc)?),
+        audience: Some(creds.oidc_audience.clone()),
+        dev_issuer: Some(url(&urls.oidc)?),
+        ..AuthConfig::default()
+    };
+    Ok((upstreams, auth))
+}
+
+/// The schema's SDL (what `schema/schema.graphql` holds).
+pub fn schema_sdl() -> String {
+    resolvers::sdl()
+}
+
+/// What `switchyard sandbox` prints: the URLs, and the config a replica needs to use them.
+pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
+    let (u, auth) = sandbox_wiring(sandbox)?;
+    let (Some(b), Some(c), Some(p), Some(k)) = (u.backend, u.crm, u.process, u.carrier) else {
+        anyhow::bail!("sandbox wiring is incomplete");
+    };
+    let issuer = auth.issuer.map(|i| i.to_string()).unwrap_or_default();
+    Ok(format!(
+        "# Switchyard sandbox upstreams are running. Point replicas at them with this config\n\
+         # (or the matching SWITCHYARD_* variables); these are dev credentials.\n\
+         [auth]\nissuer = \"{issuer}\"\naudience = \"{aud}\"\ndev_issuer = \"{issuer}\"\n\n\
+         [upstreams.backend]\nurl = \"{}\"\ntoken = \"{}\"\n\n\
+         [upstreams.crm]\nlogin_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n\n\
+         [upstreams.process]\nurl = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\n\n\
+         [upstreams.carrier]\nurl = \"{}\"\napi_key = \"{}\"\n",
+        b.url,
+        b.token.expose(),
+        c.login_url,
+        c.client_id,
+        c.client_secret.expose(),
+        p.url,
+        p.user,
+        p.password.expose(),
+        k.url,
+        k.api_key.expose(),
+        aud = auth.audience.unwrap_or_default(),
+    ))
+}

@@ -1,0 +1,414 @@
+//! Configuration: a TOML file, then environment variables, into typed structs that reject
+//! unknown keys (a typo is an error at start, not a silent default).
+//!
+//! Environment variables are `SWITCHYARD_` + the path with `__` between levels, e.g.
+//! `SWITCHYARD_SERVER__LISTEN=0.0.0.0:4000` or `SWITCHYARD_UPSTREAMS__CRM__CLIENT_SECRET=...`.
+//! With no upstream configured at all, Switchyard starts the embedded sandbox and points every
+//! upstream at it.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+use url::Url;
+
+use crate::sandbox::SandboxConfig;
+
+/// Everything Switchyard reads at start.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The HTTP listener and request limits.
+    pub server: ServerConfig,
+    /// Who may call: the OIDC provider whose tokens are accepted.
+    pub auth: AuthConfig,
+    /// The upstream systems. All absent: the embedded sandbox is started.
+    pub upstreams: UpstreamsConfig,
+    /// Knobs of the embedded sandbox (latency, faults, seed); ignored with real upstreams.
+    pub sandbox: SandboxConfig,
+    /// Log format and filter.
+    pub log: LogConfig,
+    /// The event bus: Redis Streams across replicas, memory for one instance.
+    pub events: EventsConfig,
+    /// Webhooks from the upstreams: their signing secrets and replay window.
+    pub webhooks: WebhooksConfig,
+    /// Websocket and SSE subscriptions: limits and timeouts.
+    pub subscriptions: SubscriptionsConfig,
+}
+
+/// The event bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EventsConfig {
+    /// `redis://host:6379/0` (or `rediss://`, `redis+unix:///path`): share events across
+    /// replicas through a Redis stream. Absent: an in-memory bus (one instance only).
+    pub redis_url: Option<Secret>,
+    /// The stream's key.
+    pub stream_key: String,
+    /// Roughly how many events the stream keeps (`XADD MAXLEN ~`).
+    pub stream_max_len: usize,
+    /// How long an event id is remembered to absorb duplicate deliveries.
+    pub dedup_ttl_secs: u64,
+    /// How many events this replica's hub keeps for subscribers that lag.
+    pub hub_capacity: usize,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            stream_key: "switchyard:events".to_owned(),
+            stream_max_len: 100_000,
+            dedup_ttl_secs: 24 * 3600,
+            hub_capacity: 1024,
+        }
+    }
+}
+
+/// Webhooks from the upstreams (`POST /webhooks/{backend|crm|process|carrier}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Oldest a webhook's timestamp may be (replay protection), and how far in the future.
+    pub tolerance_secs: u64,
+    /// HMAC-SHA256 secret of the backend's webhooks.
+    pub backend_secret: Option<Secret>,
+    /// HMAC-SHA256 secret of the CRM's webhooks.
+    pub crm_secret: Option<Secret>,
+    /// HMAC-SHA256 secret of the process server's webhooks.
+    pub process_secret: Option<Secret>,
+    /// HMAC-SHA256 secret of the carrier's webhooks.
+    pub carrier_secret: Option<Secret>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            tolerance_secs: 300,
+            backend_secret: None,
+            crm_secret: None,
+            process_secret: None,
+            carrier_secret: None,
+        }
+    }
+}
+
+/// Subscriptions over websockets and SSE.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SubscriptionsConfig {
+    /// Most open websocket/SSE connections per instance (503 beyond).
+    pub max_connections: usize,
+    /// Most subscriptions on one connection.
+    pub max_subscriptions_per_connection: usize,
+    /// How long a websocket may stay without `connection_init` (then 4408).
+    pub init_timeout_ms: u64,
+    /// Interval of server pings (graphql-transport-ws) / keep-alives (legacy, SSE).
+    pub keepalive_ms: u64,
+    /// Messages queued for one connection before it counts as too slow.
+    pub send_buffer: usize,
+}
+
+impl Default for SubscriptionsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 20_000,
+            max_subscriptions_per_connection: 100,
+            init_timeout_ms: 10_000,
+            keepalive_ms: 15_000,
+            send_buffer: 64,
+        }
+    }
+}
+
+/// The HTTP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Longest a GraphQL request may take before it is answered 504.
+    #[serde(rename = "request_timeout_ms", with = "millis")]
+    pub request_timeout: Duration,
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: usize,
+    /// Serve the playground at `/playground/`.
+    pub playground: bool,
+    /// Answer introspection queries (the playground needs it).
+    pub introspection: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
+            request_timeout: Duration::from_secs(30),
+            max_body_bytes: 1 << 20,
+            playground: true,
+            introspection: true,
+        }
+    }
+}
+
+/// The OIDC provider.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The issuer (`iss`) tokens must carry; its discovery document names the JWKS. Absent
+    /// with the sandbox: the sandbox's dev issuer.
+    pub issuer: Option<Url>,
+    /// The JWKS URL, when it should not be discovered from the issuer.
+    pub jwks_url: Option<Url>,
+    /// The audience (`aud`) tokens must carry.
+    pub audience: Option<String>,
+    /// Seconds of clock skew tolerated on `exp`/`nbf`.
+    pub leeway_secs: Option<u64>,
+    /// Claim holding the roles (`customer` / `agent`); default `roles`.
+    pub roles_claim: Option<String>,
+    /// Claim holding a customer's customer id; default `customer_id`.
+    pub customer_id_claim: Option<String>,
+    /// The sandbox's dev issuer: enables the demo sign-in (`/dev/users`, `/dev/token`) that the
+    /// playground uses. Set automatically with the embedded sandbox; never in production.
+    pub dev_issuer: Option<Url>,
+}
+
+/// All upstreams.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamsConfig {
+    /// Backend integration microservices.
+    pub backend: Option<BackendConfig>,
+    /// The CRM (Salesforce REST).
+    pub crm: Option<CrmConfig>,
+    /// The process server (KIE Server REST).
+    pub process: Option<ProcessConfig>,
+    /// The parcel carrier's tracking API.
+    pub carrier: Option<CarrierConfig>,
+}
+
+/// How to call one upstream: shared by every upstream's config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CallPolicy {
+    /// Longest one HTTP call may take.
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+    /// Extra tries for reads that failed with a timeout, a connection error or a 5xx
+    /// (writes are never retried).
+    pub retries: u32,
+    /// Most calls in flight to this upstream at once, across all requests.
+    pub concurrency: usize,
+}
+
+impl Default for CallPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(5),
+            retries: 1,
+            concurrency: 32,
+        }
+    }
+}
+
+/// The backend integration microservices.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackendConfig {
+    /// Base URL, e.g. `https://backend.internal/api`.
+    pub url: Url,
+    /// Bearer token Switchyard presents.
+    pub token: Secret,
+    /// Timeouts, retries, concurrency.
+    #[serde(default)]
+    pub policy: CallPolicy,
+}
+
+/// The CRM (Salesforce REST API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmConfig {
+    /// Where to get tokens: `https://login.salesforce.com` or the org's My Domain; API calls
+    /// go to the `instance_url` the token answer names.
+    pub login_url: Url,
+    /// Connected app consumer key (client credentials flow).
+    pub client_id: String,
+    /// Connected app consumer secret.
+    pub client_secret: Secret,
+    /// REST API version, e.g. `v60.0`.
+    #[serde(default = "default_crm_api_version")]
+    pub api_version: String,
+    /// Timeouts, retries, concurrency.
+    #[serde(default)]
+    pub policy: CallPolicy,
+}
+
+fn default_crm_api_version() -> String {
+    "v60.0".to_owned()
+}
+
+/// The process server (jBPM KIE Server REST API).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessConfig {
+    /// Base URL up to and including `/kie-server/services/rest/server`.
+    pub url: Url,
+    /// HTTP Basic user.
+    pub user: String,
+    /// HTTP Basic password.
+    pub password: Secret,
+    /// Container (KJAR deployment) holding the return process.
+    #[serde(default = "default_container")]
+    pub container: String,
+    /// Process definition id of the return process.
+    #[serde(default = "default_return_process")]
+    pub return_process: String,
+    /// Timeouts, retries, concurrency.
+    #[serde(default)]
+    pub policy: CallPolicy,
+}
+
+fn default_container() -> String {
+    "returns".to_owned()
+}
+
+fn default_return_process() -> String {
+    "returns.ReturnRequest".to_owned()
+}
+
+/// The parcel carrier's tracking API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierConfig {
+    /// Base URL.
+    pub url: Url,
+    /// API key sent as `X-Api-Key`.
+    pub api_key: Secret,
+    /// Longest `Retry-After` (seconds) Switchyard waits out once on a 429 before giving up.
+    #[serde(default = "default_max_retry_after")]
+    pub max_retry_after_secs: u64,
+    /// Timeouts, retries, concurrency (the carrier rate limits: keep concurrency low).
+    #[serde(default = "carrier_policy")]
+    pub policy: CallPolicy,
+}
+
+fn default_max_retry_after() -> u64 {
+    2
+}
+
+fn carrier_policy() -> CallPolicy {
+    CallPolicy {
+        concurrency: 8,
+        ..CallPolicy::default()
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `json` for one JSON object per line (production), `pretty` for people.
+    pub format: LogFormat,
+    /// A tracing filter, e.g. `info,switchyard=debug`; `RUST_LOG` wins when set.
+    pub filter: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            filter: "info".to_owned(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+/// A secret (password, key, token): never printed, never logged.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The value, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl Config {
+    /// Reads the file (when given) and then `SWITCHYARD_*` environment variables.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            if !file.exists() {
+                anyhow::bail!("config file {} does not exist", file.display());
+            }
+            figment = figment.merge(Toml::file(file));
+        }
+        let config: Config = figment
+            .merge(Env::prefixed("SWITCHYARD_").split("__"))
+            .extract()
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let u = &self.upstreams;
+        let given = [
+            u.backend.is_some(),
+            u.crm.is_some(),
+            u.process.is_some(),
+            u.carrier.is_some(),
+        ];
+        if given.iter().any(|g| *g) && !given.iter().all(|g| *g) {
+            anyhow::bail!(
+                "configure all four upstreams (backend, crm, process, carrier) or none (none starts the sandbox)"
+            );
+        }
+        if !self.uses_sandbox() && self.auth.issuer.is_none() {
+            anyhow::bail!("auth.issuer is required with real upstreams");
+        }
+        Ok(())
+    }
+
+    /// Whether the embedded sandbox stands in for the upstreams.
+    pub fn uses_sandbox(&self) -> bool {
+        self.upstreams.backend.is_none()
+    }
+}
+
+/// Durations in config are whole milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}

@@ -1,0 +1,24 @@
+//! Switchyard: a GraphQL backend-for-frontend. This crate is the server around the graph
+//! (the `resolvers` crate): configuration, transport, auth, upstream adapters, the sandbox.
+//!
+//! # Layout
+//! - [`app`]: startup; [`app::run`] is the seam shared by `main`, tests and benchmarks.
+//! - [`config`]: typed configuration from a TOML file and `SWITCHYARD_*` variables.
+//! - [`transport`]: HTTP routes: GraphQL over HTTP, the playground, demo sign-in, health.
+//! - [`events`]: the event bus (Redis Streams or memory) and this replica's reader.
+//! - [`auth`]: bearer token (OIDC JWT) validation against the provider's JWKS.
+//! - [`upstream`]: adapters that implement the graph's ports over HTTP, one per upstream.
+//! - [`sandbox`]: the upstreams as real HTTP servers with demo data, for dev, tests, benchmarks.
+//! - [`telemetry`]: structured logs.
+
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod events;
+pub mod sandbox;
+pub mod telemetry;
+pub mod transport;
+pub mod upstream;
+
+pub use app::run;
+pub use config::Config;

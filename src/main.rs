@@ -1,0 +1,85 @@
+//! The `switchyard` binary: parses the command line, loads config, runs.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use switchyard::config::Config;
+use switchyard::sandbox::Sandbox;
+
+/// Switchyard: one GraphQL API over the company's backend, CRM, process server and carrier.
+///
+/// With no upstream configured it starts the embedded sandbox (demo upstreams with seeded
+/// data) and the playground at http://127.0.0.1:4000/playground/.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Config file (TOML). `SWITCHYARD_*` environment variables override it, e.g.
+    /// SWITCHYARD_SERVER__LISTEN=0.0.0.0:4000.
+    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the GraphQL server (the default).
+    Serve,
+    /// Run only the sandbox upstreams, and print their URLs and credentials, so that several
+    /// replicas, a load generator or other tools can share one set of upstreams.
+    Sandbox,
+    /// Print the schema's SDL (Federation v2 subgraph) to stdout.
+    Schema,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    // One crypto provider for every TLS connection (reqwest, redis), chosen before any is made.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = Cli::parse();
+    let config = Config::load(cli.config.as_deref())?;
+    switchyard::telemetry::init(&config.log);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let listener = tokio::net::TcpListener::bind(config.server.listen)
+                .await
+                .with_context(|| format!("binding {}", config.server.listen))?;
+            switchyard::run(listener, config, shutdown_signal()).await
+        }
+        Command::Sandbox => {
+            let sandbox = Sandbox::start(config.sandbox.clone()).await?;
+            println!("{}", switchyard::app::sandbox_summary(&sandbox)?);
+            shutdown_signal().await;
+            sandbox.shutdown().await;
+            Ok(())
+        }
+        Command::Schema => {
+            print!("{}", switchyard::app::schema_sdl());
+            Ok(())
+        }
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown signal received; draining");
+}

@@ -1,0 +1,209 @@
+//! Request counting, latency and fault injection: one middleware in front of every upstream.
+//!
+//! Each upstream router gets [`layer`] with its own [`Faults`]: the middleware counts the request
+//! under `"METHOD /route/template"` (axum's [`MatchedPath`], so `/orders/{id}` rather than one
+//! entry per order; `"METHOD (unmatched)"` for paths no route matches), waits the configured
+//! latency, then, drawing from a PRNG seeded from the sandbox seed, may answer 503 in the
+//! upstream's own error shape (`error_rate`), stall for 120 s before answering (`timeout_rate`:
+//! the client's timeout fires first), or answer 200 with the real answer's JSON cut in half
+//! (`malformed_rate`). [`control_routes`] serve `GET`/`DELETE /_sandbox/requests`, outside the
+//! layer: they are never counted, delayed or faulted.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Json;
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::data::SplitMix64;
+use super::{Upstream, UpstreamKnobs};
+
+/// How long a request picked for a timeout stalls before it is answered.
+const STALL: Duration = Duration::from_secs(120);
+
+/// Request counts of one upstream, keyed by `"METHOD /route/template"`.
+#[derive(Debug, Default)]
+pub(crate) struct RequestCounter(Mutex<BTreeMap<String, u64>>);
+
+impl RequestCounter {
+    fn count(&self, key: String) {
+        *self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_default() += 1;
+    }
+
+    pub(crate) fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn reset(&self) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+    }
+}
+
+/// The fault settings and counters of one upstream.
+#[derive(Debug)]
+pub(crate) struct Faults {
+    upstream: Upstream,
+    knobs: UpstreamKnobs,
+    counter: Arc<RequestCounter>,
+    /// A plain mutex around a PRNG: a draw takes nanoseconds and is never held across `.await`.
+    rng: Mutex<SplitMix64>,
+    /// Ends stalls early when the sandbox shuts down, so shutdown does not wait 120 s.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Faults {
+    pub(crate) fn new(
+        upstream: Upstream,
+        knobs: UpstreamKnobs,
+        seed: u64,
+        counter: Arc<RequestCounter>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        // A different stream per upstream, so one upstream's traffic does not shift another's.
+        let stream = seed ^ (0xFA17_0000_0000_0000 | upstream as u64);
+        Self {
+            upstream,
+            knobs,
+            counter,
+            rng: Mutex::new(SplitMix64::new(stream)),
+            shutdown,
+        }
+    }
+
+    /// Draws the three fault dice for one request: (error, timeout, malformed).
+    fn roll(&self) -> (bool, bool, bool) {
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        // Always three draws, so the sequence does not depend on which knobs are set.
+        let (error, timeout, malformed) = (rng.unit(), rng.unit(), rng.unit());
+        (
+            error < self.knobs.error_rate,
+            timeout < self.knobs.timeout_rate,
+            malformed < self.knobs.malformed_rate,
+        )
+    }
+}
+
+/// Wraps `router` (whose routes are all added) in the counting and fault middleware.
+pub(crate) fn layer(router: Router, faults: Arc<Faults>) -> Router {
+    router.layer(middleware::from_fn_with_state(faults, fault_middleware))
+}
+
+async fn fault_middleware(
+    State(faults): State<Arc<Faults>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.uri().path().contains("/_sandbox/") {
+        return next.run(request).await;
+    }
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("(unmatched)", MatchedPath::as_str);
+    faults
+        .counter
+        .count(format!("{} {route}", request.method()));
+
+    if faults.knobs.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(faults.knobs.latency_ms)).await;
+    }
+    let (error, timeout, malformed) = faults.roll();
+    if error {
+        return unavailable(faults.upstream);
+    }
+    if timeout {
+        let mut shutdown = faults.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(STALL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+    let response = next.run(request).await;
+    if malformed {
+        return truncate(response).await;
+    }
+    response
+}
+
+/// A 503 in the upstream's own error shape.
+fn unavailable(upstream: Upstream) -> Response {
+    let message = "The service is temporarily unavailable (sandbox fault injection).";
+    let status = StatusCode::SERVICE_UNAVAILABLE;
+    match upstream {
+        Upstream::Backend => (
+            status,
+            Json(json!({"error": {"code": "UNAVAILABLE", "message": message}})),
+        )
+            .into_response(),
+        Upstream::Crm => (
+            status,
+            Json(json!([{"message": message, "errorCode": "SERVER_UNAVAILABLE"}])),
+        )
+            .into_response(),
+        Upstream::Process => (status, Json(json!(message))).into_response(),
+        Upstream::Carrier => (
+            status,
+            Json(json!({"error": "service_unavailable", "message": message})),
+        )
+            .into_response(),
+        Upstream::Oidc => (
+            status,
+            Json(json!({"error": "temporarily_unavailable", "error_description": message})),
+        )
+            .into_response(),
+    }
+}
+
+/// The real answer's body cut in half, as 200 JSON: a connection dropped mid-answer, seen by a
+/// client that trusts the status line.
+async fn truncate(response: Response) -> Response {
+    let body = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap_or_default();
+    let half = body.slice(..body.len() / 2);
+    // A short answer cut in half may still be valid JSON (`42` -> `4`) or nothing at all.
+    let cut = if half.is_empty() || serde_json::from_slice::<serde::de::IgnoredAny>(&half).is_ok() {
+        Bytes::from_static(b"{\"")
+    } else {
+        half
+    };
+    let mut response = Response::new(Body::from(cut));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// `GET /_sandbox/requests` (the counts) and `DELETE /_sandbox/requests` (reset), under `prefix`
+/// (empty for the server root).
+pub(crate) fn control_routes(prefix: &str, counter: Arc<RequestCounter>) -> Router {
+    let read = Arc::clone(&counter);
+    Router::new().route(
+        &format!("{prefix}/_sandbox/requests"),
+        get(move || async move { Json(read.snapshot()) }).delete(move || async move {
+            counter.reset();
+            StatusCode::NO_CONTENT
+        }),
+    )
+}

@@ -1,0 +1,472 @@
+//! The sandbox: the company's upstream systems as real HTTP servers on local ports, seeded with
+//! deterministic demo data.
+//!
+//! Each upstream speaks the wire contract of `docs/upstreams.md` (the real system's API shape),
+//! so Switchyard's adapters cannot tell the sandbox from the real thing. [`Sandbox::start`] binds
+//! the five servers (port 0 each, or [`SandboxConfig::ports`] for the standalone
+//! `switchyard sandbox` mode), and [`Sandbox::urls`] says where they are.
+//!
+//! Layout:
+//! - `world`: the one [`World`](world::World) every server reads and writes, its mutations, and
+//!   the [`SandboxChange`] events they announce.
+//! - `data`: the deterministic seed: 1,000 customers, 500 products, 20,000 orders, parcels,
+//!   1,500 CRM cases, 300 return processes; `cust-0001` (Ada Lovelace) is hand-written.
+//! - `backend`: the company's own customer / order / product microservices (REST/JSON).
+//! - `crm`: the CRM, Salesforce REST shaped (OAuth token, SOQL, composite retrieve, create).
+//! - `soql`: the SOQL subset the CRM parses, with its sObject schema.
+//! - `process`: the process server, jBPM KIE Server REST shaped (return requests, human tasks).
+//! - `carrier`: the parcel carrier's tracking API (API key, token-bucket rate limit).
+//! - `oidc`: a dev OpenID issuer that signs ES256 tokens for demo users.
+//! - `faults`: request counting, latency and fault injection in front of every server, and the
+//!   `/_sandbox/requests` control routes.
+
+mod backend;
+mod carrier;
+mod crm;
+mod data;
+mod faults;
+mod oidc;
+mod process;
+mod soql;
+mod world;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use axum::Router;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+pub use world::SandboxChange;
+
+use faults::{Faults, RequestCounter};
+use world::SharedWorld;
+
+/// How long [`Sandbox::shutdown`] waits for in-flight requests before it cuts them off.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Latency and faults of one upstream. Rates are probabilities per request, from 0 to 1.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpstreamKnobs {
+    /// Added to every answer, in milliseconds.
+    pub latency_ms: u64,
+    /// Share of requests answered 503 in the upstream's error shape.
+    pub error_rate: f64,
+    /// Share of requests that stall 120 s before they are answered (the client times out).
+    pub timeout_rate: f64,
+    /// Share of requests answered 200 with the JSON body cut in half.
+    pub malformed_rate: f64,
+}
+
+impl UpstreamKnobs {
+    fn validate(&self, upstream: Upstream) -> anyhow::Result<()> {
+        for (name, rate) in [
+            ("error_rate", self.error_rate),
+            ("timeout_rate", self.timeout_rate),
+            ("malformed_rate", self.malformed_rate),
+        ] {
+            if !(0.0..=1.0).contains(&rate) {
+                bail!(
+                    "sandbox.{}.{name} must be between 0 and 1, got {rate}",
+                    upstream.name()
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Fixed ports for the standalone sandbox; 0 picks a free port.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxPorts {
+    /// Port of the backend microservices.
+    pub backend: u16,
+    /// Port of the CRM.
+    pub crm: u16,
+    /// Port of the process server.
+    pub process: u16,
+    /// Port of the carrier.
+    pub carrier: u16,
+    /// Port of the dev OIDC issuer.
+    pub oidc: u16,
+}
+
+/// Configuration of the sandbox. Every field has a default; the credentials are fixed,
+/// documented dev values, not secrets.
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// Seed of the demo data and of the fault dice (default 42).
+    pub seed: u64,
+    /// Latency and faults of the backend microservices.
+    pub backend: UpstreamKnobs,
+    /// Latency and faults of the CRM.
+    pub crm: UpstreamKnobs,
+    /// Latency and faults of the process server.
+    pub process: UpstreamKnobs,
+    /// Latency and faults of the carrier.
+    pub carrier: UpstreamKnobs,
+    /// Latency and faults of the dev OIDC issuer.
+    pub oidc: UpstreamKnobs,
+    /// Lifetime of a CRM access token in seconds (default 3600; 0 expires tokens at once).
+    pub crm_token_ttl_secs: u64,
+    /// Records per SOQL answer before `nextRecordsUrl` (default 2000, like Salesforce).
+    pub crm_batch_size: usize,
+    /// CRM API calls allowed per UTC day before 403 `REQUEST_LIMIT_EXCEEDED` (default 1,000,000).
+    pub crm_daily_api_limit: u64,
+    /// Carrier requests per second (a token bucket holding one second's worth; default 200;
+    /// 0 means unlimited).
+    pub carrier_rate_per_sec: u32,
+    /// Address the servers bind (default 127.0.0.1).
+    pub bind: IpAddr,
+    /// Fixed ports (the standalone mode); `None` picks a free port for each server.
+    pub ports: Option<SandboxPorts>,
+    /// Bearer token of the backend microservices (default `sandbox-backend-token`).
+    pub backend_token: String,
+    /// OAuth client id of the CRM's connected app (default `sandbox-crm-client`).
+    pub crm_client_id: String,
+    /// OAuth client secret of the CRM's connected app (default `sandbox-crm-secret`).
+    pub crm_client_secret: String,
+    /// Basic-auth user of the KIE server (default `kieserver`).
+    pub kie_user: String,
+    /// Basic-auth password of the KIE server (default `kieserver1!`).
+    pub kie_password: String,
+    /// The carrier's API key (default `sandbox-carrier-key`).
+    pub carrier_api_key: String,
+    /// `aud` of the tokens the dev OIDC issuer signs (default `switchyard`).
+    pub oidc_audience: String,
+}
+
+impl Default for SandboxConfig {
+    fn default() -> Self {
+        Self {
+            seed: 42,
+            backend: UpstreamKnobs::default(),
+            crm: UpstreamKnobs::default(),
+            process: UpstreamKnobs::default(),
+            carrier: UpstreamKnobs::default(),
+            oidc: UpstreamKnobs::default(),
+            crm_token_ttl_secs: 3600,
+            crm_batch_size: 2000,
+            crm_daily_api_limit: 1_000_000,
+            carrier_rate_per_sec: 200,
+            bind: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ports: None,
+            backend_token: "sandbox-backend-token".to_owned(),
+            crm_client_id: "sandbox-crm-client".to_owned(),
+            crm_client_secret: "sandbox-crm-secret".to_owned(),
+            kie_user: "kieserver".to_owned(),
+            kie_password: "kieserver1!".to_owned(),
+            carrier_api_key: "sandbox-carrier-key".to_owned(),
+            oidc_audience: "switchyard".to_owned(),
+        }
+    }
+}
+
+impl fmt::Debug for SandboxConfig {
+    /// Credentials are dev values, but logs should not learn the habit of printing them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SandboxConfig")
+            .field("seed", &self.seed)
+            .field("backend", &self.backend)
+            .field("crm", &self.crm)
+            .field("process", &self.process)
+            .field("carrier", &self.carrier)
+            .field("oidc", &self.oidc)
+            .field("crm_token_ttl_secs", &self.crm_token_ttl_secs)
+            .field("crm_batch_size", &self.crm_batch_size)
+            .field("crm_daily_api_limit", &self.crm_daily_api_limit)
+            .field("carrier_rate_per_sec", &self.carrier_rate_per_sec)
+            .field("bind", &self.bind)
+            .field("ports", &self.ports)
+            .field("crm_client_id", &self.crm_client_id)
+            .field("kie_user", &self.kie_user)
+            .field("oidc_audience", &self.oidc_audience)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SandboxConfig {
+    fn knobs(&self, upstream: Upstream) -> UpstreamKnobs {
+        match upstream {
+            Upstream::Backend => self.backend,
+            Upstream::Crm => self.crm,
+            Upstream::Process => self.process,
+            Upstream::Carrier => self.carrier,
+            Upstream::Oidc => self.oidc,
+        }
+    }
+
+    fn port(&self, upstream: Upstream) -> u16 {
+        let Some(ports) = self.ports else { return 0 };
+        match upstream {
+            Upstream::Backend => ports.backend,
+            Upstream::Crm => ports.crm,
+            Upstream::Process => ports.process,
+            Upstream::Carrier => ports.carrier,
+            Upstream::Oidc => ports.oidc,
+        }
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        for upstream in Upstream::ALL {
+            self.knobs(upstream).validate(upstream)?;
+        }
+        if self.crm_batch_size == 0 {
+            bail!("sandbox.crm_batch_size must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+/// One of the sandbox's servers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Upstream {
+    /// The backend integration microservices.
+    Backend,
+    /// The CRM (Salesforce shaped).
+    Crm,
+    /// The process server (KIE shaped).
+    Process,
+    /// The parcel carrier.
+    Carrier,
+    /// The dev OIDC issuer.
+    Oidc,
+}
+
+impl Upstream {
+    /// Every upstream, in a fixed order.
+    pub const ALL: [Upstream; 5] = [
+        Upstream::Backend,
+        Upstream::Crm,
+        Upstream::Process,
+        Upstream::Carrier,
+        Upstream::Oidc,
+    ];
+
+    /// Lower-case name, as in config keys: `backend`, `crm`, `process`, `carrier`, `oidc`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Upstream::Backend => "backend",
+            Upstream::Crm => "crm",
+            Upstream::Process => "process",
+            Upstream::Carrier => "carrier",
+            Upstream::Oidc => "oidc",
+        }
+    }
+}
+
+/// Base URLs of the sandbox's servers, `http://host:port[/path]`, without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxUrls {
+    /// The backend microservices, e.g. `http://127.0.0.1:41234`.
+    pub backend: String,
+    /// The CRM: the token endpoint's host and the `instance_url` it hands out.
+    pub crm: String,
+    /// The KIE server's REST base, ending in `/kie-server/services/rest/server`.
+    pub process: String,
+    /// The carrier's tracking API.
+    pub carrier: String,
+    /// The dev OIDC issuer; exactly the `iss` of its tokens.
+    pub oidc: String,
+}
+
+impl SandboxUrls {
+    /// The base URL of one upstream.
+    pub fn get(&self, upstream: Upstream) -> &str {
+        match upstream {
+            Upstream::Backend => &self.backend,
+            Upstream::Crm => &self.crm,
+            Upstream::Process => &self.process,
+            Upstream::Carrier => &self.carrier,
+            Upstream::Oidc => &self.oidc,
+        }
+    }
+}
+
+/// The running sandbox: five HTTP servers over one seeded world.
+///
+/// Dropping it stops the servers (without waiting); [`Sandbox::shutdown`] stops them and waits.
+pub struct Sandbox {
+    urls: SandboxUrls,
+    config: SandboxConfig,
+    world: SharedWorld,
+    /// One counter per upstream, in [`Upstream::ALL`] order; shared with its fault layer.
+    counters: [Arc<RequestCounter>; 5],
+    /// Flipped to `true` to stop every server (and cut injected stalls short).
+    shutdown: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+impl fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("urls", &self.urls)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Sandbox {
+    /// Seeds the world, binds the five servers and starts serving.
+    ///
+    /// Fails if the config is invalid (a rate outside 0..=1, a zero batch size) or a port
+    /// cannot be bound.
+    pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
+        config.validate()?;
+        let started = Instant::now();
+        let world = SharedWorld::new(data::seed_world(config.seed, &config.kie_user));
+        tracing::debug!(elapsed = ?started.elapsed(), seed = config.seed, "sandbox world seeded");
+
+        let mut listeners = Vec::with_capacity(Upstream::ALL.len());
+        for upstream in Upstream::ALL {
+            let address = SocketAddr::new(config.bind, config.port(upstream));
+            let listener = TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the sandbox {} on {address}", upstream.name()))?;
+            let local = listener.local_addr().context("reading a bound address")?;
+            listeners.push((upstream, listener, format!("http://{local}")));
+        }
+        let root = |upstream: Upstream| {
+            listeners
+                .iter()
+                .find(|(candidate, ..)| *candidate == upstream)
+                .map(|(_, _, url)| url.clone())
+                .unwrap_or_default()
+        };
+        let urls = SandboxUrls {
+            backend: root(Upstream::Backend),
+            crm: root(Upstream::Crm),
+            process: format!("{}{}", root(Upstream::Process), process::BASE_PATH),
+            carrier: root(Upstream::Carrier),
+            oidc: root(Upstream::Oidc),
+        };
+
+        let (shutdown, _) = watch::channel(false);
+        let counters: [Arc<RequestCounter>; 5] = Default::default();
+        let mut servers = Vec::with_capacity(listeners.len());
+        for (upstream, listener, _) in listeners {
+            let router = match upstream {
+                Upstream::Backend => backend::router(world.clone(), &config),
+                Upstream::Crm => crm::router(world.clone(), &config, &urls.crm),
+                Upstream::Process => process::router(world.clone(), &config),
+                Upstream::Carrier => carrier::router(world.clone(), &config),
+                Upstream::Oidc => oidc::router(&world, &config, &urls.oidc)?,
+            };
+            let counter = Arc::clone(&counters[upstream as usize]);
+            let faults = Faults::new(
+                upstream,
+                config.knobs(upstream),
+                config.seed,
+                Arc::clone(&counter),
+                shutdown.subscribe(),
+            );
+            let mut router = faults::layer(router, Arc::new(faults))
+                .merge(faults::control_routes("", Arc::clone(&counter)));
+            if upstream == Upstream::Process {
+                router = router.merge(faults::control_routes(process::BASE_PATH, counter));
+            }
+            servers.push(spawn_server(
+                upstream,
+                listener,
+                router,
+                shutdown.subscribe(),
+            ));
+        }
+        tracing::info!(?urls, "sandbox upstreams listening");
+        Ok(Sandbox {
+            urls,
+            config,
+            world,
+            counters,
+            shutdown,
+            servers,
+        })
+    }
+
+    /// Where the servers listen.
+    pub fn urls(&self) -> &SandboxUrls {
+        &self.urls
+    }
+
+    /// The configuration it runs with, credentials included.
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Requests an upstream received since start or the last reset, keyed by
+    /// `"METHOD /route/template"` (e.g. `"GET /orders/{id}"`).
+    pub fn requests(&self, upstream: Upstream) -> BTreeMap<String, u64> {
+        self.counters[upstream as usize].snapshot()
+    }
+
+    /// Forgets the request counts of every upstream.
+    pub fn reset_requests(&self) {
+        for counter in &self.counters {
+            counter.reset();
+        }
+    }
+
+    /// Every change to the world from now on (orders, parcels, cases, tasks, processes).
+    pub fn changes(&self) -> broadcast::Receiver<SandboxChange> {
+        self.world.subscribe()
+    }
+
+    /// The shared world, for the simulator that moves the demo on its own.
+    #[allow(
+        dead_code,
+        reason = "the simulator, the next piece of the sandbox, drives it"
+    )]
+    pub(crate) fn world(&self) -> &SharedWorld {
+        &self.world
+    }
+
+    /// Stops accepting connections, lets in-flight requests finish (at most 10 s), and waits
+    /// for the servers to end.
+    pub async fn shutdown(mut self) {
+        self.shutdown.send_replace(true);
+        let servers = std::mem::take(&mut self.servers);
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        for mut server in servers {
+            if tokio::time::timeout_at(deadline, &mut server)
+                .await
+                .is_err()
+            {
+                server.abort();
+            }
+        }
+        tracing::info!(urls = ?self.urls, "sandbox upstreams stopped");
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+    }
+}
+
+fn spawn_server(
+    upstream: Upstream,
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let stop = async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        };
+        if let Err(error) = axum::serve(listener, router)
+            .with_graceful_shutdown(stop)
+            .await
+        {
+            tracing::error!(upstream = upstream.name(), %error, "sandbox server failed");
+        }
+    })
+}

@@ -1,0 +1,358 @@
+//! The one HTTP call path every adapter shares.
+//!
+//! An [`UpstreamHttp`] is one upstream's `reqwest::Client` (its timeout, a connect timeout, the
+//! `user-agent`), its concurrency budget, and its retry rule. [`UpstreamHttp::send`] sends one
+//! request: it holds a permit of the budget for each attempt, retries reads (`GET`) that timed
+//! out, could not connect or got a 5xx, logs every attempt, and hands any other answer to the
+//! adapter as an [`Answer`]. Everything an adapter cannot use (transport failures, 5xx, bodies
+//! that do not parse) becomes `UpstreamErrorKind::Unavailable` here, with a detail for the logs
+//! that names the method, the path (never the query string, which may hold search terms or
+//! user ids), the status and the start of the body. Credentials never reach a detail: they
+//! travel in headers and form bodies, which are never logged.
+
+use std::fmt::Write as _;
+use std::time::{Duration, Instant};
+
+use reqwest::header::HeaderMap;
+use reqwest::{Method, RequestBuilder, StatusCode};
+use resolvers::error::{Source, UpstreamError};
+use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
+use url::Url;
+
+use crate::config::CallPolicy;
+
+/// `user-agent` of every upstream call.
+const USER_AGENT: &str = concat!("switchyard/", env!("CARGO_PKG_VERSION"));
+/// Longest wait for a TCP (and TLS) connection, within the call's own timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Wait before the first retry; doubles for each further one.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Most characters of an answer's body quoted in an error detail.
+const BODY_EXCERPT_CHARS: usize = 200;
+
+/// How one upstream is called: client, concurrency budget, retries.
+#[derive(Debug)]
+pub(crate) struct UpstreamHttp {
+    /// Which upstream, for errors and logs.
+    source: Source,
+    /// One client per upstream: its own connection pool and its own timeouts.
+    client: reqwest::Client,
+    /// Most calls in flight to this upstream at once, across every request of every user. A
+    /// tokio semaphore because a permit is held across the whole call.
+    budget: Semaphore,
+    /// Extra tries of a failed `GET`.
+    retries: u32,
+}
+
+/// An answer the upstream gave: any status but a 5xx.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Vec<u8>,
+    /// `METHOD /path` of the call, for details.
+    call: String,
+    source: Source,
+    /// Leave the body out of details: it may hold a credential (a token answer).
+    redact_body: bool,
+}
+
+impl UpstreamHttp {
+    /// The call path of `source` with `policy`'s timeout, retries and concurrency.
+    pub(crate) fn new(source: Source, policy: &CallPolicy) -> anyhow::Result<Self> {
+        if policy.timeout.is_zero() {
+            anyhow::bail!("upstreams.{source}.policy.timeout_ms must be more than 0");
+        }
+        let client = reqwest::Client::builder()
+            .user_agent(USER_AGENT)
+            .timeout(policy.timeout)
+            .connect_timeout(policy.timeout.min(CONNECT_TIMEOUT))
+            .pool_max_idle_per_host(policy.concurrency.max(1))
+            .build()
+            .map_err(|e| anyhow::anyhow!("building the HTTP client of {source}: {e}"))?;
+        Ok(Self {
+            source,
+            client,
+            budget: Semaphore::new(policy.concurrency.max(1)),
+            retries: policy.retries,
+        })
+    }
+
+    /// The client, to build requests with.
+    pub(crate) fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// An `Unavailable` error of this upstream.
+    pub(crate) fn unavailable(&self, detail: impl Into<String>) -> UpstreamError {
+        UpstreamError::unavailable(self.source, detail)
+    }
+
+    /// Sends `request` and reads the whole answer.
+    ///
+    /// `route` is the route template (`/customers/{id}/orders`), for logs. A `GET` that times
+    /// out, cannot connect or gets a 5xx is tried again after a short backoff, up to the
+    /// policy's retries; other methods are sent once. A 5xx or a transport failure that is not
+    /// retried any more is `Unavailable`; any other status is the adapter's to judge.
+    pub(crate) async fn send(
+        &self,
+        route: &'static str,
+        request: RequestBuilder,
+    ) -> Result<Answer, UpstreamError> {
+        let request = request.build().map_err(|e| {
+            self.unavailable(format!(
+                "building a request for {route}: {}",
+                e.without_url()
+            ))
+        })?;
+        let method = request.method().clone();
+        let call = format!("{method} {}", request.url().path());
+        let retries = if method == Method::GET {
+            self.retries
+        } else {
+            0
+        };
+        let mut attempt = 0;
+        loop {
+            let Some(this_try) = request.try_clone() else {
+                return Err(self.unavailable(format!("{call}: the request cannot be repeated")));
+            };
+            let failure = match self.attempt(route, &call, attempt, this_try).await {
+                Ok(answer) if !answer.status.is_server_error() => return Ok(answer),
+                Ok(answer) => Failure {
+                    detail: answer.describe(&answer.status.to_string()),
+                    retryable: true,
+                },
+                Err(failure) => failure,
+            };
+            if !failure.retryable || attempt >= retries {
+                let tries = attempt + 1;
+                let suffix = if tries > 1 {
+                    format!(" (after {tries} tries)")
+                } else {
+                    String::new()
+                };
+                return Err(self.unavailable(format!("{}{suffix}", failure.detail)));
+            }
+            tokio::time::sleep(FIRST_BACKOFF * 2u32.saturating_pow(attempt)).await;
+            attempt += 1;
+        }
+    }
+
+    /// One try: waits for a permit, sends, reads the body, logs.
+    async fn attempt(
+        &self,
+        route: &'static str,
+        call: &str,
+        attempt: u32,
+        request: reqwest::Request,
+    ) -> Result<Answer, Failure> {
+        let method = request.method().clone();
+        let _permit = self.budget.acquire().await.map_err(|_| Failure {
+            detail: format!("{call}: the concurrency budget is closed"),
+            retryable: false,
+        })?;
+        let started = Instant::now();
+        let outcome = match self.client.execute(request).await {
+            Ok(response) => {
+                let status = response.status();
+                let headers = response.headers().clone();
+                response
+                    .bytes()
+                    .await
+                    .map(|body| (status, headers, body.to_vec()))
+                    .map_err(|e| (Some(status), e))
+            }
+            Err(e) => Err((None, e)),
+        };
+        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let upstream = self.source.as_str();
+        match outcome {
+            Ok((status, headers, body)) => {
+                let status_code = status.as_u16();
+                if status.is_server_error() {
+                    tracing::warn!(
+                        upstream, %method, route, status = status_code, elapsed_ms, attempt,
+                        "upstream call failed"
+                    );
+                } else {
+                    tracing::debug!(
+                        upstream, %method, route, status = status_code, elapsed_ms, attempt,
+                        "upstream call"
+                    );
+                }
+                Ok(Answer {
+                    status,
+                    headers,
+                    body,
+                    call: call.to_owned(),
+                    source: self.source,
+                    redact_body: false,
+                })
+            }
+            Err((status, error)) => {
+                let retryable = error.is_timeout() || error.is_connect();
+                let what = if error.is_timeout() {
+                    "timed out"
+                } else if error.is_connect() {
+                    "could not connect"
+                } else {
+                    "failed"
+                };
+                let status_text = status
+                    .map(|s| format!(" reading the body of a {s} answer"))
+                    .unwrap_or_default();
+                let detail = format!(
+                    "{call}: {what}{status_text} after {elapsed_ms} ms: {}",
+                    error_chain(&error)
+                );
+                let status_code = status.map(|s| s.as_u16());
+                tracing::warn!(
+                    upstream, %method, route, status = status_code, elapsed_ms, attempt, %detail,
+                    "upstream call failed"
+                );
+                Err(Failure { detail, retryable })
+            }
+        }
+    }
+}
+
+/// Why one try failed, and whether trying again may help.
+struct Failure {
+    detail: String,
+    retryable: bool,
+}
+
+impl Answer {
+    /// Keeps the body out of every detail this answer makes (for answers holding credentials).
+    pub(crate) fn redacted(mut self) -> Self {
+        self.redact_body = true;
+        self
+    }
+
+    /// The body as `T`; a body that does not parse is `Unavailable`.
+    pub(crate) fn json<T: DeserializeOwned>(&self) -> Result<T, UpstreamError> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| self.malformed(format!("the body does not parse: {e}")))
+    }
+
+    /// `Unavailable`: the body parsed but makes no sense (`why`).
+    pub(crate) fn malformed(&self, why: impl std::fmt::Display) -> UpstreamError {
+        UpstreamError::unavailable(
+            self.source,
+            self.describe(&format!("{}: malformed answer: {why}", self.status)),
+        )
+    }
+
+    /// `Unavailable`: a status the contract does not foresee here.
+    pub(crate) fn unexpected(&self) -> UpstreamError {
+        UpstreamError::unavailable(
+            self.source,
+            self.describe(&format!("unexpected {}", self.status)),
+        )
+    }
+
+    /// A header as text, if present and readable.
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// `METHOD /path: <what>: <body excerpt>`.
+    fn describe(&self, what: &str) -> String {
+        let mut detail = format!("{}: {what}", self.call);
+        if self.redact_body {
+            detail.push_str(" (body withheld)");
+        } else if !self.body.is_empty() {
+            let text = String::from_utf8_lossy(&self.body);
+            let mut excerpt: String = text.chars().take(BODY_EXCERPT_CHARS).collect();
+            if text.chars().nth(BODY_EXCERPT_CHARS).is_some() {
+                excerpt.push('…');
+            }
+            let _ = write!(detail, ": {excerpt}");
+        }
+        detail
+    }
+}
+
+/// A reqwest error and its causes, without the URL (its query string may hold user data).
+fn error_chain(error: &reqwest::Error) -> String {
+    let mut text = String::new();
+    let mut cause: Option<&dyn std::error::Error> = std::error::Error::source(error);
+    while let Some(e) = cause {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        let _ = write!(text, "{e}");
+        cause = e.source();
+    }
+    if text.is_empty() {
+        text = if error.is_timeout() {
+            "operation timed out".to_owned()
+        } else {
+            "request error".to_owned()
+        };
+    }
+    text
+}
+
+/// `base` with `segments` appended as path segments, each percent-encoded (so an id can never
+/// leave its segment). A trailing slash of `base` is ignored.
+pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
+    let mut url = base.clone();
+    url.set_query(None);
+    url.set_fragment(None);
+    if let Ok(mut path) = url.path_segments_mut() {
+        path.pop_if_empty().extend(segments);
+    }
+    url
+}
+
+/// Checks that an upstream's base URL (config key `key`) can carry paths: `http(s)`, a host.
+pub(crate) fn check_base_url(key: &str, url: &Url) -> anyhow::Result<()> {
+    if !matches!(url.scheme(), "http" | "https") || url.cannot_be_a_base() || url.host().is_none() {
+        anyhow::bail!("{key} must be an http(s) URL with a host, got {url}");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_encode_each_segment_and_keep_the_base_path() {
+        let base = Url::parse("https://backend.internal/api/").unwrap();
+        assert_eq!(
+            endpoint(&base, &["customers", "a/b c", "orders"]).as_str(),
+            "https://backend.internal/api/customers/a%2Fb%20c/orders"
+        );
+        let bare = Url::parse("http://127.0.0.1:8080").unwrap();
+        assert_eq!(
+            endpoint(&bare, &["v1", "trackings", "PC1"]).as_str(),
+            "http://127.0.0.1:8080/v1/trackings/PC1"
+        );
+    }
+
+    #[test]
+    fn details_quote_a_short_excerpt_and_can_withhold_the_body() {
+        let answer = Answer {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: "x".repeat(500).into_bytes(),
+            call: "GET /customers".to_owned(),
+            source: Source::Backend,
+            redact_body: false,
+        };
+        let detail = answer.describe("200 OK");
+        assert!(detail.starts_with("GET /customers: 200 OK: xxx"));
+        assert_eq!(
+            detail.chars().count(),
+            "GET /customers: 200 OK: ".len() + 200 + 1
+        );
+        assert_eq!(
+            answer.redacted().describe("200 OK"),
+            "GET /customers: 200 OK (body withheld)"
+        );
+    }
+}

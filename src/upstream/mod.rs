@@ -1,0 +1,53 @@
+//! Upstream adapters: the graph's ports ([`resolvers::ports`]) implemented over HTTP, one
+//! client per upstream system, each speaking that system's own API shape
+//! (`docs/upstreams.md`).
+//!
+//! [`ports`] builds the four clients from config. Every client has its own connection pool,
+//! timeout, retries and concurrency budget (its `CallPolicy`), and turns every failure into an
+//! `UpstreamError` of its source, so the graph never sees a status code or a wire format.
+//!
+//! # Layout
+//! - `http`: the one call path all adapters share: the client per upstream, the concurrency
+//!   budget, retries of reads, logging, and the mapping of transport failures and unusable
+//!   answers to `Unavailable`.
+//! - `wire`: wire pieces several adapters read (money, enum names), validated strictly.
+//! - `backend`: [`BackendClient`], our own REST/JSON microservices (bearer token, bulk reads in
+//!   chunks of 100, cursor paging, order placement and cancellation).
+//! - `crm`: [`CrmClient`], Salesforce REST (client-credentials token shared and renewed on 401,
+//!   SOQL with `nextRecordsUrl` paging, sObject creates, `Sforce-Limit-Info`).
+//! - `process`: [`ProcessClient`], jBPM KIE Server REST (Basic auth, return processes, human
+//!   tasks).
+//! - `carrier`: [`CarrierClient`], the parcel carrier (API key, one parcel per call, 429 with
+//!   `Retry-After`).
+
+mod backend;
+mod carrier;
+mod crm;
+mod http;
+mod process;
+mod wire;
+
+use std::sync::Arc;
+
+pub use backend::BackendClient;
+pub use carrier::CarrierClient;
+pub use crm::{ApiUsage, CrmClient};
+pub use process::ProcessClient;
+
+use crate::config::{BackendConfig, CarrierConfig, CrmConfig, ProcessConfig};
+
+/// The graph's ports over the four configured upstreams. Fails on a config no client can work
+/// with (a base URL that is not http(s), a zero timeout, a malformed CRM API version).
+pub fn ports(
+    backend: &BackendConfig,
+    crm: &CrmConfig,
+    process: &ProcessConfig,
+    carrier: &CarrierConfig,
+) -> anyhow::Result<resolvers::Ports> {
+    Ok(resolvers::Ports {
+        backend: Arc::new(BackendClient::new(backend)?),
+        crm: Arc::new(CrmClient::new(crm)?),
+        process: Arc::new(ProcessClient::new(process)?),
+        carrier: Arc::new(CarrierClient::new(carrier)?),
+    })
+}

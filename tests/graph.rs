@@ -1,0 +1,391 @@
+//! The graph end to end: real HTTP into Switchyard, real HTTP from it to the sandbox
+//! upstreams. Upstream request counts come from the sandbox's own counters.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use serde_json::{Value, json};
+use support::{TestApp, counts, operation};
+use switchyard::sandbox::SandboxConfig;
+
+const ADA: &str = "cust-0001";
+const AGENT: &str = "agent-01";
+
+fn error_codes(body: &Value) -> Vec<String> {
+    body["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    e["extensions"]["code"]
+                        .as_str()
+                        .unwrap_or("<none>")
+                        .to_owned()
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Distinct tracking numbers among the orders of a customer view.
+fn tracking_numbers(customer: &Value) -> BTreeSet<String> {
+    customer["orders"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            e["node"]["shipment"]["trackingNumber"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn home_screen_comes_in_one_round_trip_with_one_batch_per_source_and_level() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+    app.reset_counts();
+
+    let data = app.data(&token, &operation("HomeScreen"), json!({})).await;
+
+    let me = &data["me"];
+    assert_eq!(me["id"], ADA);
+    assert_eq!(me["name"], "Ada Lovelace");
+    let orders = me["orders"]["edges"].as_array().unwrap();
+    assert_eq!(orders.len(), 5);
+    assert_eq!(me["orders"]["pageInfo"]["hasNextPage"], true);
+    for order in orders {
+        let lines = order["node"]["lines"].as_array().unwrap();
+        assert!(!lines.is_empty());
+        for line in lines {
+            assert!(
+                line["product"]["name"].is_string(),
+                "line without product: {line}"
+            );
+        }
+        let shipment = &order["node"]["shipment"];
+        if !shipment.is_null() {
+            assert!(
+                shipment["status"].is_string(),
+                "no live tracking: {shipment}"
+            );
+            assert!(!shipment["events"].as_array().unwrap().is_empty());
+        }
+    }
+    let parcels = tracking_numbers(me);
+    assert!(
+        !parcels.is_empty(),
+        "the demo customer has shipped orders among the latest five"
+    );
+    let cases = me["supportCases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "Ada has two open cases");
+    assert!(cases.iter().all(|c| c["status"] != "CLOSED"));
+    assert!(
+        cases
+            .iter()
+            .all(|c| !c["comments"].as_array().unwrap().is_empty())
+    );
+    let tasks = me["tasks"].as_array().unwrap();
+    assert!(
+        tasks.iter().any(|t| t["name"] == "ConfirmPickup"),
+        "{tasks:?}"
+    );
+
+    let parcels = parcels.len() as u64;
+    let carrier_route = "GET /v1/trackings/{tracking_number}";
+    assert_eq!(
+        app.counts(),
+        counts(&[
+            (
+                "backend",
+                &[
+                    ("GET /customers", 1),
+                    ("GET /customers/{id}/orders", 1),
+                    ("GET /products", 1),
+                ]
+            ),
+            (
+                "crm",
+                &[
+                    ("POST /services/oauth2/token", 1),
+                    ("GET /services/data/{version}/query", 2),
+                ]
+            ),
+            (
+                "process",
+                &[(
+                    "GET /kie-server/services/rest/server/queries/tasks/instances/pot-owners",
+                    1
+                )]
+            ),
+            ("carrier", &[(carrier_route, parcels)]),
+        ]),
+    );
+
+    // A second run reuses the CRM token: only the data calls again.
+    app.reset_counts();
+    app.data(&token, &operation("HomeScreen"), json!({})).await;
+    assert_eq!(
+        app.counts()["crm"],
+        counts(&[("crm", &[("GET /services/data/{version}/query", 2)])])["crm"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_agent_sees_any_customer_with_the_same_batching() {
+    let app = TestApp::spawn().await;
+    let token = app.token(AGENT).await;
+    app.reset_counts();
+
+    let data = app
+        .data(
+            &token,
+            &operation("AgentCustomerView"),
+            json!({ "id": ADA }),
+        )
+        .await;
+
+    let customer = &data["customer"];
+    assert_eq!(customer["name"], "Ada Lovelace");
+    assert_eq!(
+        customer["supportCases"].as_array().unwrap().len(),
+        3,
+        "agents see closed cases too"
+    );
+    assert!(!customer["returns"].as_array().unwrap().is_empty());
+    let parcels = tracking_numbers(customer).len() as u64;
+    assert_eq!(
+        app.counts(),
+        counts(&[
+            (
+                "backend",
+                &[
+                    ("GET /customers", 1),
+                    ("GET /customers/{id}/orders", 1),
+                    ("GET /products", 1),
+                    ("GET /orders", 1),
+                ]
+            ),
+            (
+                "crm",
+                &[
+                    ("POST /services/oauth2/token", 1),
+                    ("GET /services/data/{version}/query", 2),
+                ]
+            ),
+            (
+                "process",
+                &[
+                    (
+                        "GET /kie-server/services/rest/server/queries/tasks/instances/pot-owners",
+                        1
+                    ),
+                    (
+                        "GET /kie-server/services/rest/server/queries/processes/instances/variables/{name}",
+                        1
+                    ),
+                ]
+            ),
+            (
+                "carrier",
+                &[("GET /v1/trackings/{tracking_number}", parcels)]
+            ),
+        ]),
+    );
+
+    let search = app
+        .data(
+            &token,
+            &operation("SearchCustomers"),
+            json!({ "search": "lovelace" }),
+        )
+        .await;
+    let found = search["customers"]["edges"].as_array().unwrap();
+    assert!(found.iter().any(|e| e["node"]["id"] == ADA));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn customers_see_only_their_own_data() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+
+    let (_, body) = app
+        .post(
+            Some(&ada),
+            "{ customer(id: \"cust-0002\") { id name } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"]["customer"], Value::Null);
+    assert_eq!(error_codes(&body), ["FORBIDDEN"]);
+
+    // Someone else's order, found through the agent.
+    let agent = app.token(AGENT).await;
+    let other = app
+        .data(
+            &agent,
+            "{ customer(id: \"cust-0002\") { orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let other_order = other["customer"]["orders"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, body) = app
+        .post(
+            Some(&ada),
+            "query($id: ID!) { order(id: $id) { id } }",
+            json!({ "id": other_order }),
+        )
+        .await;
+    assert_eq!(error_codes(&body), ["FORBIDDEN"]);
+    let (_, body) = app
+        .post(
+            Some(&ada),
+            "mutation($id: ID!) { cancelOrder(id: $id) { id } }",
+            json!({ "id": other_order }),
+        )
+        .await;
+    assert_eq!(error_codes(&body), ["FORBIDDEN"]);
+
+    let (_, body) = app
+        .post(
+            Some(&ada),
+            "{ customers { edges { node { id } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(error_codes(&body), ["FORBIDDEN"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_token_or_a_bad_token_gets_unauthenticated_not_data() {
+    let app = TestApp::spawn().await;
+
+    let (status, body) = app.post(None, "{ me { id name } }", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["me"], Value::Null);
+    assert_eq!(error_codes(&body), ["UNAUTHENTICATED"]);
+
+    let (status, body) = app
+        .post(Some("not-a-jwt"), "{ me { id } }", json!({}))
+        .await;
+    assert_eq!(status, 401);
+    assert!(body.get("data").is_none());
+    assert_eq!(error_codes(&body), ["UNAUTHENTICATED"]);
+
+    // A token for Ada with its signature tampered with.
+    let token = app.token(ADA).await;
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let (status, body) = app.post(Some(&forged), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(error_codes(&body), ["UNAUTHENTICATED"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn when_the_crm_is_down_the_home_screen_still_has_orders_and_tasks() {
+    let mut config = SandboxConfig::default();
+    config.crm.error_rate = 1.0;
+    let app = TestApp::spawn_with(config, |_| {}).await;
+    let token = app.token(ADA).await;
+
+    let (status, body) = app
+        .post(Some(&token), &operation("HomeScreen"), json!({}))
+        .await;
+
+    assert_eq!(status, 200);
+    let me = &body["data"]["me"];
+    assert_eq!(me["orders"]["edges"].as_array().unwrap().len(), 5);
+    assert!(me["tasks"].as_array().is_some());
+    assert_eq!(me["supportCases"], Value::Null);
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
+    assert_eq!(errors[0]["extensions"]["source"], "crm");
+    assert_eq!(errors[0]["path"], json!(["me", "supportCases"]));
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("503") && !message.contains("http"),
+        "internals leaked: {message}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn federation_entities_resolve_through_the_loaders_in_one_batch() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+
+    let service = app.data(&token, "{ _service { sdl } }", json!({})).await;
+    assert!(
+        service["_service"]["sdl"]
+            .as_str()
+            .unwrap()
+            .contains("@key(fields: \"id\")")
+    );
+
+    app.reset_counts();
+    let data = app
+        .data(
+            &token,
+            "query($r: [_Any!]!) { _entities(representations: $r) { ... on Product { id name } ... on Customer { id name } } }",
+            json!({ "r": [
+                { "__typename": "Product", "id": "prod-0001" },
+                { "__typename": "Product", "id": "prod-0002" },
+                { "__typename": "Customer", "id": ADA },
+                { "__typename": "Product", "id": "prod-0003" },
+            ]}),
+        )
+        .await;
+    let entities = data["_entities"].as_array().unwrap();
+    assert_eq!(entities.len(), 4);
+    assert_eq!(entities[0]["id"], "prod-0001");
+    assert_eq!(entities[2]["name"], "Ada Lovelace");
+    assert_eq!(
+        app.counts(),
+        counts(&[("backend", &[("GET /products", 1), ("GET /customers", 1)])])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn products_by_ids_keep_the_order_asked_and_null_unknown_ids() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+    app.reset_counts();
+    let data = app
+        .data(
+            &token,
+            &operation("Products"),
+            json!({ "ids": ["prod-0003", "prod-9999", "prod-0001", "prod-0003"] }),
+        )
+        .await;
+    let ids: Vec<Value> = data["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].clone())
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            json!("prod-0003"),
+            Value::Null,
+            json!("prod-0001"),
+            json!("prod-0003")
+        ]
+    );
+    assert_eq!(
+        app.counts(),
+        counts(&[("backend", &[("GET /products", 1)])])
+    );
+    app.stop().await;
+}

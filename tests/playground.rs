@@ -1,0 +1,105 @@
+//! The playground in headless Chromium, as an app developer uses it: load it (offline, no
+//! other host contacted), sign in as the demo customer, run the home screen query, read the
+//! result.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::TestApp;
+use support::browser::Browser;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_and_run_the_home_screen_in_the_playground() {
+    let app = TestApp::spawn().await;
+    let browser = Browser::launch().await.expect("chromium starts");
+    let page = browser.new_page(&app.url("/playground/")).await.unwrap();
+
+    // The example operations are there as tabs, the home screen first.
+    page.wait_for("window.__switchyardPlayground?.ready?.() === true", WAIT)
+        .await
+        .unwrap();
+    let tabs = page
+        .eval("window.__switchyardPlayground.tabs()")
+        .await
+        .unwrap();
+    assert_eq!(tabs[0], "HomeScreen", "{tabs}");
+    for name in [
+        "PlaceOrder",
+        "OpenSupportCase",
+        "RequestReturn",
+        "CompleteTask",
+        "AgentCustomerView",
+    ] {
+        assert!(
+            tabs.as_array().unwrap().iter().any(|t| t == name),
+            "no tab {name}: {tabs}"
+        );
+    }
+
+    // Sign in as Ada with the demo sign-in, like a person would.
+    page.wait_for("document.querySelector('#sign-in') !== null", WAIT)
+        .await
+        .unwrap();
+    page.eval(
+        "(() => { const s = document.querySelector('#demo-user'); s.value = 'cust-0001'; \
+         s.dispatchEvent(new Event('change', { bubbles: true })); \
+         document.querySelector('#sign-in').click(); })()",
+    )
+    .await
+    .unwrap();
+    page.wait_for(
+        "document.querySelector('#signed-in-as')?.textContent.includes('Ada Lovelace')",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let headers = page
+        .eval("window.__switchyardPlayground.headers()")
+        .await
+        .unwrap();
+    assert!(headers.to_string().contains("Bearer "), "{headers}");
+
+    // Run the home screen with the execute button.
+    page.eval("document.querySelector('.graphiql-tab-button[title=\"HomeScreen\"]')?.click()")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    page.eval("document.querySelector('.graphiql-execute-button').click()")
+        .await
+        .unwrap();
+    page.wait_for(
+        "(window.__switchyardPlayground.response() || '').includes('\"me\"')",
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let text = page
+        .eval("window.__switchyardPlayground.response()")
+        .await
+        .unwrap();
+    let result: Value = serde_json::from_str(text.as_str().unwrap()).unwrap();
+    assert!(result.get("errors").is_none(), "{result:#}");
+    assert_eq!(result["data"]["me"]["name"], "Ada Lovelace");
+    assert_eq!(
+        result["data"]["me"]["orders"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        5
+    );
+
+    let shot = std::env::temp_dir().join("switchyard-playground.png");
+    page.screenshot(&shot).await.unwrap();
+    assert_eq!(
+        page.foreign_requests(),
+        Vec::<String>::new(),
+        "the playground must work offline"
+    );
+    assert_eq!(page.console_errors(), Vec::<String>::new());
+    drop(browser);
+    app.stop().await;
+}

@@ -1,0 +1,177 @@
+//! Test harness: spawns the real server on `127.0.0.1:0` against a private sandbox, and talks
+//! to it over real HTTP, as an app would.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod browser;
+pub mod redis;
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use switchyard::Config;
+use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream};
+use tokio::sync::oneshot;
+
+/// A running Switchyard with its own sandbox.
+pub struct TestApp {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The sandbox behind it (its request counters, its URLs).
+    pub sandbox: Sandbox,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Every upstream, for counting.
+pub const UPSTREAMS: [Upstream; 4] = [
+    Upstream::Backend,
+    Upstream::Crm,
+    Upstream::Process,
+    Upstream::Carrier,
+];
+
+impl TestApp {
+    /// Switchyard over a default sandbox.
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(SandboxConfig::default(), |_| {}).await
+    }
+
+    /// Switchyard over a sandbox with these knobs; `tweak` may change Switchyard's config.
+    pub async fn spawn_with(
+        sandbox_config: SandboxConfig,
+        tweak: impl FnOnce(&mut Config),
+    ) -> TestApp {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        switchyard::telemetry::init(&switchyard::config::LogConfig {
+            filter: "warn".into(),
+            ..Default::default()
+        });
+        let sandbox = Sandbox::start(sandbox_config)
+            .await
+            .expect("sandbox starts");
+        let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).expect("wiring");
+        let mut config = Config {
+            upstreams,
+            auth,
+            ..Config::default()
+        };
+        tweak(&mut config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let server = tokio::spawn(switchyard::run(listener, config, async {
+            let _ = rx.await;
+        }));
+        TestApp {
+            base,
+            sandbox,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            server: Some(server),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A bearer token for a demo user, through the demo sign-in.
+    pub async fn token(&self, user: &str) -> String {
+        let answer: Value = self
+            .http
+            .post(self.url("/dev/token"))
+            .json(&json!({ "user": user }))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .expect("demo sign-in")
+            .json()
+            .await
+            .unwrap();
+        answer["access_token"]
+            .as_str()
+            .expect("access_token")
+            .to_owned()
+    }
+
+    /// POSTs an operation; answers status and body.
+    pub async fn post(&self, token: Option<&str>, query: &str, variables: Value) -> (u16, Value) {
+        let mut request = self
+            .http
+            .post(self.url("/graphql"))
+            .json(&json!({ "query": query, "variables": variables }));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// POSTs an operation that must succeed without errors; answers `data`.
+    pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
+        let (status, body) = self.post(Some(token), query, variables).await;
+        assert_eq!(status, 200, "{body:#}");
+        assert!(body.get("errors").is_none(), "unexpected errors: {body:#}");
+        body["data"].clone()
+    }
+
+    /// Request counts per upstream, by route, since the last reset.
+    pub fn counts(&self) -> BTreeMap<&'static str, BTreeMap<String, u64>> {
+        UPSTREAMS
+            .iter()
+            .map(|u| (upstream_name(*u), self.sandbox.requests(*u)))
+            .filter(|(_, m)| !m.is_empty())
+            .collect()
+    }
+
+    pub fn reset_counts(&self) {
+        self.sandbox.reset_requests();
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn upstream_name(u: Upstream) -> &'static str {
+    match u {
+        Upstream::Backend => "backend",
+        Upstream::Crm => "crm",
+        Upstream::Process => "process",
+        Upstream::Carrier => "carrier",
+        Upstream::Oidc => "oidc",
+    }
+}
+
+/// The text of an example operation in `schema/operations/`.
+pub fn operation(name: &str) -> String {
+    let path = format!(
+        "{}/schema/operations/{name}.graphql",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Builds a count map from literal pairs, for exact comparisons.
+pub fn counts(
+    pairs: &[(&'static str, &[(&str, u64)])],
+) -> BTreeMap<&'static str, BTreeMap<String, u64>> {
+    pairs
+        .iter()
+        .map(|(u, routes)| {
+            (
+                *u,
+                routes.iter().map(|(r, n)| ((*r).to_owned(), *n)).collect(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,1 @@
+//! A private redis-server per test run (being written).
