@@ -18,7 +18,8 @@ use crate::config::{
 };
 use crate::sandbox::Sandbox;
 use crate::transport::{self, AppState};
-use resolvers::events::EventHub;
+use resolvers::events::{BusError, DomainEvent, EventBus, EventHub};
+use std::sync::Arc;
 
 /// The audience tokens must carry unless configured otherwise.
 pub const DEFAULT_AUDIENCE: &str = "switchyard";
@@ -97,6 +98,8 @@ fn app_state(
     };
     let ports = crate::upstream::ports(backend, crm, process, carrier)?;
     let hub = EventHub::new(config.events.hub_capacity);
+    let bus: Arc<dyn EventBus> = Arc::new(HubBus(hub.clone()));
+    let webhooks = Arc::new(crate::ingest::Webhooks::new(&config.webhooks, bus)?);
     let mut builder = resolvers::schema_builder()
         .data(ports.clone())
         .data(hub.clone());
@@ -142,6 +145,7 @@ fn app_state(
             .timeout(Duration::from_secs(10))
             .build()?,
         hub,
+        webhooks,
         subscriptions: config.subscriptions.clone(),
         open_connections: Default::default(),
         shutdown,
@@ -228,4 +232,15 @@ pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
         k.api_key.expose(),
         aud = auth.audience.unwrap_or_default(),
     ))
+}
+
+/// Stand-in bus until the Redis/memory bus lands: hands events straight to the hub.
+struct HubBus(EventHub);
+
+#[async_trait::async_trait]
+impl EventBus for HubBus {
+    async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError> {
+        self.0.deliver(Arc::new(event.clone()));
+        Ok(true)
+    }
 }

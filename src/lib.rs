@@ -6,6 +6,7 @@
 //! - [`config`]: typed configuration from a TOML file and `SWITCHYARD_*` variables.
 //! - [`transport`]: HTTP routes: GraphQL over HTTP, the playground, demo sign-in, health.
 //! - [`events`]: the event bus (Redis Streams or memory) and this replica's reader.
+//! - [`ingest`]: webhooks from the upstreams: verified, normalized, published on the bus.
 //! - [`auth`]: bearer token (OIDC JWT) validation against the provider's JWKS.
 //! - [`upstream`]: adapters that implement the graph's ports over HTTP, one per upstream.
 //! - [`sandbox`]: the upstreams as real HTTP servers with demo data, for dev, tests, benchmarks.
@@ -15,6 +16,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod events;
+pub mod ingest;
 pub mod sandbox;
 pub mod telemetry;
 pub mod transport;

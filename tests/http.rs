@@ -131,3 +131,24 @@ async fn too_deep_queries_are_refused_before_any_upstream_call() {
     assert!(app.counts().is_empty(), "{:?}", app.counts());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn bad_argument_values_are_bad_user_input() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    let (status, body) = app
+        .post(
+            Some(&token),
+            "query($n: Int!) { me { orders(first: $n) { edges { node { id } } } } }",
+            json!({ "n": "five" }),
+        )
+        .await;
+    // A variable that does not coerce is a request error (400), coded as bad input.
+    assert_eq!(status, 400, "{body}");
+    assert!(body.get("data").is_none());
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{body}"
+    );
+    app.stop().await;
+}

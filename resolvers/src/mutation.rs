@@ -278,10 +278,12 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The task to complete.")] id: ID,
-        #[graphql(default, desc = "The outcome (required for `ApproveReturn`).")]
-        input: CompleteTaskInput,
+        #[graphql(desc = "The outcome (required for `ApproveReturn`).")] input: Option<
+            CompleteTaskInput,
+        >,
     ) -> async_graphql::Result<Task> {
         let id = parse_numeric_id(&id, "task")?;
+        let input = input.unwrap_or_default();
         let v = viewer(ctx)?;
         let Some(task) = load_task(ctx, id).await? else {
             return Err(GraphError::NotFound(format!("no task {id}")).into());

@@ -254,7 +254,15 @@ async fn execute(
 
 /// Errors async-graphql raised itself (parse, validation, limits) come without a code: give
 /// them one, so every error a client sees has `extensions.code`.
-fn add_missing_codes(body: &mut serde_json::Value, code: &str) {
+///
+/// async-graphql's own argument and variable coercion errors (the client sent a value of the
+/// wrong type) are `BAD_USER_INPUT`; any other error without a code gets `default`.
+fn add_missing_codes(body: &mut serde_json::Value, default: &'static str) {
+    let code_for = |message: &str| {
+        let bad_value = message.starts_with("Invalid value for argument")
+            || message.starts_with("Failed to parse");
+        if bad_value { "BAD_USER_INPUT" } else { default }
+    };
     let Some(errors) = body.get_mut("errors").and_then(|e| e.as_array_mut()) else {
         return;
     };
@@ -262,6 +270,7 @@ fn add_missing_codes(body: &mut serde_json::Value, code: &str) {
         let Some(obj) = error.as_object_mut() else {
             continue;
         };
+        let code = code_for(obj.get("message").and_then(|m| m.as_str()).unwrap_or(""));
         let extensions = obj.entry("extensions").or_insert_with(|| json!({}));
         if let Some(ext) = extensions.as_object_mut() {
             ext.entry("code").or_insert_with(|| json!(code));

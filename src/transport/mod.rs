@@ -7,6 +7,7 @@
 //! | `GET /dev/users`, `POST /dev/token` | demo sign-in, sandbox only ([`dev_sign_in`]) |
 //! | `GET /graphql/ws` | subscriptions over websockets: graphql-transport-ws and the legacy graphql-ws ([`ws`]) |
 //! | `POST /graphql/stream`, `GET /graphql/stream` | subscriptions over Server-Sent Events ([`sse`]) |
+//! | `POST /webhooks/{source}` | signed webhooks from the upstreams ([`crate::ingest`]) |
 //! | `GET /healthz` | liveness: the process answers |
 //! | `GET /` | redirects to the playground |
 
@@ -45,6 +46,8 @@ pub struct AppState {
     pub dev_issuer: Option<String>,
     /// For forwarding `/dev/*` to the issuer.
     pub http: reqwest::Client,
+    /// Webhook reception (verification, normalization, publishing).
+    pub webhooks: Arc<crate::ingest::Webhooks>,
     /// This replica's fan-out of events to its subscriptions (also in the schema's data).
     pub hub: resolvers::events::EventHub,
     /// Limits and timeouts of websocket and SSE subscriptions.
@@ -61,6 +64,10 @@ pub fn router(state: AppState, max_body_bytes: usize, playground_enabled: bool) 
         .route("/graphql", get(graphql::get).post(graphql::post))
         .route("/graphql/ws", get(ws::handler))
         .route("/graphql/stream", get(sse::handler).post(sse::handler))
+        .route(
+            "/webhooks/{source}",
+            axum::routing::post(crate::ingest::receive),
+        )
         .route("/healthz", get(|| async { "ok" }))
         .route("/dev/users", get(dev_sign_in::users))
         .route("/dev/token", axum::routing::post(dev_sign_in::token));
