@@ -59,7 +59,7 @@ pub async fn run(
     };
     config.validate()?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let state = app_state(&config, shutdown_rx)?;
+    let state = app_state(&config, shutdown_rx).await?;
     let app = transport::router(
         state,
         config.server.max_body_bytes,
@@ -86,7 +86,7 @@ pub async fn run(
     Ok(())
 }
 
-fn app_state(
+async fn app_state(
     config: &Config,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<AppState> {
@@ -96,7 +96,8 @@ fn app_state(
     else {
         anyhow::bail!("every upstream must be configured");
     };
-    let ports = crate::upstream::ports(backend, crm, process, carrier)?;
+    let cache = crate::cache::build(&config.cache).await?;
+    let ports = crate::upstream::ports(backend, crm, process, carrier, cache)?;
     let hub = EventHub::new(config.events.hub_capacity);
     let bus: Arc<dyn EventBus> = Arc::new(HubBus(hub.clone()));
     let webhooks = Arc::new(crate::ingest::Webhooks::new(&config.webhooks, bus)?);

@@ -38,6 +38,34 @@ pub struct Config {
     pub webhooks: WebhooksConfig,
     /// Websocket and SSE subscriptions: limits and timeouts.
     pub subscriptions: SubscriptionsConfig,
+    /// The cross-request entity cache.
+    pub cache: CacheConfig,
+}
+
+/// The entity cache (customers, products, orders, parcel tracking; see `resolvers::cache`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Cache at all.
+    pub enabled: bool,
+    /// Share the cache in Redis; absent: in memory, per replica (still correct with several
+    /// replicas, since every replica invalidates on every event).
+    pub redis_url: Option<Secret>,
+    /// Prefix of the cache's Redis keys.
+    pub key_prefix: String,
+    /// Most entries of the in-memory cache.
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            redis_url: None,
+            key_prefix: "switchyard:cache:".to_owned(),
+            max_entries: 100_000,
+        }
+    }
 }
 
 /// The event bus.

@@ -7,6 +7,7 @@
 //! - [`transport`]: HTTP routes: GraphQL over HTTP, the playground, demo sign-in, health.
 //! - [`events`]: the event bus (Redis Streams or memory) and this replica's reader.
 //! - [`ingest`]: webhooks from the upstreams: verified, normalized, published on the bus.
+//! - [`cache`]: the entity cache's adapters (memory or Redis).
 //! - [`auth`]: bearer token (OIDC JWT) validation against the provider's JWKS.
 //! - [`upstream`]: adapters that implement the graph's ports over HTTP, one per upstream.
 //! - [`sandbox`]: the upstreams as real HTTP servers with demo data, for dev, tests, benchmarks.
@@ -14,6 +15,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod config;
 pub mod events;
 pub mod ingest;

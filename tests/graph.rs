@@ -125,12 +125,24 @@ async fn home_screen_comes_in_one_round_trip_with_one_batch_per_source_and_level
         ]),
     );
 
-    // A second run reuses the CRM token: only the data calls again.
+    // A second run reuses the CRM token, and reads the customer, the products and the
+    // parcels from the entity cache: only the live lists (orders, cases, comments, tasks) are
+    // read again.
     app.reset_counts();
     app.data(&token, &operation("HomeScreen"), json!({})).await;
     assert_eq!(
-        app.counts()["crm"],
-        counts(&[("crm", &[("GET /services/data/{version}/query", 2)])])["crm"]
+        app.counts(),
+        counts(&[
+            ("backend", &[("GET /customers/{id}/orders", 1)]),
+            ("crm", &[("GET /services/data/{version}/query", 2)]),
+            (
+                "process",
+                &[(
+                    "GET /kie-server/services/rest/server/queries/tasks/instances/pot-owners",
+                    1
+                )]
+            ),
+        ]),
     );
     app.stop().await;
 }

@@ -95,8 +95,14 @@ async fn harness_with(
     let sandbox = Sandbox::start(sandbox).await.expect("the sandbox starts");
     let mut c = configs(&sandbox, &policy);
     tweak(&mut c);
-    let ports = switchyard::upstream::ports(&c.backend, &c.crm, &c.process, &c.carrier)
-        .expect("the ports build");
+    let ports = switchyard::upstream::ports(
+        &c.backend,
+        &c.crm,
+        &c.process,
+        &c.carrier,
+        std::sync::Arc::new(resolvers::cache::NoCache),
+    )
+    .expect("the ports build");
     Harness { sandbox, ports }
 }
 
@@ -1452,9 +1458,15 @@ async fn configs_no_client_can_use_are_refused_at_start() {
     no_timeout.carrier.policy.timeout = Duration::ZERO;
 
     let build = |c: &Configs| {
-        switchyard::upstream::ports(&c.backend, &c.crm, &c.process, &c.carrier)
-            .err()
-            .map(|e| e.to_string())
+        switchyard::upstream::ports(
+            &c.backend,
+            &c.crm,
+            &c.process,
+            &c.carrier,
+            std::sync::Arc::new(resolvers::cache::NoCache),
+        )
+        .err()
+        .map(|e| e.to_string())
     };
     assert_eq!(build(&good), None);
     assert_eq!(

@@ -9,12 +9,14 @@
 //! - [`records`]: the plain data the ports return.
 //! - [`ports`]: traits for each upstream (backend, CRM, process server, carrier).
 //! - [`loaders`]: per-request dataloaders, one per thing loaded.
+//! - [`cache`]: the cross-request entity cache port, TTLs, and what events make stale.
 //! - [`types`]: the GraphQL object types.
 //! - [`query`], [`mutation`], [`subscription`]: the roots.
 //! - [`events`]: domain events, the event bus port and this replica's hub.
 //! - [`viewer`]: who is calling, and the one authorization rule.
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
 
+pub mod cache;
 pub mod error;
 pub mod events;
 pub mod ids;

@@ -8,12 +8,14 @@
 //! adapter's concurrency budget.
 
 use std::collections::HashMap;
+use std::fmt::Display;
 use std::hash::Hash;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use futures::future::join_all;
 
+use crate::cache::{Cache, Cached};
 use crate::error::UpstreamError;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
 use crate::ports::{Backend, Carrier, Crm, Ports, ProcessServer, UpstreamResult};
@@ -59,9 +61,18 @@ impl Loaders {
         let crm = &ports.crm;
         let process = &ports.process;
         Self {
-            customers: cached::<_, CustomerId>(CustomerLoader(backend.clone()), BACKEND_MAX_BATCH),
-            products: cached::<_, ProductId>(ProductLoader(backend.clone()), BACKEND_MAX_BATCH),
-            orders: cached::<_, OrderId>(OrderLoader(backend.clone()), BACKEND_MAX_BATCH),
+            customers: cached::<_, CustomerId>(
+                CustomerLoader(backend.clone(), ports.cache.clone()),
+                BACKEND_MAX_BATCH,
+            ),
+            products: cached::<_, ProductId>(
+                ProductLoader(backend.clone(), ports.cache.clone()),
+                BACKEND_MAX_BATCH,
+            ),
+            orders: cached::<_, OrderId>(
+                OrderLoader(backend.clone(), ports.cache.clone()),
+                BACKEND_MAX_BATCH,
+            ),
             customer_orders: cached::<_, (CustomerId, OrderPageQuery)>(
                 CustomerOrdersLoader(backend.clone()),
                 BACKEND_MAX_BATCH,
@@ -80,7 +91,10 @@ impl Loaders {
                 CustomerReturnsLoader(process.clone()),
                 usize::MAX,
             ),
-            tracking: cached::<_, String>(TrackingLoader(ports.carrier.clone()), usize::MAX),
+            tracking: cached::<_, String>(
+                TrackingLoader(ports.carrier.clone(), ports.cache.clone()),
+                usize::MAX,
+            ),
         }
     }
 }
@@ -150,6 +164,63 @@ where
         .collect()
 }
 
+/// Reads `keys` through the cache: hits are decoded, the misses fetched with one call to
+/// `fetch` and stored. `cacheable` picks what of a fetched value may be stored (a fan-out
+/// loader's failures are not); `wrap` turns a stored value back into a loaded one.
+async fn read_through<K, V, W, F, Fut>(
+    cache: &dyn Cache,
+    kind: Cached,
+    keys: &[K],
+    fetch: F,
+    cacheable: fn(&W) -> Option<&V>,
+    wrap: fn(V) -> W,
+) -> UpstreamResult<HashMap<K, W>>
+where
+    K: Display + Clone + Eq + Hash,
+    V: serde::Serialize + serde::de::DeserializeOwned,
+    F: FnOnce(Vec<K>) -> Fut,
+    Fut: Future<Output = UpstreamResult<HashMap<K, W>>>,
+{
+    let cache_keys: Vec<String> = keys.iter().map(|k| kind.key(&k.to_string())).collect();
+    let stored = cache.get_many(&cache_keys).await;
+    let mut loaded = HashMap::with_capacity(keys.len());
+    let mut misses = Vec::new();
+    for (key, bytes) in keys.iter().zip(stored) {
+        match bytes.and_then(|b| serde_json::from_slice::<V>(&b).ok()) {
+            Some(value) => {
+                loaded.insert(key.clone(), wrap(value));
+            }
+            None => misses.push(key.clone()),
+        }
+    }
+    if misses.is_empty() {
+        return Ok(loaded);
+    }
+    let fetched = fetch(misses).await?;
+    let entries = fetched
+        .iter()
+        .filter_map(|(k, w)| {
+            let bytes = serde_json::to_vec(cacheable(w)?).ok()?;
+            Some((kind.key(&k.to_string()), bytes))
+        })
+        .collect();
+    cache.put_many(entries, kind.ttl()).await;
+    loaded.extend(fetched);
+    Ok(loaded)
+}
+
+fn as_is<V>(v: &V) -> Option<&V> {
+    Some(v)
+}
+
+fn as_is_owned<V>(v: V) -> V {
+    v
+}
+
+fn succeeded<V>(w: &Fallible<V>) -> Option<&V> {
+    w.as_ref().ok()
+}
+
 /// Groups records under the key each one belongs to; every asked key gets an entry.
 fn group_by<K, T>(keys: &[K], records: Vec<T>, key_of: impl Fn(&T) -> K) -> HashMap<K, Vec<T>>
 where
@@ -169,8 +240,8 @@ fn index_by<K: Eq + Hash, T>(records: Vec<T>, key_of: impl Fn(&T) -> K) -> HashM
     records.into_iter().map(|r| (key_of(&r), r)).collect()
 }
 
-/// Customers by id (backend bulk read).
-pub struct CustomerLoader(Arc<dyn Backend>);
+/// Customers by id (backend bulk read, through the cache).
+pub struct CustomerLoader(Arc<dyn Backend>, Arc<dyn Cache>);
 
 impl Loader<CustomerId> for CustomerLoader {
     type Value = CustomerRecord;
@@ -180,37 +251,46 @@ impl Loader<CustomerId> for CustomerLoader {
         &self,
         keys: &[CustomerId],
     ) -> UpstreamResult<HashMap<CustomerId, CustomerRecord>> {
-        Ok(index_by(self.0.customers_by_ids(keys).await?, |c| {
-            c.id.clone()
-        }))
+        let fetch = |ids: Vec<CustomerId>| async move {
+            Ok(index_by(self.0.customers_by_ids(&ids).await?, |c| {
+                c.id.clone()
+            }))
+        };
+        read_through(&*self.1, Cached::Customer, keys, fetch, as_is, as_is_owned).await
     }
 }
 
-/// Products by id (backend bulk read).
-pub struct ProductLoader(Arc<dyn Backend>);
+/// Products by id (backend bulk read, through the cache).
+pub struct ProductLoader(Arc<dyn Backend>, Arc<dyn Cache>);
 
 impl Loader<ProductId> for ProductLoader {
     type Value = ProductRecord;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[ProductId]) -> UpstreamResult<HashMap<ProductId, ProductRecord>> {
-        Ok(index_by(self.0.products_by_ids(keys).await?, |p| {
-            p.id.clone()
-        }))
+        let fetch = |ids: Vec<ProductId>| async move {
+            Ok(index_by(self.0.products_by_ids(&ids).await?, |p| {
+                p.id.clone()
+            }))
+        };
+        read_through(&*self.1, Cached::Product, keys, fetch, as_is, as_is_owned).await
     }
 }
 
-/// Orders by id (backend bulk read).
-pub struct OrderLoader(Arc<dyn Backend>);
+/// Orders by id (backend bulk read, through the cache; order events invalidate).
+pub struct OrderLoader(Arc<dyn Backend>, Arc<dyn Cache>);
 
 impl Loader<OrderId> for OrderLoader {
     type Value = OrderRecord;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[OrderId]) -> UpstreamResult<HashMap<OrderId, OrderRecord>> {
-        Ok(index_by(self.0.orders_by_ids(keys).await?, |o| {
-            o.id.clone()
-        }))
+        let fetch = |ids: Vec<OrderId>| async move {
+            Ok(index_by(self.0.orders_by_ids(&ids).await?, |o| {
+                o.id.clone()
+            }))
+        };
+        read_through(&*self.1, Cached::Order, keys, fetch, as_is, as_is_owned).await
     }
 }
 
@@ -349,14 +429,18 @@ impl Loader<CustomerId> for CustomerReturnsLoader {
     }
 }
 
-/// Parcel tracking (the carrier has no bulk read: one call per distinct tracking number).
-pub struct TrackingLoader(Arc<dyn Carrier>);
+/// Parcel tracking (the carrier has no bulk read: one call per distinct tracking number not
+/// in the cache; scan events invalidate).
+pub struct TrackingLoader(Arc<dyn Carrier>, Arc<dyn Cache>);
 
 impl Loader<String> for TrackingLoader {
     type Value = Fallible<TrackingRecord>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[String]) -> UpstreamResult<HashMap<String, Self::Value>> {
-        Ok(fan_out(keys, |n| async move { self.0.track(&n).await }).await)
+        let fetch = |numbers: Vec<String>| async move {
+            Ok(fan_out(&numbers, |n| async move { self.0.track(&n).await }).await)
+        };
+        read_through(&*self.1, Cached::Tracking, keys, fetch, succeeded, Ok).await
     }
 }

@@ -4,6 +4,7 @@
 use async_graphql::{Context, ID, InputObject, Object};
 use chrono::Utc;
 
+use crate::cache::Cached;
 use crate::error::GraphError;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
 use crate::ports::Ports;
@@ -138,7 +139,9 @@ impl MutationRoot {
         if load_order(ctx, id.clone()).await?.is_none() {
             return Err(GraphError::NotFound(format!("no order {id}")).into());
         }
-        let order = ctx.data::<Ports>()?.backend.cancel_order(&id).await?;
+        let ports = ctx.data::<Ports>()?;
+        let order = ports.backend.cancel_order(&id).await?;
+        ports.cache.delete(&[Cached::Order.key(id.as_str())]).await;
         Ok(Order(order))
     }
 

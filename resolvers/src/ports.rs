@@ -114,4 +114,6 @@ pub struct Ports {
     pub crm: Arc<dyn Crm>,
     pub process: Arc<dyn ProcessServer>,
     pub carrier: Arc<dyn Carrier>,
+    /// The cross-request entity cache the loaders read through.
+    pub cache: Arc<dyn crate::cache::Cache>,
 }

@@ -43,8 +43,10 @@ pub fn ports(
     crm: &CrmConfig,
     process: &ProcessConfig,
     carrier: &CarrierConfig,
+    cache: Arc<dyn resolvers::cache::Cache>,
 ) -> anyhow::Result<resolvers::Ports> {
     Ok(resolvers::Ports {
+        cache,
         backend: Arc::new(BackendClient::new(backend)?),
         crm: Arc::new(CrmClient::new(crm)?),
         process: Arc::new(ProcessClient::new(process)?),

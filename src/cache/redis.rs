@@ -1,0 +1,88 @@
+//! A cache in Redis, shared by replicas: `MGET`, `SET .. EX` in one pipeline, `DEL`.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use resolvers::cache::Cache;
+
+/// A Redis-backed cache; keys are prefixed so several deployments can share one Redis.
+pub struct RedisCache {
+    /// Reconnects on its own; cloned per call (cheap: a handle to one multiplexed connection).
+    connection: ConnectionManager,
+    /// Prepended to every key.
+    prefix: String,
+}
+
+impl RedisCache {
+    /// Connects (fails at start when Redis cannot be reached).
+    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)?;
+        let connection = ConnectionManager::new(client).await?;
+        Ok(Self {
+            connection,
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{key}", self.prefix)
+    }
+}
+
+#[async_trait]
+impl Cache for RedisCache {
+    async fn get_many(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
+        if keys.is_empty() {
+            return Vec::new();
+        }
+        let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let mut connection = self.connection.clone();
+        match redis::cmd("MGET")
+            .arg(&full)
+            .query_async::<Vec<Option<Vec<u8>>>>(&mut connection)
+            .await
+        {
+            Ok(values) if values.len() == keys.len() => values,
+            Ok(_) => vec![None; keys.len()],
+            Err(e) => {
+                tracing::warn!(error = %e, "cache read failed; reading upstreams");
+                vec![None; keys.len()]
+            }
+        }
+    }
+
+    async fn put_many(&self, entries: Vec<(String, Vec<u8>)>, ttl: Duration) {
+        if entries.is_empty() {
+            return;
+        }
+        let mut pipe = redis::pipe();
+        for (key, value) in &entries {
+            pipe.cmd("SET")
+                .arg(self.key(key))
+                .arg(value)
+                .arg("EX")
+                .arg(ttl.as_secs().max(1))
+                .ignore();
+        }
+        let mut connection = self.connection.clone();
+        if let Err(e) = pipe.query_async::<()>(&mut connection).await {
+            tracing::warn!(error = %e, "cache write failed");
+        }
+    }
+
+    async fn delete(&self, keys: &[String]) {
+        if keys.is_empty() {
+            return;
+        }
+        let full: Vec<String> = keys.iter().map(|k| self.key(k)).collect();
+        let mut connection = self.connection.clone();
+        if let Err(e) = redis::cmd("DEL")
+            .arg(&full)
+            .query_async::<()>(&mut connection)
+            .await
+        {
+            tracing::warn!(error = %e, "cache invalidation failed");
+        }
+    }
+}
