@@ -5,6 +5,8 @@
 //! real server over HTTP.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -14,12 +16,12 @@ use url::Url;
 use crate::auth::{AuthSettings, Authenticator};
 use crate::config::{
     AuthConfig, BackendConfig, CallPolicy, CarrierConfig, Config, CrmConfig, ProcessConfig, Secret,
-    UpstreamsConfig,
+    UpstreamsConfig, WebhooksConfig,
 };
-use crate::sandbox::Sandbox;
+use crate::sandbox::{Sandbox, SandboxConfig, SandboxWebhooks};
 use crate::transport::{self, AppState};
-use resolvers::events::{BusError, DomainEvent, EventBus, EventHub};
-use std::sync::Arc;
+use resolvers::cache::Cache;
+use resolvers::events::{EventBus, EventHub};
 
 /// The audience tokens must carry unless configured otherwise.
 pub const DEFAULT_AUDIENCE: &str = "switchyard";
@@ -33,8 +35,11 @@ pub async fn run(
     mut config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
     let sandbox = if config.uses_sandbox() {
-        let sandbox = Sandbox::start(config.sandbox.clone())
+        let mut sandbox_config = config.sandbox.clone();
+        connect_sandbox_webhooks(&mut sandbox_config, &mut config.webhooks, addr);
+        let sandbox = Sandbox::start(sandbox_config)
             .await
             .context("starting the embedded sandbox")?;
         let (upstreams, auth) = sandbox_wiring(&sandbox)?;
@@ -59,35 +64,75 @@ pub async fn run(
     };
     config.validate()?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
-    let state = app_state(&config, shutdown_rx).await?;
+    let cache = crate::cache::build(&config.cache).await?;
+    let hub = EventHub::new(config.events.hub_capacity, cache.clone());
+    let events = crate::events::start(&config.events, hub.clone(), shutdown_rx.clone()).await?;
+    let state = app_state(&config, cache, hub, events.bus.clone(), shutdown_rx)?;
     let app = transport::router(
         state,
         config.server.max_body_bytes,
         config.server.playground,
     );
-    let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
         playground = config.server.playground,
         "switchyard listening on http://{addr}/graphql"
     );
-    axum::serve(listener, app)
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             shutdown.await;
-            // Tell long-lived connections (websockets, SSE) to close, so draining ends.
+            // Tell long-lived connections (websockets, SSE) and the event reader to stop.
             let _ = shutdown_tx.send(true);
         })
         .await
-        .context("serving HTTP")?;
+        .context("serving HTTP");
+    events.join().await;
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await;
     }
     tracing::info!("switchyard stopped");
-    Ok(())
+    served
 }
 
-async fn app_state(
+/// Points a sandbox's webhooks at the Switchyard listening on `addr` (unless the sandbox
+/// config names a target already), and has Switchyard verify them with the secrets the
+/// sandbox signs with (unless configured).
+pub fn connect_sandbox_webhooks(
+    sandbox: &mut SandboxConfig,
+    webhooks: &mut WebhooksConfig,
+    addr: SocketAddr,
+) {
+    let hooks = sandbox.webhooks.get_or_insert_with(|| {
+        let host = if addr.ip().is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            addr.ip()
+        };
+        SandboxWebhooks::dev(format!(
+            "http://{}/webhooks",
+            SocketAddr::new(host, addr.port())
+        ))
+    });
+    let secret = |s: &String| Secret::new(s.clone());
+    webhooks
+        .backend_secret
+        .get_or_insert_with(|| secret(&hooks.backend_secret));
+    webhooks
+        .crm_secret
+        .get_or_insert_with(|| secret(&hooks.crm_secret));
+    webhooks
+        .process_secret
+        .get_or_insert_with(|| secret(&hooks.process_secret));
+    webhooks
+        .carrier_secret
+        .get_or_insert_with(|| secret(&hooks.carrier_secret));
+}
+
+fn app_state(
     config: &Config,
+    cache: Arc<dyn Cache>,
+    hub: EventHub,
+    bus: Arc<dyn EventBus>,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<AppState> {
     let u = &config.upstreams;
@@ -96,17 +141,23 @@ async fn app_state(
     else {
         anyhow::bail!("every upstream must be configured");
     };
-    let cache = crate::cache::build(&config.cache).await?;
     let ports = crate::upstream::ports(backend, crm, process, carrier, cache)?;
-    let hub = EventHub::new(config.events.hub_capacity);
-    let bus: Arc<dyn EventBus> = Arc::new(HubBus(hub.clone()));
     let webhooks = Arc::new(crate::ingest::Webhooks::new(&config.webhooks, bus)?);
-    let mut builder = resolvers::schema_builder()
-        .data(ports.clone())
-        .data(hub.clone());
-    if !config.server.introspection {
-        builder = builder.disable_introspection();
-    }
+    let builder = || {
+        let builder = resolvers::schema_builder()
+            .data(ports.clone())
+            .data(hub.clone());
+        if config.server.introspection {
+            builder
+        } else {
+            builder.disable_introspection()
+        }
+    };
+    let schema = builder().finish();
+    let introspection_schema = builder()
+        .limit_depth(resolvers::MAX_INTROSPECTION_DEPTH)
+        .limit_complexity(usize::MAX)
+        .finish();
     let issuer = config
         .auth
         .issuer
@@ -133,7 +184,8 @@ async fn app_state(
             .unwrap_or_else(|| "customer_id".into()),
     })?;
     Ok(AppState {
-        schema: builder.finish(),
+        schema,
+        introspection_schema,
         ports,
         auth,
         request_timeout: config.server.request_timeout,
@@ -233,15 +285,4 @@ pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
         k.api_key.expose(),
         aud = auth.audience.unwrap_or_default(),
     ))
-}
-
-/// Stand-in bus until the Redis/memory bus lands: hands events straight to the hub.
-struct HubBus(EventHub);
-
-#[async_trait::async_trait]
-impl EventBus for HubBus {
-    async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError> {
-        self.0.deliver(Arc::new(event.clone()));
-        Ok(true)
-    }
 }

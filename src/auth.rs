@@ -121,7 +121,7 @@ impl Authenticator {
 
     /// The session a bearer token stands for.
     pub async fn authenticate(&self, token: &str) -> Result<Session, AuthError> {
-        let header = decode_header(token).map_err(|e| AuthError::InvalidToken(e.to_string()))?;
+        let header = decode_header(token).map_err(|e| invalid(&e))?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(AuthError::InvalidToken(format!(
                 "algorithm {:?} is not accepted",
@@ -142,7 +142,7 @@ impl Authenticator {
         validation.validate_nbf = true;
         validation.leeway = s.leeway_secs;
         let claims = decode::<Claims>(token, &key, &validation)
-            .map_err(|e| AuthError::InvalidToken(e.to_string()))?
+            .map_err(|e| invalid(&e))?
             .claims;
         let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
         Ok(Session {
@@ -203,6 +203,22 @@ impl Authenticator {
         let response = self.inner.http.get(url).send().await?.error_for_status()?;
         Ok(response.json().await?)
     }
+}
+
+/// A refusal a caller can act on, without the decoder's internals.
+fn invalid(e: &jsonwebtoken::errors::Error) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind;
+    let reason = match e.kind() {
+        ErrorKind::ExpiredSignature => "the token has expired".to_owned(),
+        ErrorKind::ImmatureSignature => "the token is not valid yet (nbf)".to_owned(),
+        ErrorKind::InvalidSignature => "the signature does not verify".to_owned(),
+        ErrorKind::InvalidIssuer => "the token is from another issuer".to_owned(),
+        ErrorKind::InvalidAudience => "the token is for another audience".to_owned(),
+        ErrorKind::InvalidAlgorithm => "the token's algorithm does not match its key".to_owned(),
+        ErrorKind::MissingRequiredClaim(claim) => format!("the token has no `{claim}` claim"),
+        _ => "the token is not a well-formed JWT".to_owned(),
+    };
+    AuthError::InvalidToken(reason)
 }
 
 fn viewer_from(claims: Claims, s: &AuthSettings) -> Result<Viewer, AuthError> {

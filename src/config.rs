@@ -397,7 +397,8 @@ impl Config {
             figment = figment.merge(Toml::file(file));
         }
         let config: Config = figment
-            .merge(Env::prefixed("SWITCHYARD_").split("__"))
+            // SWITCHYARD_CONFIG names the file itself (see main), not a setting.
+            .merge(Env::prefixed("SWITCHYARD_").ignore(&["CONFIG"]).split("__"))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.validate()?;

@@ -16,7 +16,7 @@ use switchyard::sandbox::Sandbox;
 struct Cli {
     /// Config file (TOML). `SWITCHYARD_*` environment variables override it, e.g.
     /// SWITCHYARD_SERVER__LISTEN=0.0.0.0:4000.
-    #[arg(long, short, env = "SWITCHYARD_CONFIG")]
+    #[arg(long, short, global = true, env = "SWITCHYARD_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,

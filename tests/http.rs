@@ -152,3 +152,65 @@ async fn bad_argument_values_are_bad_user_input() {
     );
     app.stop().await;
 }
+
+/// The introspection query GraphiQL and codegen tools send (graphql-js's, with its ten
+/// levels of `ofType`).
+const STANDARD_INTROSPECTION: &str = r#"query IntrospectionQuery { __schema { queryType { name } mutationType { name } subscriptionType { name }
+  types { ...FullType } directives { name description locations args { ...InputValue } } } }
+fragment FullType on __Type { kind name description
+  fields(includeDeprecated: true) { name description args { ...InputValue } type { ...TypeRef } isDeprecated deprecationReason }
+  inputFields { ...InputValue } interfaces { ...TypeRef } enumValues(includeDeprecated: true) { name description isDeprecated deprecationReason }
+  possibleTypes { ...TypeRef } }
+fragment InputValue on __InputValue { name description type { ...TypeRef } defaultValue }
+fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+  ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } } }"#;
+
+#[tokio::test]
+async fn the_standard_introspection_query_works_and_introspection_bombs_do_not() {
+    let app = TestApp::spawn().await;
+    let (status, body) = app.post(None, STANDARD_INTROSPECTION, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
+    assert_eq!(body["data"]["__schema"]["queryType"]["name"], "Query");
+    assert_eq!(
+        body["data"]["__schema"]["subscriptionType"]["name"],
+        "Subscription"
+    );
+
+    let bomb = "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }";
+    let (status, body) = app.post(None, bomb, json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+
+    // Data queries keep their depth limit even when they also ask for __typename.
+    let token = app.token("cust-0001").await;
+    let deep = "{ __typename me { orders { edges { node { customer { orders { edges { node { customer { orders { edges { node { id } } } } } } } } } } } } }";
+    let (status, _) = app.post(Some(&token), deep, json!({})).await;
+    assert_eq!(status, 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn fields_come_back_in_the_order_asked() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({ "query": "{ me { name id email } }" }))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let name = response.find("\"name\"").unwrap();
+    let id = response.find("\"id\"").unwrap();
+    let email = response.find("\"email\"").unwrap();
+    assert!(name < id && id < email, "{response}");
+    app.stop().await;
+}

@@ -15,7 +15,15 @@ async fn start(config: SandboxConfig) -> Sandbox {
 }
 
 async fn start_default() -> Sandbox {
-    start(SandboxConfig::default()).await
+    start(quiet()).await
+}
+
+/// The default sandbox without the simulator: only the test changes the world.
+fn quiet() -> SandboxConfig {
+    SandboxConfig {
+        simulator_interval_ms: 0,
+        ..SandboxConfig::default()
+    }
 }
 
 fn client() -> Client {
@@ -416,7 +424,7 @@ async fn soql(instance: &str, token: &str, query: &str) -> Response {
 async fn crm_pages_soql_results_with_next_records_url() {
     let sandbox = start(SandboxConfig {
         crm_batch_size: 2,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
     let (token, instance) = crm_token(&sandbox).await;
@@ -528,7 +536,7 @@ async fn crm_answers_bad_soql_with_salesforce_errors() {
 async fn crm_rejects_bad_credentials_and_expired_sessions() {
     let sandbox = start(SandboxConfig {
         crm_token_ttl_secs: 0,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
     let response = client()
@@ -672,6 +680,7 @@ async fn crm_creates_cases_and_comments() {
         SandboxChange::CaseCommentAdded {
             case_id: "500000000001501AAA".into(),
             comment_id: comment["id"].as_str().unwrap().into(),
+            case_number: "00002501".into(),
             customer_id: Some("cust-0001".into()),
             published: true,
         }
@@ -682,7 +691,7 @@ async fn crm_creates_cases_and_comments() {
 async fn crm_enforces_the_daily_api_quota() {
     let sandbox = start(SandboxConfig {
         crm_daily_api_limit: 2,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
     let (token, instance) = crm_token(&sandbox).await;
@@ -1016,7 +1025,7 @@ async fn carrier_tracks_parcels_behind_its_api_key() {
 async fn carrier_rate_limits_with_retry_after() {
     let sandbox = start(SandboxConfig {
         carrier_rate_per_sec: 1,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
     let first = track(&sandbox, "PC100000001", Some(CARRIER_KEY)).await;
@@ -1205,7 +1214,7 @@ async fn an_upstream_with_error_rate_one_answers_503_in_its_own_shape() {
     let sandbox = start(SandboxConfig {
         backend: always_failing,
         crm: always_failing,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
 
@@ -1245,7 +1254,7 @@ async fn latency_and_malformed_answers_are_injected() {
             malformed_rate: 1.0,
             ..UpstreamKnobs::default()
         },
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
 
@@ -1271,7 +1280,7 @@ async fn a_stalled_answer_trips_the_client_timeout_without_holding_up_shutdown()
             timeout_rate: 1.0,
             ..UpstreamKnobs::default()
         },
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
     let started = Instant::now();
@@ -1341,7 +1350,7 @@ async fn config_rejects_impossible_knobs() {
             error_rate: 1.5,
             ..UpstreamKnobs::default()
         },
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await
     .unwrap_err();

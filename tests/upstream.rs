@@ -83,6 +83,14 @@ fn test_policy() -> CallPolicy {
     }
 }
 
+/// The default sandbox without the simulator: only the test changes the world.
+fn quiet() -> SandboxConfig {
+    SandboxConfig {
+        simulator_interval_ms: 0,
+        ..SandboxConfig::default()
+    }
+}
+
 async fn harness(sandbox: SandboxConfig) -> Harness {
     harness_with(sandbox, test_policy(), |_| {}).await
 }
@@ -172,7 +180,7 @@ fn knobs(f: impl FnOnce(&mut UpstreamKnobs)) -> UpstreamKnobs {
 
 #[tokio::test]
 async fn bulk_reads_are_one_call_and_translate_every_field() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let mut ids = product_ids(1..=3);
     ids.push(product("prod-9999"));
@@ -254,7 +262,7 @@ async fn bulk_reads_are_one_call_and_translate_every_field() {
 
 #[tokio::test]
 async fn more_than_a_hundred_ids_are_split_into_calls_of_at_most_a_hundred() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let products = h
         .ports
@@ -295,7 +303,7 @@ async fn more_than_a_hundred_ids_are_split_into_calls_of_at_most_a_hundred() {
 
 #[tokio::test]
 async fn a_customers_orders_page_newest_first_with_item_id_cursors() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
     let ada = customer(ADA);
     let ids = |page: &resolvers::records::Page<resolvers::records::OrderRecord>| {
         page.items
@@ -413,7 +421,7 @@ async fn a_customers_orders_page_newest_first_with_item_id_cursors() {
 
 #[tokio::test]
 async fn customer_search_pages_by_id() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let found = h
         .ports
@@ -447,7 +455,7 @@ async fn customer_search_pages_by_id() {
 
 #[tokio::test]
 async fn an_order_is_placed_cancelled_once_and_never_retried() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
     let lines = [
         NewOrderLine {
             product_id: product("prod-0001"),
@@ -507,7 +515,7 @@ async fn an_order_is_placed_cancelled_once_and_never_retried() {
 
 #[tokio::test]
 async fn order_refusals_keep_the_backends_codes() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
     let line = |id: &str, quantity: u32| NewOrderLine {
         product_id: product(id),
         quantity,
@@ -573,7 +581,7 @@ async fn order_refusals_keep_the_backends_codes() {
 
 #[tokio::test]
 async fn one_crm_token_serves_many_concurrent_calls() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let calls = (1..=20).map(|n| {
         let crm = h.ports.crm.clone();
@@ -615,7 +623,7 @@ async fn one_crm_token_serves_many_concurrent_calls() {
 async fn an_expired_crm_token_is_renewed_and_the_call_sent_once_more() {
     let h = harness(SandboxConfig {
         crm_token_ttl_secs: 1,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
     let ada = [customer(ADA)];
@@ -654,7 +662,7 @@ async fn an_expired_crm_token_is_renewed_and_the_call_sent_once_more() {
 async fn a_token_that_never_works_is_unavailable_after_one_renewal() {
     let h = harness(SandboxConfig {
         crm_token_ttl_secs: 0,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
 
@@ -682,7 +690,7 @@ async fn a_token_that_never_works_is_unavailable_after_one_renewal() {
 async fn soql_answers_are_followed_through_next_records_url() {
     let h = harness(SandboxConfig {
         crm_batch_size: 2,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
 
@@ -759,7 +767,7 @@ async fn soql_answers_are_followed_through_next_records_url() {
 
 #[tokio::test]
 async fn cases_carry_the_customer_of_their_contact() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let cases = h
         .ports
@@ -821,7 +829,7 @@ async fn cases_carry_the_customer_of_their_contact() {
 
 #[tokio::test]
 async fn a_case_and_its_comment_are_created_and_read_back() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let id = h
         .ports
@@ -907,7 +915,7 @@ async fn a_case_and_its_comment_are_created_and_read_back() {
 async fn a_spent_crm_quota_is_rate_limited_and_usage_is_readable() {
     let sandbox = Sandbox::start(SandboxConfig {
         crm_daily_api_limit: 3,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await
     .unwrap();
@@ -942,7 +950,7 @@ async fn a_spent_crm_quota_is_rate_limited_and_usage_is_readable() {
 
 #[tokio::test]
 async fn a_return_goes_from_agent_approval_to_customer_pickup() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
     let process = &h.ports.process;
 
     let id = process
@@ -1060,7 +1068,7 @@ async fn a_return_goes_from_agent_approval_to_customer_pickup() {
 
 #[tokio::test]
 async fn a_customers_returns_come_newest_first_with_their_outcome() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let returns = h
         .ports
@@ -1087,7 +1095,7 @@ async fn a_customers_returns_come_newest_first_with_their_outcome() {
 
 #[tokio::test]
 async fn only_a_potential_owner_may_claim_a_task() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
     let process = &h.ports.process;
     // Ada's first return waits for her to confirm the pickup.
     let pickup = process
@@ -1136,7 +1144,7 @@ async fn only_a_potential_owner_may_claim_a_task() {
 
 #[tokio::test]
 async fn a_parcel_is_tracked_and_an_unknown_one_is_none() {
-    let h = harness(SandboxConfig::default()).await;
+    let h = harness(quiet()).await;
 
     let tracking = h.ports.carrier.track("PC100000001").await.unwrap().unwrap();
     assert_eq!(tracking.tracking_number, "PC100000001");
@@ -1181,7 +1189,7 @@ async fn a_parcel_is_tracked_and_an_unknown_one_is_none() {
 async fn a_rate_limited_carrier_is_waited_out_once() {
     let h = harness(SandboxConfig {
         carrier_rate_per_sec: 1,
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
 
@@ -1206,7 +1214,7 @@ async fn a_carrier_wait_longer_than_allowed_is_rate_limited() {
     let h = harness_with(
         SandboxConfig {
             carrier_rate_per_sec: 1,
-            ..SandboxConfig::default()
+            ..quiet()
         },
         test_policy(),
         |c| c.carrier.max_retry_after_secs = 0,
@@ -1247,7 +1255,7 @@ async fn a_failing_upstream_is_unavailable_after_its_retries_and_writes_are_sent
     let h = harness_with(
         SandboxConfig {
             backend: knobs(|k| k.error_rate = 1.0),
-            ..SandboxConfig::default()
+            ..quiet()
         },
         policy,
         |_| {},
@@ -1300,7 +1308,7 @@ async fn a_stalled_upstream_times_out_quickly() {
     let h = harness_with(
         SandboxConfig {
             carrier: knobs(|k| k.timeout_rate = 1.0),
-            ..SandboxConfig::default()
+            ..quiet()
         },
         policy,
         |_| {},
@@ -1328,7 +1336,7 @@ async fn a_malformed_answer_is_unavailable_and_not_retried() {
     let h = harness(SandboxConfig {
         backend: knobs(|k| k.malformed_rate = 1.0),
         process: knobs(|k| k.malformed_rate = 1.0),
-        ..SandboxConfig::default()
+        ..quiet()
     })
     .await;
 
@@ -1359,7 +1367,7 @@ async fn an_unreachable_upstream_is_unavailable() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let closed = format!("http://{}", listener.local_addr().unwrap());
     drop(listener);
-    let h = harness_with(SandboxConfig::default(), test_policy(), |c| {
+    let h = harness_with(quiet(), test_policy(), |c| {
         c.carrier.url = Url::parse(&closed).unwrap();
     })
     .await;
@@ -1374,7 +1382,7 @@ async fn an_unreachable_upstream_is_unavailable() {
 
 #[tokio::test]
 async fn wrong_credentials_are_unavailable_without_leaking_them() {
-    let h = harness_with(SandboxConfig::default(), test_policy(), |c| {
+    let h = harness_with(quiet(), test_policy(), |c| {
         c.backend.token = Secret::new("wrong-backend-token");
         c.crm.client_secret = Secret::new("wrong-crm-secret");
         c.process.password = Secret::new("wrong-kie-password");
@@ -1423,7 +1431,7 @@ async fn the_concurrency_budget_bounds_calls_in_flight() {
     let h = harness_with(
         SandboxConfig {
             carrier: knobs(|k| k.latency_ms = 200),
-            ..SandboxConfig::default()
+            ..quiet()
         },
         policy,
         |_| {},
@@ -1447,7 +1455,7 @@ async fn the_concurrency_budget_bounds_calls_in_flight() {
 
 #[tokio::test]
 async fn configs_no_client_can_use_are_refused_at_start() {
-    let sandbox = Sandbox::start(SandboxConfig::default()).await.unwrap();
+    let sandbox = Sandbox::start(quiet()).await.unwrap();
     let good = configs(&sandbox, &test_policy());
 
     let mut mailto = configs(&sandbox, &test_policy());

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::cache::{Cache, stale_keys};
 use crate::ids::{CaseId, CustomerId, OrderId};
 
 /// What kind of thing happened.
@@ -80,26 +81,37 @@ pub trait EventBus: Send + Sync + 'static {
     async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError>;
 }
 
-/// This replica's local fan-out of events to its subscriptions.
+/// Where an event enters this replica: it first deletes the cache entries the event makes
+/// stale, then fans the event out to this replica's subscriptions, so nothing resolved for
+/// the event can read the stale copy.
 ///
-/// A broadcast channel: publishing never waits for a subscriber, so a slow subscription can
-/// neither slow the bus reader nor other subscriptions; one that falls more than the
-/// channel's capacity behind is told so and ended (see the subscription root).
+/// The fan-out is a broadcast channel: publishing never waits for a subscriber, so a slow
+/// subscription can neither slow the bus reader nor other subscriptions; one that falls more
+/// than the channel's capacity behind is told so and ended (see the subscription root).
 #[derive(Clone)]
 pub struct EventHub {
+    /// Every subscription holds a receiver.
     sender: broadcast::Sender<Arc<DomainEvent>>,
+    /// The entity cache that events invalidate.
+    cache: Arc<dyn Cache>,
 }
 
 impl EventHub {
-    /// A hub keeping up to `capacity` events for subscribers that lag.
-    pub fn new(capacity: usize) -> Self {
+    /// A hub keeping up to `capacity` events for subscribers that lag, invalidating `cache`.
+    pub fn new(capacity: usize, cache: Arc<dyn Cache>) -> Self {
         Self {
             sender: broadcast::channel(capacity).0,
+            cache,
         }
     }
 
-    /// Hands an event to every current subscription of this replica.
-    pub fn deliver(&self, event: Arc<DomainEvent>) {
+    /// Invalidates what the event makes stale, then hands it to every current subscription
+    /// of this replica.
+    pub async fn deliver(&self, event: Arc<DomainEvent>) {
+        let stale = stale_keys(&event);
+        if !stale.is_empty() {
+            self.cache.delete(&stale).await;
+        }
         // No receivers is fine: nobody is subscribed on this replica.
         let _ = self.sender.send(event);
     }

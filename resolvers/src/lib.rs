@@ -47,6 +47,9 @@ pub type AppSchemaBuilder =
 pub const MAX_DEPTH: usize = 12;
 /// Highest complexity accepted (each field counts 1; lists count their items' fields once).
 pub const MAX_COMPLEXITY: usize = 500;
+/// Deepest introspection-only document accepted: the standard introspection query nests
+/// `ofType` about 10 levels; the server bounds such documents by their list nesting instead.
+pub const MAX_INTROSPECTION_DEPTH: usize = 32;
 
 /// The schema builder with the roots, limits and federation set up; the server adds the
 /// [`Ports`] and [`events::EventHub`] (`.data(..)`) and its own settings before `finish()`.
@@ -57,6 +60,7 @@ pub fn schema_builder() -> AppSchemaBuilder {
         subscription::SubscriptionRoot,
     )
     .enable_federation()
+    .enable_subscription_in_federation()
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
 }

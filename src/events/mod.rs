@@ -1,1 +1,157 @@
-//! The event bus (being written).
+//! The event bus: carries [`DomainEvent`]s from ingestion to every replica's [`EventHub`].
+//!
+//! Webhooks are verified and normalized by `ingest`, which publishes each event through
+//! [`Events::bus`]. Every replica reads the bus back and hands each event to its own hub,
+//! from which subscriptions, cache invalidation and notification rules pick what concerns
+//! them. Publishers never deliver to their own hub directly: the bus is the one path, so
+//! every replica (the publishing one included) sees the same events in the same order.
+//!
+//! # Layout
+//! - [`start`] picks the backend from [`EventsConfig`]: Redis when `redis_url` is set,
+//!   memory otherwise, and returns an [`Events`] handle (the bus, a delivery counter, the
+//!   reader task).
+//! - `memory`: one instance only. Publishing dedups by id and hands the event straight to
+//!   the hub; there is no reader.
+//! - `redis`: a Redis stream shared by all replicas. Publishing runs one Lua script that
+//!   marks the id as seen (`<stream_key>:seen:<id>`, expiring after `dedup_ttl_secs`) and
+//!   appends the event (`XADD <stream_key> MAXLEN ~ <stream_max_len>`) in one atomic step;
+//!   each replica's reader task follows the stream with `XREAD BLOCK` on a connection of its
+//!   own and delivers what it reads to the hub.
+//!
+//! # Guarantees
+//! - **Durable before acknowledged.** [`EventBus::publish`] returns `Ok` only once the event
+//!   is on the bus: for Redis, once Redis has acknowledged the script that appended it to the
+//!   stream; for memory, once it is handed to the hub.
+//! - **Duplicates absorbed.** A second publish of an event id within `dedup_ttl_secs` of the
+//!   first returns `Ok(false)` and delivers nothing. With Redis this holds across replicas,
+//!   and the seen-marker and the stream entry are written by one script, so a failure can
+//!   never mark an event seen without storing it (the marker is removed if the append fails).
+//!   A publish that failed (e.g. timed out) may therefore be retried safely.
+//! - **Every replica, every event, once, in order.** Each replica's reader delivers every
+//!   event appended after its [`start`] returned to its hub exactly once, in stream order,
+//!   including across lost Redis connections: the reader remembers the id of the last entry
+//!   it handled, backs off (100 ms doubling to 5 s), reconnects and resumes after that id,
+//!   so events appended while it was cut off arrive after it reconnects, none twice.
+//! - **A bad entry never stops the reader.** An entry that does not decode as a
+//!   [`DomainEvent`] is logged and skipped.
+//! - **Prompt shutdown.** The reader stops as soon as the shutdown signal turns `true` (or
+//!   its sender is dropped), also in the middle of a blocked read; [`Events::join`] waits
+//!   for it.
+//!
+//! # Not guaranteed
+//! - **History.** A replica starts after the stream's last entry at the time of [`start`];
+//!   events from before are not replayed, and nothing is replayed after a restart.
+//! - **Unbounded retention.** The stream keeps roughly `stream_max_len` entries. A replica
+//!   cut off for longer than it takes to append that many misses the trimmed ones; after
+//!   reconnecting, the reader logs a warning when the stream was trimmed past its position.
+//! - **Durability beyond Redis.** "Acknowledged by Redis" means in Redis' memory. Surviving a
+//!   Redis crash depends on its persistence (`appendonly`, `appendfsync`), and a failover
+//!   to an asynchronously replicated replica can lose the latest events and seen-markers.
+//! - **Dedup beyond the TTL, or by content.** Ids are remembered for `dedup_ttl_secs` (the
+//!   memory bus also forgets the oldest beyond `stream_max_len` ids); two different events
+//!   with the same id count as one, the first wins.
+//! - **Order by time of occurrence.** Order is the order Redis accepted the appends, not
+//!   `occurred_at`.
+//! - **Delivery to each subscription.** The hub is a bounded broadcast channel: a
+//!   subscription more than `hub_capacity` events behind is told it lagged (see
+//!   [`EventHub`]).
+//! - **Redis Cluster.** One Redis endpoint (standalone, or a primary behind a stable
+//!   address). The Redis user needs `EVAL`, `SET`, `DEL`, `XADD`, `XREAD`, `XREVRANGE` and
+//!   `XINFO`.
+//! - **The memory bus across processes.** It serves one instance, and forgets everything
+//!   when it stops.
+
+mod memory;
+mod redis;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::bail;
+use resolvers::events::{EventBus, EventHub};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::EventsConfig;
+
+#[cfg(doc)]
+use resolvers::events::DomainEvent;
+
+/// The running event bus of this replica: where to publish, and this replica's reader.
+pub struct Events {
+    /// Where events are published (ingestion holds a clone); Redis or memory behind it.
+    pub bus: Arc<dyn EventBus>,
+    /// Events handed to this replica's hub so far, shared with the reader (or the memory
+    /// bus) that counts them; read by [`Events::delivered`] for tests and metrics.
+    delivered: Arc<AtomicU64>,
+    /// The task following the Redis stream; `None` with the memory bus, which delivers as
+    /// it publishes. Kept so that [`Events::join`] can wait for it at shutdown.
+    reader: Option<JoinHandle<()>>,
+}
+
+/// Starts the event bus described by `config`, delivering to `hub`.
+///
+/// With `redis_url` set, connects to Redis (an error if it cannot be reached, naming the
+/// address but never the credentials), notes where the stream ends now, and spawns the
+/// reader; every event published after this returns reaches `hub`. Without it, starts the
+/// in-memory bus. The reader stops when `shutdown` turns `true` or its sender is dropped.
+pub async fn start(
+    config: &EventsConfig,
+    hub: EventHub,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<Events> {
+    validate(config)?;
+    let delivered = Arc::new(AtomicU64::new(0));
+    match &config.redis_url {
+        None => {
+            tracing::info!("event bus: in memory (one instance only)");
+            let bus = memory::MemoryBus::new(config, hub, Arc::clone(&delivered));
+            Ok(Events {
+                bus: Arc::new(bus),
+                delivered,
+                reader: None,
+            })
+        }
+        Some(url) => {
+            let started =
+                self::redis::start(config, url.expose(), hub, shutdown, Arc::clone(&delivered))
+                    .await?;
+            Ok(Events {
+                bus: started.bus,
+                delivered,
+                reader: Some(started.reader),
+            })
+        }
+    }
+}
+
+/// Rejects settings under which the guarantees above could not hold.
+fn validate(config: &EventsConfig) -> anyhow::Result<()> {
+    if config.dedup_ttl_secs == 0 {
+        bail!("events.dedup_ttl_secs must be at least 1 (0 would disable duplicate detection)");
+    }
+    if config.stream_max_len == 0 {
+        bail!("events.stream_max_len must be at least 1");
+    }
+    if config.stream_key.is_empty() {
+        bail!("events.stream_key must not be empty");
+    }
+    Ok(())
+}
+
+impl Events {
+    /// How many events this replica has handed to its hub (not counting skipped entries).
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
+    }
+
+    /// Waits for the reader to stop; call after the shutdown signal turned `true`. Returns
+    /// at once with the memory bus.
+    pub async fn join(self) {
+        if let Some(reader) = self.reader
+            && let Err(error) = reader.await
+        {
+            tracing::error!(%error, "the event stream reader ended abnormally");
+        }
+    }
+}

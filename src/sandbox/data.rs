@@ -262,7 +262,7 @@ const ADJECTIVES: [&str; 10] = [
     "Studio",
 ];
 
-const HUBS: [&str; 5] = [
+pub(crate) const HUBS: [&str; 5] = [
     "Hub, Frankfurt, DE",
     "Hub, Paris, FR",
     "Hub, Rotterdam, NL",
@@ -585,7 +585,7 @@ fn line(world: &World, product_number: u64, quantity: u32) -> OrderLine {
     }
 }
 
-fn scan_description(status: ParcelStatus, rng: Option<&mut SplitMix64>) -> &'static str {
+pub(crate) fn scan_description(status: ParcelStatus, rng: Option<&mut SplitMix64>) -> &'static str {
     let flip = rng.is_some_and(|rng| rng.chance(0.5));
     match status {
         ParcelStatus::LabelCreated => "Shipping label created",
@@ -743,7 +743,7 @@ const CUSTOMER_COMMENTS: [&str; 4] = [
     "Could you call me back tomorrow morning?",
 ];
 
-const AGENT_COMMENTS: [&str; 4] = [
+pub(crate) const AGENT_COMMENTS: [&str; 4] = [
     "Thank you for reaching out, we are looking into it.",
     "We have contacted the carrier and will update you within 24 hours.",
     "A refund has been issued; it takes 3-5 business days.",

@@ -19,6 +19,10 @@
 //! - `oidc`: a dev OpenID issuer that signs ES256 tokens for demo users.
 //! - `faults`: request counting, latency and fault injection in front of every server, and the
 //!   `/_sandbox/requests` control routes.
+//! - `simulator`: moves the world on its own every [`SandboxConfig::simulator_interval_ms`]
+//!   (orders ship, parcels are scanned, agents answer cases and decide returns).
+//! - `webhooks`: posts every change, signed, to [`SandboxConfig::webhooks`] in the shape of the
+//!   upstream that owns it, retrying like a real sender.
 
 mod backend;
 mod carrier;
@@ -27,7 +31,9 @@ mod data;
 mod faults;
 mod oidc;
 mod process;
+mod simulator;
 mod soql;
+mod webhooks;
 mod world;
 
 use std::collections::BTreeMap;
@@ -43,7 +49,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
-pub use world::SandboxChange;
+pub use webhooks::{
+    DEV_BACKEND_WEBHOOK_SECRET, DEV_CARRIER_WEBHOOK_SECRET, DEV_CRM_WEBHOOK_SECRET,
+    DEV_PROCESS_WEBHOOK_SECRET, SandboxWebhooks,
+};
+pub use world::{SandboxChange, TaskEvent};
 
 use faults::{Faults, RequestCounter};
 use world::SharedWorld;
@@ -143,6 +153,11 @@ pub struct SandboxConfig {
     pub carrier_api_key: String,
     /// `aud` of the tokens the dev OIDC issuer signs (default `switchyard`).
     pub oidc_audience: String,
+    /// Milliseconds between two steps of the simulator that moves the demo on its own
+    /// (default 4000; 0 turns it off: tests want a quiet world).
+    pub simulator_interval_ms: u64,
+    /// Where to post signed webhooks for every change (default: none are posted).
+    pub webhooks: Option<SandboxWebhooks>,
 }
 
 impl Default for SandboxConfig {
@@ -167,6 +182,8 @@ impl Default for SandboxConfig {
             kie_password: "kieserver1!".to_owned(),
             carrier_api_key: "sandbox-carrier-key".to_owned(),
             oidc_audience: "switchyard".to_owned(),
+            simulator_interval_ms: 4000,
+            webhooks: None,
         }
     }
 }
@@ -190,6 +207,8 @@ impl fmt::Debug for SandboxConfig {
             .field("crm_client_id", &self.crm_client_id)
             .field("kie_user", &self.kie_user)
             .field("oidc_audience", &self.oidc_audience)
+            .field("simulator_interval_ms", &self.simulator_interval_ms)
+            .field("webhooks", &self.webhooks)
             .finish_non_exhaustive()
     }
 }
@@ -222,6 +241,9 @@ impl SandboxConfig {
         }
         if self.crm_batch_size == 0 {
             bail!("sandbox.crm_batch_size must be at least 1");
+        }
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.validate()?;
         }
         Ok(())
     }
@@ -304,6 +326,8 @@ pub struct Sandbox {
     /// Flipped to `true` to stop every server (and cut injected stalls short).
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
+    /// The simulator and the webhook senders.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl fmt::Debug for Sandbox {
@@ -315,7 +339,9 @@ impl fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Seeds the world, binds the five servers and starts serving.
+    /// Seeds the world, binds the five servers and starts serving; starts the webhook sender
+    /// when [`SandboxConfig::webhooks`] is set, and the simulator unless
+    /// [`SandboxConfig::simulator_interval_ms`] is 0.
     ///
     /// Fails if the config is invalid (a rate outside 0..=1, a zero batch size) or a port
     /// cannot be bound.
@@ -350,6 +376,19 @@ impl Sandbox {
         };
 
         let (shutdown, _) = watch::channel(false);
+        // Subscribed before anything can change the world, so the first change is posted too.
+        let mut background = match &config.webhooks {
+            Some(hooks) => webhooks::start(hooks, world.subscribe(), &shutdown)?,
+            None => Vec::new(),
+        };
+        if config.simulator_interval_ms > 0 {
+            background.push(simulator::spawn(
+                world.clone(),
+                config.seed,
+                Duration::from_millis(config.simulator_interval_ms),
+                shutdown.subscribe(),
+            ));
+        }
         let counters: [Arc<RequestCounter>; 5] = Default::default();
         let mut servers = Vec::with_capacity(listeners.len());
         for (upstream, listener, _) in listeners {
@@ -388,6 +427,7 @@ impl Sandbox {
             counters,
             shutdown,
             servers,
+            background,
         })
     }
 
@@ -419,20 +459,12 @@ impl Sandbox {
         self.world.subscribe()
     }
 
-    /// The shared world, for the simulator that moves the demo on its own.
-    #[allow(
-        dead_code,
-        reason = "the simulator, the next piece of the sandbox, drives it"
-    )]
-    pub(crate) fn world(&self) -> &SharedWorld {
-        &self.world
-    }
-
     /// Stops accepting connections, lets in-flight requests finish (at most 10 s), and waits
     /// for the servers to end.
     pub async fn shutdown(mut self) {
         self.shutdown.send_replace(true);
-        let servers = std::mem::take(&mut self.servers);
+        let mut servers = std::mem::take(&mut self.servers);
+        servers.append(&mut self.background);
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         for mut server in servers {
             if tokio::time::timeout_at(deadline, &mut server)

@@ -5,9 +5,9 @@
 //! tasks, the carrier its parcels. Keeping them together keeps them consistent (a CRM contact per
 //! customer, a parcel per shipped order) and lets one mutation touch several upstreams' views.
 //!
-//! Every mutation is a method here, so the handlers and a future simulator (orders ship, parcels
-//! are scanned, agents answer cases) change the world the same way, and every mutation announces
-//! itself on the [`SandboxChange`] channel.
+//! Every mutation is a method here, so the handlers and the simulator (orders ship, parcels are
+//! scanned, agents answer cases) change the world the same way, and every mutation announces
+//! itself on the [`SandboxChange`] channel, from which the webhook sender posts it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -57,16 +57,24 @@ pub enum SandboxChange {
         customer_id: String,
         /// The parcel's new status, e.g. `OUT_FOR_DELIVERY`.
         status: String,
+        /// Where the parcel was scanned, e.g. `Leipzig, DE`.
+        location: String,
+        /// What the scan says, e.g. `Out for delivery`.
+        description: String,
     },
     /// A CRM case was created or its status changed.
     #[serde(rename_all = "camelCase")]
     CaseChanged {
         /// The case's Salesforce id (`500...`).
         case_id: String,
+        /// The case's number, e.g. `00001001`.
+        case_number: String,
         /// The customer behind the case's contact, if the contact has one.
         customer_id: Option<String>,
         /// The case's status, e.g. `New`, `Closed`.
         status: String,
+        /// Whether the case was just created (else an existing case changed).
+        created: bool,
     },
     /// A comment was added to a CRM case.
     #[serde(rename_all = "camelCase")]
@@ -75,6 +83,8 @@ pub enum SandboxChange {
         case_id: String,
         /// The comment's Salesforce id (`00a...`).
         comment_id: String,
+        /// The number of the case, e.g. `00001001`.
+        case_number: String,
         /// The customer behind the case's contact, if the contact has one.
         customer_id: Option<String>,
         /// Whether the comment is visible to the customer.
@@ -83,6 +93,8 @@ pub enum SandboxChange {
     /// A human task was created or changed state.
     #[serde(rename_all = "camelCase")]
     TaskChanged {
+        /// What happened to the task.
+        event: TaskEvent,
         /// The task id.
         task_id: i64,
         /// The process instance the task belongs to.
@@ -93,8 +105,12 @@ pub enum SandboxChange {
         status: String,
         /// The user working on the task, if any.
         actual_owner: Option<String>,
+        /// Users and groups who may work on the task, e.g. `["agents"]` or `["cust-0001"]`.
+        potential_owners: Vec<String>,
         /// The customer of the return request.
         customer_id: String,
+        /// The order the return request is about.
+        order_id: String,
     },
     /// A process instance was started or changed state.
     #[serde(rename_all = "camelCase")]
@@ -103,9 +119,46 @@ pub enum SandboxChange {
         process_instance_id: i64,
         /// The customer of the return request.
         customer_id: String,
+        /// The order the return request is about.
+        order_id: String,
         /// KIE process instance state: 1 active, 2 completed, 3 aborted.
         state: i32,
+        /// `picked-up` or `rejected` once completed.
+        outcome: Option<String>,
     },
+}
+
+/// What happened to a human task, named as KIE's task event listener names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TaskEvent {
+    /// The process reached the task: it is `Ready` for its potential owners.
+    #[serde(rename = "TaskCreated")]
+    Created,
+    /// A potential owner claimed it: `Reserved`.
+    #[serde(rename = "TaskClaimed")]
+    Claimed,
+    /// Its owner started working on it: `InProgress`.
+    #[serde(rename = "TaskStarted")]
+    Started,
+    /// Its owner gave it back: `Ready` again.
+    #[serde(rename = "TaskReleased")]
+    Released,
+    /// Its owner completed it: `Completed`.
+    #[serde(rename = "TaskCompleted")]
+    Completed,
+}
+
+impl TaskEvent {
+    /// The listener's event name, e.g. `TaskClaimed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Created => "TaskCreated",
+            Self::Claimed => "TaskClaimed",
+            Self::Started => "TaskStarted",
+            Self::Released => "TaskReleased",
+            Self::Completed => "TaskCompleted",
+        }
+    }
 }
 
 /// Loyalty tier of a customer.
@@ -745,12 +798,18 @@ impl World {
         )
     }
 
+    /// Confirms a `PENDING` order (payment cleared, stock reserved): it becomes `CONFIRMED`.
+    pub(crate) fn confirm_order(&mut self, order_id: &str) -> Result<Order, OrderTransitionError> {
+        self.transition_order(
+            order_id,
+            "confirmed",
+            |status| status == OrderStatus::Pending,
+            |order| order.status = OrderStatus::Confirmed,
+        )
+    }
+
     /// Ships a `PENDING` or `CONFIRMED` order: gives it a tracking number (`PC1` and the order
     /// number) and the carrier a parcel with a `LABEL_CREATED` scan.
-    #[allow(
-        dead_code,
-        reason = "driven by the simulator, the next piece of the sandbox"
-    )]
     pub(crate) fn ship_order(
         &mut self,
         order_id: &str,
@@ -828,10 +887,6 @@ impl World {
 
     /// Records a scan of a parcel and moves it to `status`; a `DELIVERED` scan also delivers the
     /// order. Returns false for an unknown parcel.
-    #[allow(
-        dead_code,
-        reason = "driven by the simulator, the next piece of the sandbox"
-    )]
     pub(crate) fn scan_parcel(
         &mut self,
         tracking_number: &str,
@@ -861,6 +916,8 @@ impl World {
             order_id: order_id.clone(),
             customer_id,
             status: status.as_str().to_owned(),
+            location: location.to_owned(),
+            description: description.to_owned(),
         });
         if status == ParcelStatus::Delivered {
             // Only a shipped order moves on; a parcel of a cancelled order stays as it was.
@@ -907,15 +964,11 @@ impl World {
             closed_date: (new.status == CaseStatus::Closed).then_some(now),
         };
         self.cases.insert(case.id.clone(), case.clone());
-        self.announce_case(&case);
+        self.announce_case(&case, true);
         Ok(case)
     }
 
     /// Moves a case to another status, setting or clearing its closed date.
-    #[allow(
-        dead_code,
-        reason = "driven by the simulator, the next piece of the sandbox"
-    )]
     pub(crate) fn set_case_status(
         &mut self,
         case_id: &str,
@@ -937,15 +990,17 @@ impl World {
             case.status = status;
         }
         let case = case.clone();
-        self.announce_case(&case);
+        self.announce_case(&case, false);
         Ok(case)
     }
 
-    fn announce_case(&self, case: &Case) {
+    fn announce_case(&self, case: &Case, created: bool) {
         self.announce(SandboxChange::CaseChanged {
             case_id: case.id.clone(),
+            case_number: case.case_number.clone(),
             customer_id: self.customer_of_contact(case.contact_id.as_deref()),
             status: case.status.as_str().to_owned(),
+            created,
         });
     }
 
@@ -966,6 +1021,7 @@ impl World {
             });
         };
         let customer_id = self.customer_of_contact(case.contact_id.as_deref());
+        let case_number = case.case_number.clone();
         let comment = CaseComment {
             id: salesforce_id("00a", self.next_comment_no),
             parent_id,
@@ -979,6 +1035,7 @@ impl World {
         self.announce(SandboxChange::CaseCommentAdded {
             case_id: comment.parent_id.clone(),
             comment_id: comment.id.clone(),
+            case_number,
             customer_id,
             published: comment.is_published,
         });
@@ -1032,7 +1089,7 @@ impl World {
             output: serde_json::Map::new(),
         };
         self.next_task_id += 1;
-        self.announce_task(&task);
+        self.announce_task(&task, TaskEvent::Created);
         self.tasks.insert(task.id, task);
     }
 
@@ -1051,7 +1108,7 @@ impl World {
         task.status = TaskStatus::Reserved;
         task.actual_owner = Some(user.to_owned());
         let task = task.clone();
-        self.announce_task(&task);
+        self.announce_task(&task, TaskEvent::Claimed);
         Ok(())
     }
 
@@ -1067,7 +1124,7 @@ impl World {
         task.status = TaskStatus::InProgress;
         task.actual_owner = Some(user.to_owned());
         let task = task.clone();
-        self.announce_task(&task);
+        self.announce_task(&task, TaskEvent::Started);
         Ok(())
     }
 
@@ -1081,7 +1138,7 @@ impl World {
         task.status = TaskStatus::Ready;
         task.actual_owner = None;
         let task = task.clone();
-        self.announce_task(&task);
+        self.announce_task(&task, TaskEvent::Released);
         Ok(())
     }
 
@@ -1109,7 +1166,7 @@ impl World {
         task.actual_owner = Some(user.to_owned());
         task.output = output;
         let task = task.clone();
-        self.announce_task(&task);
+        self.announce_task(&task, TaskEvent::Completed);
 
         let Some(instance) = self.processes.get_mut(&task.process_instance_id) else {
             return Ok(());
@@ -1145,14 +1202,17 @@ impl World {
             .ok_or(TaskError::NotFound(task_id))
     }
 
-    fn announce_task(&self, task: &Task) {
+    fn announce_task(&self, task: &Task, event: TaskEvent) {
         self.announce(SandboxChange::TaskChanged {
+            event,
             task_id: task.id,
             process_instance_id: task.process_instance_id,
             task_name: task.name.as_str().to_owned(),
             status: task.status.as_str().to_owned(),
             actual_owner: task.actual_owner.clone(),
+            potential_owners: vec![task.potential_owner.id().to_owned()],
             customer_id: task.customer_id.clone(),
+            order_id: task.order_id.clone(),
         });
     }
 
@@ -1160,7 +1220,9 @@ impl World {
         self.announce(SandboxChange::ProcessChanged {
             process_instance_id: instance.id,
             customer_id: instance.customer_id.clone(),
+            order_id: instance.order_id.clone(),
             state: instance.state.code(),
+            outcome: instance.outcome.clone(),
         });
     }
 }

@@ -22,7 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, document};
 use crate::auth::AuthError;
 
 const GRAPHQL_RESPONSE: &str = "application/graphql-response+json";
@@ -169,7 +169,24 @@ async fn execute(
     if request.query.trim().is_empty() {
         return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`query` is missing");
     }
-    if method == Method::GET && is_mutation(&request) {
+    let parsed = async_graphql::parser::parse_query(&request.query).ok();
+    let op = parsed.as_ref().and_then(|doc| {
+        Some((
+            doc,
+            document::operation(doc, request.operation_name.as_deref())?,
+        ))
+    });
+    let read_only = op.is_none_or(|(_, op)| op.ty == OperationType::Query);
+    let introspection = op.is_some_and(|(doc, op)| document::is_introspection_only(doc, op));
+    if introspection && op.is_some_and(|(doc, op)| document::introspection_too_nested(doc, op)) {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "GRAPHQL_VALIDATION_FAILED",
+            "introspection nests `fields`, `inputFields`, `interfaces` or `possibleTypes` too deeply",
+        );
+    }
+    // A document that does not parse reaches execution, which reports the syntax error.
+    if method == Method::GET && !read_only {
         let mut response = request_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
@@ -192,7 +209,12 @@ async fn execute(
     let user = viewer.as_ref().map(|v| v.user_id.clone());
     let request = resolvers::request_data(request, &state.ports, viewer);
     let started = Instant::now();
-    let executed = tokio::time::timeout(state.request_timeout, state.schema.execute(request)).await;
+    let schema = if introspection {
+        &state.introspection_schema
+    } else {
+        &state.schema
+    };
+    let executed = tokio::time::timeout(state.request_timeout, schema.execute(request)).await;
     let Ok(response) = executed else {
         tracing::warn!(
             ?operation,
@@ -278,25 +300,6 @@ fn add_missing_codes(body: &mut serde_json::Value, default: &'static str) {
     }
 }
 
-/// Whether the operation to run is a mutation (or a subscription: neither may go over GET).
-fn is_mutation(request: &async_graphql::Request) -> bool {
-    let Ok(doc) = async_graphql::parser::parse_query(&request.query) else {
-        return false; // execution reports the syntax error
-    };
-    let ty = match &request.operation_name {
-        Some(name) => doc
-            .operations
-            .iter()
-            .find(|(n, _)| n.map(|n| n.as_str()) == Some(name.as_str()))
-            .map(|(_, op)| op.node.ty),
-        None => doc.operations.iter().next().map(|(_, op)| op.node.ty),
-    };
-    matches!(
-        ty,
-        Some(OperationType::Mutation | OperationType::Subscription)
-    )
-}
-
 /// The bearer token, if any; `Err` for an `Authorization` header that is not a bearer token.
 pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, &'static str> {
     let Some(value) = headers.get(header::AUTHORIZATION) else {
@@ -361,10 +364,19 @@ mod tests {
     }
 
     #[test]
-    fn finds_mutations_by_operation_name() {
-        let doc = "query A { me { id } } mutation B { cancelOrder(id: \"x\") { id } }";
-        let named = |name: &str| async_graphql::Request::new(doc).operation_name(name);
-        assert!(!is_mutation(&named("A")));
-        assert!(is_mutation(&named("B")));
+    fn finds_operations_by_name() {
+        let doc = async_graphql::parser::parse_query(
+            "query A { me { id } } mutation B { cancelOrder(id: \"x\") { id } }",
+        )
+        .unwrap();
+        assert_eq!(
+            document::operation(&doc, Some("A")).unwrap().ty,
+            OperationType::Query
+        );
+        assert_eq!(
+            document::operation(&doc, Some("B")).unwrap().ty,
+            OperationType::Mutation
+        );
+        assert!(document::operation(&doc, Some("C")).is_none());
     }
 }

@@ -12,6 +12,7 @@
 //! | `GET /` | redirects to the playground |
 
 mod dev_sign_in;
+mod document;
 mod graphql;
 pub mod playground;
 mod sse;
@@ -36,6 +37,9 @@ use crate::config::SubscriptionsConfig;
 pub struct AppState {
     /// The executable schema.
     pub schema: AppSchema,
+    /// The same schema without the data depth limit, for introspection-only documents
+    /// (bounded by their own rule instead, see `document`).
+    pub introspection_schema: AppSchema,
     /// The upstream ports, for per-request loaders.
     pub ports: Ports,
     /// Bearer token validation.

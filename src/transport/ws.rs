@@ -1,9 +1,109 @@
-//! Subscriptions over websockets (being written).
+//! Subscriptions (and queries and mutations) over websockets: `GET /graphql/ws`.
+//!
+//! Two subprotocols, picked from `Sec-WebSocket-Protocol` and echoed in the handshake:
+//! - `graphql-transport-ws`, exactly as
+//!   [its spec](https://github.com/enisdenjo/graphql-ws/blob/master/PROTOCOL.md) says
+//!   (preferred when a client offers both);
+//! - `graphql-ws`, Apollo's legacy `subscriptions-transport-ws`, for older clients.
+//!
+//! A request that offers neither is answered `400` (no upgrade), one beyond
+//! `subscriptions.max_connections` `503`. We speak the protocols ourselves over axum's
+//! websocket and `Schema::execute_stream`: async-graphql's own handler strays from the spec
+//! on close codes (see `notes/stack.md`).
+//!
+//! # The connection
+//! The client sends `connection_init` within `init_timeout_ms` with its token in the payload:
+//! `{"Authorization": "Bearer <jwt>"}` (or `authorization`, or the same inside `"headers"`).
+//! Every operation then runs for that viewer with request data of its own (fresh loaders),
+//! until the token's `exp`, when the connection closes. graphql-transport-ws closes with:
+//!
+//! | code | reason | when |
+//! |---|---|---|
+//! | 4400 | `Invalid message: <why>` | bad JSON, unknown `type`, missing `id` / `payload` |
+//! | 4401 | `Unauthorized` | `subscribe` before `connection_ack` |
+//! | 4403 | `Forbidden` | no token, or one that does not validate |
+//! | 4403 | `Forbidden: token expired` | the token's `exp` passed |
+//! | 4408 | `Connection initialisation timeout` | no `connection_init` in time |
+//! | 4409 | `Subscriber for <id> already exists` | `subscribe` reusing a running id |
+//! | 4429 | `Too many initialisation requests` | a second `connection_init` |
+//! | 1001 | `Going away` | the server shuts down |
+//! | 1013 | `Try again later: ...` | the identity provider's keys could not be read |
+//!
+//! Reasons are cut to the 123 bytes a close frame carries. A request error (the document does
+//! not parse or validate) is one `error` message and no `complete`; results are `next`
+//! messages, then `complete`. More than `max_subscriptions_per_connection` running operations:
+//! an `error` with `extensions.code` `TOO_MANY_SUBSCRIPTIONS` for the one too many. The
+//! server sends `ping` every `keepalive_ms` (and ignores `pong`s); a client's `ping` gets a
+//! `pong` with the same payload.
+//!
+//! The legacy protocol: `connection_init` → `connection_ack` and `ka` (then every
+//! `keepalive_ms`); a refused init is `connection_error` then the same close codes;
+//! `start` → `data`… `complete` (or `error`); `stop` cancels; `connection_terminate` closes
+//! (1000). As in subscriptions-transport-ws, a bad message is answered `connection_error`
+//! without closing, and `start` with a running id replaces that operation.
+//!
+//! # Tasks and channels
+//! Each connection is three kinds of tasks:
+//! - the controller (the upgrade's task) reads the client's messages, runs the protocol,
+//!   keeps the timers (init timeout, keep-alive, token expiry, server shutdown) and starts
+//!   and stops operations;
+//! - one writer per connection owns the socket's sending half and writes what it is given,
+//!   in order, from a bounded `tokio::sync::mpsc` queue of `subscriptions.send_buffer`
+//!   messages;
+//! - one task per operation polls its result stream and `send().await`s each result into
+//!   the queue. Completing an operation (client `complete`/`stop`, or the connection's end)
+//!   aborts its task, which drops the stream and with it the hub receiver.
+//!
+//! # What happens when a client is slow
+//! The writer writes as fast as the client reads. When the client reads slower than its
+//! subscriptions produce, the queue fills, and each of its operation tasks waits at
+//! `send().await`: it stops polling its stream, so its receiver on the event hub (a
+//! broadcast channel) falls behind. The hub never waits for anyone: it keeps the last
+//! `events.hub_capacity` events, and a receiver that falls further behind is told so. When
+//! its task gets room again, that subscription yields one error with `extensions.code`
+//! `SUBSCRIPTION_LAGGED` and ends (`next`, then `complete`): the client resubscribes and
+//! refetches. Nothing else waits: not the hub, not other subscriptions, not other clients.
+//! Keep-alives are skipped while the queue is full. A client that takes no frame at all for
+//! 30 s is dropped. The controller only ever waits for room to answer the client itself
+//! (`pong`, `connection_ack`, `error`), which slows down a client that floods us, and never
+//! past a shutdown.
 
+mod codec;
+pub(super) mod common;
+mod connection;
+
+use axum::extract::State;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+
+use self::codec::Protocol;
+use self::common::ConnectionSlot;
+use super::AppState;
+use super::graphql::request_error;
+
+/// Largest message a client may send (a `subscribe` with its document and variables).
+const MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// `GET /graphql/ws`.
-pub(super) async fn handler() -> Response {
-    StatusCode::NOT_IMPLEMENTED.into_response()
+pub(super) async fn handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
+    let upgrade = upgrade.protocols(Protocol::ALL.map(Protocol::name));
+    let Some(protocol) = upgrade
+        .selected_protocol()
+        .and_then(|p| p.to_str().ok())
+        .and_then(Protocol::from_name)
+    else {
+        return request_error(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "offer the websocket subprotocol graphql-transport-ws (or the legacy graphql-ws)",
+        );
+    };
+    let Some(slot) = ConnectionSlot::acquire(&state) else {
+        return common::too_many_connections();
+    };
+    upgrade
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
+        .on_upgrade(move |socket| connection::serve(socket, protocol, state, slot))
 }

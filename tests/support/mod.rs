@@ -47,18 +47,24 @@ impl TestApp {
             filter: "warn".into(),
             ..Default::default()
         });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let base = format!("http://{addr}");
+        // Tests want a still world (no simulated activity unless a test asks), and the
+        // sandbox's webhooks posted to this Switchyard, as with the embedded sandbox.
+        let mut sandbox_config = SandboxConfig {
+            simulator_interval_ms: 0,
+            ..sandbox_config
+        };
+        let mut config = Config::default();
+        switchyard::app::connect_sandbox_webhooks(&mut sandbox_config, &mut config.webhooks, addr);
         let sandbox = Sandbox::start(sandbox_config)
             .await
             .expect("sandbox starts");
         let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).expect("wiring");
-        let mut config = Config {
-            upstreams,
-            auth,
-            ..Config::default()
-        };
+        config.upstreams = upstreams;
+        config.auth = auth;
         tweak(&mut config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let server = tokio::spawn(switchyard::run(listener, config, async {
             let _ = rx.await;

@@ -1,0 +1,130 @@
+//! What the transport reads from a GraphQL document before running it: which operation runs
+//! and of what type (no mutations over GET), and whether it only introspects the schema.
+//!
+//! Introspection-only documents (the playground's schema fetch, codegen tools) run without
+//! the data depth limit, which the standard introspection query exceeds through its nested
+//! `ofType`s. What bounds them instead is the one way introspection can explode: list
+//! fields nested in list fields (`fields { type { fields { type { fields ... } } } }` grows
+//! with every level). [`introspection_too_nested`] allows the shapes real tools send
+//! (`types > fields > args`) and refuses deeper nesting of `fields`, `inputFields`,
+//! `interfaces` and `possibleTypes`.
+
+use async_graphql::parser::types::{
+    ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet,
+};
+
+/// List fields of introspection types that can be nested within each other.
+const NESTABLE_LISTS: [&str; 4] = ["fields", "inputFields", "interfaces", "possibleTypes"];
+/// Deepest nesting of fragment spreads followed (validation rejects cycles later; this keeps
+/// the walk bounded before it does).
+const MAX_SPREADS: usize = 32;
+
+/// The operation `name` selects (or the only one).
+pub(super) fn operation<'a>(
+    doc: &'a ExecutableDocument,
+    name: Option<&str>,
+) -> Option<&'a OperationDefinition> {
+    match name {
+        Some(name) => doc
+            .operations
+            .iter()
+            .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))
+            .map(|(_, op)| &op.node),
+        None => doc.operations.iter().next().map(|(_, op)| &op.node),
+    }
+}
+
+/// Whether a query only reads the schema (`__schema`, `__type`, `__typename` at its root).
+pub(super) fn is_introspection_only(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
+    op.ty == OperationType::Query
+        && root_fields(doc, &op.selection_set.node, 0)
+            .is_some_and(|names| !names.is_empty() && names.iter().all(|n| n.starts_with("__")))
+}
+
+/// Whether introspection list fields nest within each other more than real tools need.
+pub(super) fn introspection_too_nested(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
+    too_nested(doc, &op.selection_set.node, 0, 0)
+}
+
+fn root_fields<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    spreads: usize,
+) -> Option<Vec<&'a str>> {
+    if spreads > MAX_SPREADS {
+        return None;
+    }
+    let mut names = Vec::new();
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => names.push(f.node.name.node.as_str()),
+            Selection::InlineFragment(i) => {
+                names.extend(root_fields(doc, &i.node.selection_set.node, spreads + 1)?)
+            }
+            Selection::FragmentSpread(s) => {
+                let fragment = doc.fragments.get(&s.node.fragment_name.node)?;
+                names.extend(root_fields(
+                    doc,
+                    &fragment.node.selection_set.node,
+                    spreads + 1,
+                )?);
+            }
+        }
+    }
+    Some(names)
+}
+
+fn too_nested(doc: &ExecutableDocument, set: &SelectionSet, lists: usize, spreads: usize) -> bool {
+    if spreads > MAX_SPREADS {
+        return true;
+    }
+    set.items.iter().any(|item| match &item.node {
+        Selection::Field(f) => {
+            let inner = lists + usize::from(NESTABLE_LISTS.contains(&f.node.name.node.as_str()));
+            inner > 1 || too_nested(doc, &f.node.selection_set.node, inner, spreads)
+        }
+        Selection::InlineFragment(i) => {
+            too_nested(doc, &i.node.selection_set.node, lists, spreads + 1)
+        }
+        Selection::FragmentSpread(s) => doc
+            .fragments
+            .get(&s.node.fragment_name.node)
+            .is_some_and(|f| too_nested(doc, &f.node.selection_set.node, lists, spreads + 1)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use async_graphql::parser::parse_query;
+
+    use super::*;
+
+    fn check(query: &str) -> (bool, bool) {
+        let doc = parse_query(query).unwrap();
+        let op = operation(&doc, None).unwrap();
+        (
+            is_introspection_only(&doc, op),
+            introspection_too_nested(&doc, op),
+        )
+    }
+
+    #[test]
+    fn the_standard_introspection_query_is_introspection_and_allowed() {
+        let standard = r#"query IntrospectionQuery { __schema { queryType { name } types { ...FullType } directives { name args { ...InputValue } } } }
+            fragment FullType on __Type { kind name fields(includeDeprecated: true) { name args { ...InputValue } type { ...TypeRef } }
+              inputFields { ...InputValue } interfaces { ...TypeRef } enumValues { name } possibleTypes { ...TypeRef } }
+            fragment InputValue on __InputValue { name type { ...TypeRef } defaultValue }
+            fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
+              ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } } }"#;
+        assert_eq!(check(standard), (true, false));
+    }
+
+    #[test]
+    fn nested_field_lists_are_refused_and_data_is_not_introspection() {
+        let bomb =
+            "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }";
+        assert_eq!(check(bomb), (true, true));
+        assert!(!check("{ __typename me { id } }").0);
+        assert!(!check("mutation { __typename }").0);
+    }
+}
