@@ -102,10 +102,10 @@ async fn main() -> anyhow::Result<()> {
             let init = json!({"type":"connection_init","payload":{"Authorization": format!("Bearer {token}")}});
             ws.send(Message::text(init.to_string())).await?;
             while let Some(frame) = ws.next().await {
-                if let Message::Text(t) = frame? {
-                    if t.contains("connection_ack") {
-                        break;
-                    }
+                if let Message::Text(t) = frame?
+                    && t.contains("connection_ack")
+                {
+                    break;
                 }
             }
             let subscribe = json!({"id":"1","type":"subscribe","payload":{"query":"subscription { notifications { id summary } }"}});
@@ -206,10 +206,10 @@ async fn main() -> anyhow::Result<()> {
 
 async fn wait_until_up(http: &reqwest::Client, base: &str) -> anyhow::Result<()> {
     for _ in 0..600 {
-        if let Ok(r) = http.get(format!("{base}/healthz")).send().await {
-            if r.status().is_success() {
-                return Ok(());
-            }
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

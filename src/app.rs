@@ -265,6 +265,16 @@ pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
         anyhow::bail!("sandbox wiring is incomplete");
     };
     let issuer = auth.issuer.map(|i| i.to_string()).unwrap_or_default();
+    let webhooks = match &sandbox.config().webhooks {
+        Some(w) => format!(
+            "\n# The sandbox posts its webhooks to {}/<source>, signed with:\n\
+             [webhooks]\nbackend_secret = \"{}\"\ncrm_secret = \"{}\"\n\
+             process_secret = \"{}\"\ncarrier_secret = \"{}\"\n",
+            w.url, w.backend_secret, w.crm_secret, w.process_secret, w.carrier_secret
+        ),
+        None => "\n# No webhooks are posted: set sandbox.webhooks.url to have live updates.\n"
+            .to_owned(),
+    };
     Ok(format!(
         "# Switchyard sandbox upstreams are running. Point replicas at them with this config\n\
          # (or the matching SWITCHYARD_* variables); these are dev credentials.\n\
@@ -272,7 +282,7 @@ pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
          [upstreams.backend]\nurl = \"{}\"\ntoken = \"{}\"\n\n\
          [upstreams.crm]\nlogin_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n\n\
          [upstreams.process]\nurl = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\n\n\
-         [upstreams.carrier]\nurl = \"{}\"\napi_key = \"{}\"\n",
+         [upstreams.carrier]\nurl = \"{}\"\napi_key = \"{}\"\n{webhooks}",
         b.url,
         b.token.expose(),
         c.login_url,

@@ -63,11 +63,15 @@ async fn sign_in_and_run_the_home_screen_in_the_playground() {
         .unwrap();
     assert!(headers.to_string().contains("Bearer "), "{headers}");
 
-    // Run the home screen with the execute button.
-    page.eval("document.querySelector('.graphiql-tab-button[title=\"HomeScreen\"]')?.click()")
+    // Run the home screen (the open tab) with the execute button, a moment after signing in
+    // as a person would. (Clicking the already open tab at once would reload its headers from
+    // GraphiQL's tab state, which takes the editor's changes after a short debounce.)
+    let active = page
+        .eval("window.__switchyardPlayground.activeTab()")
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(active, "HomeScreen");
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     page.eval("document.querySelector('.graphiql-execute-button').click()")
         .await
         .unwrap();
@@ -91,6 +95,36 @@ async fn sign_in_and_run_the_home_screen_in_the_playground() {
             .len(),
         5
     );
+
+    // A live subscription: run the notifications tab, then change something upstream.
+    page.eval("window.__switchyardPlayground.selectTab('LiveNotifications')")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    page.eval("document.querySelector('.graphiql-execute-button').click()")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ada = app.token("cust-0001").await;
+    let placed = app
+        .data(
+            &ada,
+            "mutation { placeOrder(input: { lines: [{ productId: \"prod-0002\", quantity: 1 }] }) { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    let order = placed["placeOrder"]["id"].as_str().unwrap().to_owned();
+    page.wait_for(
+        &format!("(window.__switchyardPlayground.response() || '').includes('{order}')"),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let text = page
+        .eval("window.__switchyardPlayground.response()")
+        .await
+        .unwrap();
+    assert!(text.as_str().unwrap().contains("ORDER_UPDATED"), "{text}");
 
     let shot = std::env::temp_dir().join("switchyard-playground.png");
     page.screenshot(&shot).await.unwrap();
