@@ -118,6 +118,7 @@ fn event(id: &str) -> DomainEvent {
             .expect("a valid time"),
         audience: vec!["agent-1".to_owned()],
         summary: format!("event {id}"),
+        payload: serde_json::json!({ "status": "Ready" }),
     }
 }
 

@@ -63,6 +63,10 @@ pub struct DomainEvent {
     pub audience: Vec<String>,
     /// A short human-readable summary for feeds and push notifications.
     pub summary: String,
+    /// What the upstream said, as it said it (the verified webhook body): for rules that need
+    /// a source's specifics (e.g. notification rules). Never sent to clients as is.
+    #[serde(default)]
+    pub payload: serde_json::Value,
 }
 
 /// Why the bus refused an event.

@@ -62,6 +62,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
         },
         occurred_at: envelope.occurred_at,
         audience: Vec::new(),
+        payload: serde_json::Value::Null,
     })
 }
 
@@ -97,6 +98,7 @@ mod tests {
                 },
                 occurred_at: "2026-01-01T10:00:00Z".parse().unwrap(),
                 audience: vec![],
+                payload: serde_json::Value::Null,
                 summary: "Order ord-000123 is now SHIPPED".into(),
             })
         );

@@ -84,6 +84,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
         },
         occurred_at: envelope.created_at,
         audience: Vec::new(),
+        payload: serde_json::Value::Null,
     })
 }
 
@@ -134,6 +135,7 @@ mod tests {
                 },
                 occurred_at: "2026-01-01T10:00:00Z".parse().unwrap(),
                 audience: vec![],
+                payload: serde_json::Value::Null,
                 summary: "Parcel PC100000123 is out for delivery".into(),
             })
         );

@@ -160,6 +160,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
         },
         occurred_at,
         audience: Vec::new(),
+        payload: serde_json::Value::Null,
         summary,
     })
 }
@@ -216,6 +217,7 @@ mod tests {
                 },
                 occurred_at: "2026-01-01T10:00:00Z".parse().unwrap(),
                 audience: vec![],
+                payload: serde_json::Value::Null,
                 summary: "Case 00001001 is now Closed".into(),
             })
         );
@@ -249,6 +251,7 @@ mod tests {
                 },
                 occurred_at: "2026-01-01T10:00:00Z".parse().unwrap(),
                 audience: vec![],
+                payload: serde_json::Value::Null,
                 summary: "New comment on case 00001001".into(),
             }
         );

@@ -93,14 +93,17 @@ impl Source {
         Source::ALL.into_iter().find(|s| s.as_str() == name)
     }
 
-    /// Parses a verified body in this source's shape.
+    /// Parses a verified body in this source's shape; the body itself becomes the event's
+    /// payload.
     fn normalize(self, body: &[u8]) -> Result<DomainEvent, EventError> {
-        match self {
+        let mut event = match self {
             Source::Backend => backend::normalize(body),
             Source::Crm => crm::normalize(body),
             Source::Process => process::normalize(body),
             Source::Carrier => carrier::normalize(body),
-        }
+        }?;
+        event.payload = serde_json::from_slice(body).unwrap_or_default();
+        Ok(event)
     }
 }
 

@@ -153,6 +153,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
         occurred_at: from_millis("timestamp", event.timestamp)?,
         audience,
         summary,
+        payload: serde_json::Value::Null,
     })
 }
 
@@ -233,6 +234,7 @@ mod tests {
                 },
                 occurred_at: "2026-01-01T10:00:00Z".parse().unwrap(),
                 audience: vec!["agents".into(), "agent-01".into()],
+                payload: serde_json::Value::Null,
                 summary: "Return approval claimed by agent-01 (task 4)".into(),
             })
         );
@@ -281,6 +283,7 @@ mod tests {
                 },
                 occurred_at: "2026-01-01T10:00:00Z".parse().unwrap(),
                 audience: vec![],
+                payload: serde_json::Value::Null,
                 summary: "Return request 42 for ord-000123 started".into(),
             })
         );
