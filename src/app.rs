@@ -7,7 +7,10 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -22,6 +25,9 @@ use crate::sandbox::{Sandbox, SandboxConfig, SandboxWebhooks};
 use crate::transport::{self, AppState};
 use resolvers::cache::Cache;
 use resolvers::events::{EventBus, EventHub};
+
+/// Longest the server waits at shutdown for live connections to close.
+const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
 /// The audience tokens must carry unless configured otherwise.
 pub const DEFAULT_AUDIENCE: &str = "switchyard";
@@ -68,6 +74,7 @@ pub async fn run(
     let hub = EventHub::new(config.events.hub_capacity, cache.clone());
     let events = crate::events::start(&config.events, hub.clone(), shutdown_rx.clone()).await?;
     let state = app_state(&config, cache, hub, events.bus.clone(), shutdown_rx)?;
+    let open_connections = state.open_connections.clone();
     let app = transport::router(
         state,
         config.server.max_body_bytes,
@@ -86,6 +93,12 @@ pub async fn run(
         })
         .await
         .context("serving HTTP");
+    // axum's graceful shutdown does not wait for upgraded connections: give websockets and
+    // SSE streams a moment to send their closing frames (1001 / `complete`).
+    let drained = Instant::now() + CONNECTION_DRAIN;
+    while open_connections.load(Ordering::Relaxed) > 0 && Instant::now() < drained {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     events.join().await;
     if let Some(sandbox) = sandbox {
         sandbox.shutdown().await;

@@ -214,3 +214,28 @@ async fn fields_come_back_in_the_order_asked() {
     assert!(name < id && id < email, "{response}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn get_picks_the_operation_named_by_operation_name() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    let body: Value = app
+        .http
+        .get(app.url("/graphql"))
+        .query(&[
+            ("query", "query A { me { id } } query B { me { name } }"),
+            ("operationName", "B"),
+        ])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({ "data": { "me": { "name": "Ada Lovelace" } } })
+    );
+    app.stop().await;
+}

@@ -22,6 +22,7 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::ws::common::add_missing_codes;
 use super::{AppState, document};
 use crate::auth::AuthError;
 
@@ -92,8 +93,15 @@ pub(super) async fn get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
-    let request = match async_graphql::http::parse_query_string(query.as_deref().unwrap_or("")) {
-        Ok(r) => r,
+    let query = query.unwrap_or_default();
+    let request = match async_graphql::http::parse_query_string(&query) {
+        // async-graphql reads `operation_name`; the GraphQL-over-HTTP spec says `operationName`.
+        Ok(r) => match url::form_urlencoded::parse(query.as_bytes())
+            .find(|(k, _)| k == "operationName")
+        {
+            Some((_, name)) => r.operation_name(name.into_owned()),
+            None => r,
+        },
         Err(e) => {
             return request_error(
                 StatusCode::BAD_REQUEST,
@@ -250,13 +258,16 @@ async fn execute(
             );
         }
     };
-    if request_failed {
-        if let Some(obj) = body.as_object_mut() {
-            obj.remove("data");
-        }
-        add_missing_codes(&mut body, "GRAPHQL_VALIDATION_FAILED");
-    } else {
-        add_missing_codes(&mut body, "INTERNAL");
+    if request_failed && let Some(obj) = body.as_object_mut() {
+        obj.remove("data");
+    }
+    if let Some(errors) = body.get_mut("errors") {
+        let default = if request_failed {
+            "GRAPHQL_VALIDATION_FAILED"
+        } else {
+            "INTERNAL"
+        };
+        add_missing_codes(errors, default);
     }
     let status = if request_failed && media == MediaType::GraphQlResponse {
         StatusCode::BAD_REQUEST
@@ -272,32 +283,6 @@ async fn execute(
         body.to_string(),
     )
         .into_response()
-}
-
-/// Errors async-graphql raised itself (parse, validation, limits) come without a code: give
-/// them one, so every error a client sees has `extensions.code`.
-///
-/// async-graphql's own argument and variable coercion errors (the client sent a value of the
-/// wrong type) are `BAD_USER_INPUT`; any other error without a code gets `default`.
-fn add_missing_codes(body: &mut serde_json::Value, default: &'static str) {
-    let code_for = |message: &str| {
-        let bad_value = message.starts_with("Invalid value for argument")
-            || message.starts_with("Failed to parse");
-        if bad_value { "BAD_USER_INPUT" } else { default }
-    };
-    let Some(errors) = body.get_mut("errors").and_then(|e| e.as_array_mut()) else {
-        return;
-    };
-    for error in errors {
-        let Some(obj) = error.as_object_mut() else {
-            continue;
-        };
-        let code = code_for(obj.get("message").and_then(|m| m.as_str()).unwrap_or(""));
-        let extensions = obj.entry("extensions").or_insert_with(|| json!({}));
-        if let Some(ext) = extensions.as_object_mut() {
-            ext.entry("code").or_insert_with(|| json!(code));
-        }
-    }
 }
 
 /// The bearer token, if any; `Err` for an `Authorization` header that is not a bearer token.

@@ -220,7 +220,7 @@ pub(in crate::transport) fn error(code: &str, message: impl Into<String>) -> Val
 /// Gives every error of an `errors` array an `extensions.code`: async-graphql's own errors
 /// (parse, validation, limits) come without one. Coercion errors (a value of the wrong type)
 /// are `BAD_USER_INPUT`, any other uncoded error gets `default`. The same rule as over HTTP.
-fn add_missing_codes(errors: &mut Value, default: &'static str) {
+pub(in crate::transport) fn add_missing_codes(errors: &mut Value, default: &'static str) {
     let Some(errors) = errors.as_array_mut() else {
         return;
     };

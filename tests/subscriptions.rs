@@ -1,0 +1,1342 @@
+//! Subscriptions end to end, as clients see them: graphql-transport-ws and the legacy
+//! graphql-ws over a real websocket client, GraphQL over SSE over real HTTP, against the real
+//! server and its sandbox.
+//!
+//! Most tests cover the protocols without any event (queries over `subscribe`, every close
+//! code, limits, expiry, shutdown); the tests at the end need the event pipeline (sandbox
+//! webhooks -> ingest -> bus -> hub) and cover results driven by changes upstream, including
+//! what a slow client does to its own subscriptions (and to nobody else's).
+
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use switchyard::sandbox::{SandboxConfig, Upstream};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use support::{TestApp, operation};
+
+const ADA: &str = "cust-0001";
+const AGENT: &str = "agent-01";
+const MODERN: &str = "graphql-transport-ws";
+const LEGACY: &str = "graphql-ws";
+/// Longest any single wait in these tests may take.
+const WAIT: Duration = Duration::from_secs(10);
+/// A subscription that stays open without events (agents see every task offered to them).
+const TASKS: &str = "subscription { taskAssigned { id name } }";
+
+// ---------------------------------------------------------------------------------------
+// A websocket client
+// ---------------------------------------------------------------------------------------
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A websocket to `/graphql/ws`, speaking JSON messages.
+struct Client {
+    socket: Socket,
+    /// The subprotocol the server chose.
+    protocol: Option<String>,
+}
+
+/// Opens a websocket offering these subprotocols (none: no header).
+async fn try_connect(app: &TestApp, protocols: &[&str]) -> Result<Client, tungstenite::Error> {
+    let url = app.url("/graphql/ws").replacen("http", "ws", 1);
+    let mut request = url.into_client_request()?;
+    if !protocols.is_empty() {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Protocol",
+            HeaderValue::from_str(&protocols.join(", ")).unwrap(),
+        );
+    }
+    let (socket, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("the handshake within the timeout")?;
+    let protocol = response
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    Ok(Client { socket, protocol })
+}
+
+async fn connect(app: &TestApp, protocol: &str) -> Client {
+    let client = try_connect(app, &[protocol])
+        .await
+        .expect("websocket opens");
+    assert_eq!(client.protocol.as_deref(), Some(protocol));
+    client
+}
+
+/// A graphql-transport-ws websocket whose TCP receive buffer is tiny: when the test does not
+/// read it, the server's writes stall after a few frames, as with a slow client.
+async fn connect_slow_reader(app: &TestApp) -> Client {
+    let addr: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
+    let tcp = TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4096).unwrap();
+    let stream = tcp.connect(addr).await.unwrap();
+    let url = app.url("/graphql/ws").replacen("http", "ws", 1);
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(MODERN));
+    let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("websocket opens");
+    Client {
+        socket,
+        protocol: Some(MODERN.to_owned()),
+    }
+}
+
+/// A graphql-transport-ws connection, acknowledged for `user`.
+async fn signed_in(app: &TestApp, user: &str) -> Client {
+    let mut client = connect(app, MODERN).await;
+    client.init(&app.token(user).await).await;
+    client
+}
+
+/// The HTTP status of a refused websocket handshake.
+fn refused_status(result: Result<Client, tungstenite::Error>) -> u16 {
+    match result {
+        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP refusal, got {other}"),
+        Ok(_) => panic!("expected an HTTP refusal, the websocket opened"),
+    }
+}
+
+impl Client {
+    async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    async fn send_text(&mut self, text: &str) {
+        self.socket
+            .send(Message::text(text))
+            .await
+            .expect("send to the server");
+    }
+
+    /// Sends `connection_init` with the token and expects `connection_ack`.
+    async fn init(&mut self, token: &str) {
+        self.send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}))
+            .await;
+        assert_eq!(self.recv().await, json!({"type": "connection_ack"}));
+    }
+
+    async fn subscribe(&mut self, id: &str, query: &str) {
+        self.send(json!({"type": "subscribe", "id": id, "payload": {"query": query}}))
+            .await;
+    }
+
+    /// The next frame, whatever it is.
+    async fn frame(&mut self) -> Message {
+        match tokio::time::timeout(WAIT, self.socket.next()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => panic!("the websocket failed: {e}"),
+            Ok(None) => panic!("the websocket ended without a close frame"),
+            Err(_) => panic!("nothing from the server within {WAIT:?}"),
+        }
+    }
+
+    /// The next message, which must be a JSON text message.
+    async fn recv(&mut self) -> Value {
+        match self.frame().await {
+            Message::Text(text) => serde_json::from_str(text.as_str()).expect("JSON message"),
+            other => panic!("expected a text message, got {other:?}"),
+        }
+    }
+
+    /// The next frame must be a close frame with exactly this code and reason.
+    async fn expect_close(&mut self, code: u16, reason: &str) {
+        assert_eq!(self.close_frame().await, (code, reason.to_owned()));
+    }
+
+    /// The next frame, which must be a close frame: its code and reason.
+    async fn close_frame(&mut self) -> (u16, String) {
+        match self.frame().await {
+            Message::Close(Some(frame)) => {
+                (u16::from(frame.code), frame.reason.as_str().to_owned())
+            }
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    }
+
+    /// Proves the server has sent nothing else (no `complete`, no `error`) before answering a
+    /// ping sent now: it handles messages in order, and answers them in order.
+    async fn expect_quiet(&mut self) {
+        self.send(json!({"type": "ping", "payload": {"quiet": true}}))
+            .await;
+        assert_eq!(
+            self.recv().await,
+            json!({"type": "pong", "payload": {"quiet": true}})
+        );
+    }
+}
+
+fn codes(errors: &Value) -> Vec<&str> {
+    errors
+        .as_array()
+        .expect("an array of errors")
+        .iter()
+        .map(|e| {
+            e["extensions"]["code"]
+                .as_str()
+                .expect("every error has a code")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// graphql-transport-ws
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn a_connection_is_acknowledged_and_pings_are_answered() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, ADA).await;
+
+    client
+        .send(json!({"type": "ping", "payload": {"at": 1}}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "pong", "payload": {"at": 1}})
+    );
+    client.send(json!({"type": "ping"})).await;
+    assert_eq!(client.recv().await, json!({"type": "pong"}));
+    // A pong needs no answer (it is a client's heartbeat) and closes nothing.
+    client.send(json!({"type": "pong"})).await;
+    client.expect_quiet().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_subprotocol_is_negotiated() {
+    let app = TestApp::spawn().await;
+    let both = try_connect(&app, &[LEGACY, MODERN]).await.unwrap();
+    assert_eq!(
+        both.protocol.as_deref(),
+        Some(MODERN),
+        "the spec'd one is preferred"
+    );
+    let legacy = try_connect(&app, &[LEGACY]).await.unwrap();
+    assert_eq!(legacy.protocol.as_deref(), Some(LEGACY));
+    assert_eq!(refused_status(try_connect(&app, &[]).await), 400);
+    assert_eq!(
+        refused_status(try_connect(&app, &["graphql-sse"]).await),
+        400
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_token_is_read_where_clients_put_it() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+    for payload in [
+        json!({"authorization": format!("Bearer {token}")}),
+        json!({"headers": {"Authorization": format!("Bearer {token}")}}),
+    ] {
+        let mut client = connect(&app, MODERN).await;
+        client
+            .send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        assert_eq!(client.recv().await, json!({"type": "connection_ack"}));
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_query_over_subscribe_is_one_next_then_complete() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, ADA).await;
+    client.subscribe("q1", "{ me { id } }").await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "next", "id": "q1", "payload": {"data": {"me": {"id": ADA}}}})
+    );
+    assert_eq!(client.recv().await, json!({"type": "complete", "id": "q1"}));
+    // A completed id may be used again at once.
+    client.subscribe("q1", "{ me { id } }").await;
+    assert_eq!(client.recv().await["type"], "next");
+    assert_eq!(client.recv().await, json!({"type": "complete", "id": "q1"}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_mutation_over_subscribe_runs_once() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, ADA).await;
+    client
+        .send(json!({"type": "subscribe", "id": "m1", "payload": {
+            "query": operation("PlaceOrder"),
+            "operationName": "PlaceOrder",
+            "variables": {"input": {"lines": [{"productId": "prod-0001", "quantity": 1}]}},
+        }}))
+        .await;
+    let next = client.recv().await;
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert_eq!(next["id"], "m1");
+    assert_eq!(next["payload"]["data"]["placeOrder"]["status"], "CONFIRMED");
+    assert!(next["payload"].get("errors").is_none(), "{next:#}");
+    assert_eq!(client.recv().await, json!({"type": "complete", "id": "m1"}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_document_that_does_not_validate_gets_one_error_and_no_complete() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, ADA).await;
+    client.subscribe("v1", "subscription { nope }").await;
+    let error = client.recv().await;
+    assert_eq!(error["type"], "error", "{error:#}");
+    assert_eq!(error["id"], "v1");
+    assert_eq!(codes(&error["payload"]), ["GRAPHQL_VALIDATION_FAILED"]);
+    let message = error["payload"][0]["message"].as_str().unwrap();
+    assert!(message.contains("Unknown field \"nope\""), "{message}");
+    client.expect_quiet().await;
+
+    client.subscribe("v2", "{ me { id }").await;
+    let error = client.recv().await;
+    assert_eq!(
+        error["type"], "error",
+        "a syntax error is a request error too"
+    );
+    assert_eq!(codes(&error["payload"]), ["GRAPHQL_VALIDATION_FAILED"]);
+    client.expect_quiet().await;
+
+    // The id is free again after its error.
+    client.subscribe("v1", "{ me { id } }").await;
+    assert_eq!(client.recv().await["type"], "next");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_execution_error_is_a_next_then_complete() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, ADA).await;
+    // No such order: the operation ran, and its one result carries the error.
+    client
+        .subscribe(
+            "e1",
+            "subscription { orderUpdated(id: \"ord-999999\") { id } }",
+        )
+        .await;
+    let next = client.recv().await;
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert_eq!(next["payload"]["data"], Value::Null);
+    assert_eq!(codes(&next["payload"]["errors"]), ["NOT_FOUND"]);
+    assert_eq!(
+        next["payload"]["errors"][0]["path"],
+        json!(["orderUpdated"])
+    );
+    assert_eq!(client.recv().await, json!({"type": "complete", "id": "e1"}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn client_complete_stops_a_subscription() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, AGENT).await;
+    client.subscribe("t", TASKS).await;
+    client.expect_quiet().await;
+    client.send(json!({"type": "complete", "id": "t"})).await;
+    // The id is free: reusing it is no 4409, and the server says nothing about the stop.
+    client.subscribe("t", TASKS).await;
+    client.expect_quiet().await;
+    // Completing an unknown id is ignored.
+    client.send(json!({"type": "complete", "id": "zzz"})).await;
+    client.expect_quiet().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_server_pings_every_keepalive() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.subscriptions.keepalive_ms = 100;
+    })
+    .await;
+    let mut client = signed_in(&app, ADA).await;
+    let started = Instant::now();
+    assert_eq!(client.recv().await, json!({"type": "ping"}));
+    client.send(json!({"type": "pong"})).await;
+    assert_eq!(client.recv().await, json!({"type": "ping"}));
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn too_many_subscriptions_on_one_connection_get_an_error() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.subscriptions.max_subscriptions_per_connection = 2;
+    })
+    .await;
+    let mut client = signed_in(&app, AGENT).await;
+    client.subscribe("a", TASKS).await;
+    client.subscribe("b", TASKS).await;
+    client.subscribe("c", TASKS).await;
+    let error = client.recv().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["id"], "c");
+    assert_eq!(codes(&error["payload"]), ["TOO_MANY_SUBSCRIPTIONS"]);
+    assert_eq!(
+        error["payload"][0]["message"],
+        "at most 2 operations may run at once on one connection: complete one first"
+    );
+    // Completing one makes room.
+    client.send(json!({"type": "complete", "id": "a"})).await;
+    client.subscribe("c", TASKS).await;
+    client.expect_quiet().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn invalid_messages_close_with_4400() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+    let cases = [
+        ("not json", "Invalid message: not a JSON object"),
+        (r#"{"payload":{}}"#, "Invalid message: no `type`"),
+        (
+            r#"{"type":"start","id":"1"}"#,
+            r#"Invalid message: unknown type "start""#,
+        ),
+        (
+            r#"{"type":"subscribe","payload":{"query":"{ me { id } }"}}"#,
+            "Invalid message: `subscribe` needs a non-empty string `id`",
+        ),
+        (
+            r#"{"type":"subscribe","id":"1"}"#,
+            "Invalid message: `subscribe` needs a payload",
+        ),
+    ];
+    for (text, reason) in cases {
+        let mut client = connect(&app, MODERN).await;
+        client.init(&token).await;
+        client.send_text(text).await;
+        client.expect_close(4400, reason).await;
+    }
+    // Before the ack too, and with a reason cut to what a close frame carries.
+    let mut client = connect(&app, MODERN).await;
+    let kind = "x".repeat(300);
+    client.send(json!({"type": kind})).await;
+    let (code, reason) = client.close_frame().await;
+    assert_eq!(code, 4400);
+    assert!(reason.len() <= 123, "{} bytes", reason.len());
+    assert!(
+        reason.starts_with("Invalid message: unknown type \"xxx"),
+        "{reason}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn subscribe_before_the_ack_closes_with_4401() {
+    let app = TestApp::spawn().await;
+    let mut client = connect(&app, MODERN).await;
+    client.subscribe("1", "{ me { id } }").await;
+    client.expect_close(4401, "Unauthorized").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_or_bad_token_closes_with_4403() {
+    let app = TestApp::spawn().await;
+    for payload in [
+        json!({"Authorization": "Bearer not-a-jwt"}),
+        json!({"Authorization": "Basic YWRhOmFkYQ=="}),
+        json!({}),
+        Value::Null,
+    ] {
+        let mut client = connect(&app, MODERN).await;
+        client
+            .send(json!({"type": "connection_init", "payload": payload}))
+            .await;
+        client.expect_close(4403, "Forbidden").await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_init_in_time_closes_with_4408() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.subscriptions.init_timeout_ms = 200;
+    })
+    .await;
+    let started = Instant::now();
+    let mut client = connect(&app, MODERN).await;
+    client
+        .expect_close(4408, "Connection initialisation timeout")
+        .await;
+    assert!(started.elapsed() >= Duration::from_millis(200));
+
+    // An initialised connection outlives the timeout.
+    let mut client = signed_in(&app, ADA).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    client.expect_quiet().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_running_id_reused_closes_with_4409() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, AGENT).await;
+    client.subscribe("dup", TASKS).await;
+    client.subscribe("dup", TASKS).await;
+    client
+        .expect_close(4409, "Subscriber for dup already exists")
+        .await;
+
+    // A long id still makes a close frame that fits.
+    let mut client = signed_in(&app, AGENT).await;
+    let id = "i".repeat(200);
+    client.subscribe(&id, TASKS).await;
+    client.subscribe(&id, TASKS).await;
+    let (code, reason) = client.close_frame().await;
+    assert_eq!(code, 4409);
+    assert!(reason.len() <= 123, "{} bytes", reason.len());
+    assert!(reason.starts_with("Subscriber for iii"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_init_closes_with_4429() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+    let mut client = connect(&app, MODERN).await;
+    client.init(&token).await;
+    client
+        .send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}))
+        .await;
+    client
+        .expect_close(4429, "Too many initialisation requests")
+        .await;
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Token expiry: tokens of our own issuer, with lifetimes of our choosing (the sandbox's dev
+// issuer signs hour-long tokens).
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_connection_closes_with_4403_when_the_token_expires() {
+    let issuer = issuer::Issuer::start().await;
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
+    let mut client = connect(&app, MODERN).await;
+    client.init(&issuer.token(ADA, 2)).await;
+    let acked = Instant::now();
+    client
+        .subscribe("n", "subscription { notifications { id } }")
+        .await;
+    client.expect_close(4403, "Forbidden: token expired").await;
+    let lived = acked.elapsed();
+    assert!(
+        lived >= Duration::from_millis(500) && lived < Duration::from_secs(4),
+        "closed after {lived:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused_even_within_the_leeway() {
+    let issuer = issuer::Issuer::start().await;
+    // 30 s of clock skew tolerated: the validator takes a token 5 s past `exp`, a live
+    // connection does not.
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 30)).await;
+    let mut client = connect(&app, MODERN).await;
+    client
+        .send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", issuer.token(ADA, -5))}}))
+        .await;
+    client.expect_close(4403, "Forbidden: token expired").await;
+
+    let (status, body) = sse(
+        &app,
+        Some(&issuer.token(ADA, -5)),
+        json!({"query": "{ me { id } }"}),
+    )
+    .await
+    .json_error()
+    .await;
+    assert_eq!(status, 401);
+    assert_eq!(codes(&body["errors"]), ["UNAUTHENTICATED"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_sse_stream_completes_when_the_token_expires() {
+    let issuer = issuer::Issuer::start().await;
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
+    let started = Instant::now();
+    let mut stream = sse(
+        &app,
+        Some(&issuer.token(ADA, 2)),
+        json!({"query": "subscription { notifications { id } }"}),
+    )
+    .await
+    .stream();
+    assert_eq!(
+        stream.event().await,
+        Some(("complete".to_owned(), String::new()))
+    );
+    assert_eq!(stream.event().await, None, "the stream ends after complete");
+    let lived = started.elapsed();
+    assert!(
+        lived >= Duration::from_millis(500),
+        "completed after {lived:?}"
+    );
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// The legacy protocol (subscriptions-transport-ws)
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn the_legacy_protocol_round_trip() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+    let mut client = connect(&app, LEGACY).await;
+    client
+        .send(json!({"type": "connection_init", "payload": {"authToken": "ignored", "Authorization": format!("Bearer {token}")}}))
+        .await;
+    assert_eq!(client.recv().await, json!({"type": "connection_ack"}));
+    assert_eq!(client.recv().await, json!({"type": "ka"}));
+
+    client
+        .send(json!({"type": "start", "id": "1", "payload": {"query": "{ me { id } }", "variables": {}}}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "data", "id": "1", "payload": {"data": {"me": {"id": ADA}}}})
+    );
+    assert_eq!(client.recv().await, json!({"type": "complete", "id": "1"}));
+
+    client
+        .send(json!({"type": "start", "id": "2", "payload": {"query": "subscription { nope }"}}))
+        .await;
+    let error = client.recv().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(error["id"], "2");
+    assert_eq!(codes(&error["payload"]), ["GRAPHQL_VALIDATION_FAILED"]);
+
+    client
+        .send(json!({"type": "start", "id": "3", "payload": {"query": "subscription { notifications { id } }"}}))
+        .await;
+    client.send(json!({"type": "stop", "id": "3"})).await;
+    // A bad message is reported, and the connection carries on.
+    client.send_text("{").await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "connection_error", "payload": {"message": "Invalid message: not a JSON object"}})
+    );
+    client.send(json!({"type": "connection_terminate"})).await;
+    client.expect_close(1000, "Normal closure").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_legacy_protocol_refuses_bad_tokens_with_connection_error() {
+    let app = TestApp::spawn().await;
+    let mut client = connect(&app, LEGACY).await;
+    client
+        .send(json!({"type": "connection_init", "payload": {"Authorization": "Bearer nope"}}))
+        .await;
+    let error = client.recv().await;
+    assert_eq!(error["type"], "connection_error");
+    let message = error["payload"]["message"].as_str().unwrap();
+    assert!(message.starts_with("Forbidden: invalid token"), "{message}");
+    client.expect_close(4403, "Forbidden").await;
+
+    let mut client = connect(&app, LEGACY).await;
+    client
+        .send(json!({"type": "start", "id": "1", "payload": {"query": "{ me { id } }"}}))
+        .await;
+    let error = client.recv().await;
+    assert_eq!(error["type"], "error");
+    assert_eq!(codes(&error["payload"]), ["UNAUTHENTICATED"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_legacy_keepalive_repeats() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.subscriptions.keepalive_ms = 100;
+    })
+    .await;
+    let token = app.token(ADA).await;
+    let mut client = connect(&app, LEGACY).await;
+    client
+        .send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}))
+        .await;
+    assert_eq!(client.recv().await, json!({"type": "connection_ack"}));
+    for _ in 0..3 {
+        assert_eq!(client.recv().await, json!({"type": "ka"}));
+    }
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// GraphQL over SSE
+// ---------------------------------------------------------------------------------------
+
+/// A POST to `/graphql/stream` with `Accept: text/event-stream`.
+async fn sse(app: &TestApp, token: Option<&str>, body: Value) -> SseResponse {
+    let mut request = app
+        .http
+        .post(app.url("/graphql/stream"))
+        .header("accept", "text/event-stream")
+        .json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    SseResponse(request.send().await.expect("the request is answered"))
+}
+
+struct SseResponse(reqwest::Response);
+
+impl SseResponse {
+    /// A JSON refusal: status and body.
+    async fn json_error(self) -> (u16, Value) {
+        let status = self.0.status().as_u16();
+        let content_type = self.0.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert_eq!(content_type, "application/graphql-response+json");
+        (status, self.0.json().await.expect("a JSON body"))
+    }
+
+    /// The event stream (the answer must be one).
+    fn stream(self) -> EventStream {
+        let response = self.0;
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-type"], "text/event-stream");
+        assert_eq!(response.headers()["cache-control"], "no-cache");
+        EventStream {
+            response,
+            buffer: String::new(),
+        }
+    }
+}
+
+/// Reads an SSE body as it comes.
+struct EventStream {
+    response: reqwest::Response,
+    buffer: String,
+}
+
+impl EventStream {
+    /// The next block (an event, or a comment), raw; `None` when the body ends.
+    async fn block(&mut self) -> Option<String> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block = self.buffer[..end + 2].to_owned();
+                self.buffer.drain(..end + 2);
+                return Some(block);
+            }
+            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
+                .await
+                .expect("more of the stream within the timeout")
+                .expect("the stream reads");
+            match chunk {
+                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => {
+                    assert!(self.buffer.is_empty(), "a cut event: {:?}", self.buffer);
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The next event (skipping keep-alive comments): its name and data.
+    async fn event(&mut self) -> Option<(String, String)> {
+        loop {
+            let block = self.block().await?;
+            let mut name = None;
+            let mut data = Vec::new();
+            for line in block.lines() {
+                if let Some(value) = line.strip_prefix("event: ") {
+                    name = Some(value.to_owned());
+                } else if let Some(value) = line.strip_prefix("data: ") {
+                    data.push(value);
+                } else {
+                    assert!(
+                        line.starts_with(':') || line.is_empty(),
+                        "unexpected line {line:?}"
+                    );
+                }
+            }
+            if let Some(name) = name {
+                return Some((name, data.join("\n")));
+            }
+        }
+    }
+
+    /// The next event must be `next`: its data.
+    async fn next(&mut self) -> Value {
+        match self.event().await {
+            Some((name, data)) if name == "next" => serde_json::from_str(&data).unwrap(),
+            other => panic!("expected a next event, got {other:?}"),
+        }
+    }
+
+    /// The stream must complete now, and end.
+    async fn complete(&mut self) {
+        assert_eq!(self.block().await.as_deref(), Some("event: complete\n\n"));
+        assert_eq!(self.block().await, None);
+    }
+}
+
+#[tokio::test]
+async fn an_sse_query_is_one_next_then_complete() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let mut stream = sse(&app, Some(&ada), json!({"query": "{ me { id } }"}))
+        .await
+        .stream();
+    assert_eq!(stream.next().await, json!({"data": {"me": {"id": ADA}}}));
+    stream.complete().await;
+
+    // GET, with the operation in the query string.
+    let response = app
+        .http
+        .get(app.url("/graphql/stream"))
+        .query(&[
+            (
+                "query",
+                "query Me($withId: Boolean!) { me { id @include(if: $withId) } }",
+            ),
+            ("operationName", "Me"),
+            ("variables", r#"{"withId": true}"#),
+        ])
+        .header("accept", "text/event-stream")
+        .bearer_auth(&ada)
+        .send()
+        .await
+        .unwrap();
+    let mut stream = SseResponse(response).stream();
+    assert_eq!(stream.next().await, json!({"data": {"me": {"id": ADA}}}));
+    stream.complete().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sse_needs_a_valid_token() {
+    let app = TestApp::spawn().await;
+    let body = json!({"query": "{ me { id } }"});
+    for token in [None, Some("not-a-jwt")] {
+        let response = sse(&app, token, body.clone()).await;
+        assert_eq!(
+            response.0.headers()["www-authenticate"],
+            "Bearer error=\"invalid_token\""
+        );
+        let (status, body) = response.json_error().await;
+        assert_eq!(status, 401);
+        assert_eq!(codes(&body["errors"]), ["UNAUTHENTICATED"]);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sse_request_errors() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+
+    // A document that does not validate: reported in the stream, as the protocol says.
+    let mut stream = sse(&app, Some(&ada), json!({"query": "subscription { nope }"}))
+        .await
+        .stream();
+    let next = stream.next().await;
+    assert!(next.get("data").is_none(), "{next:#}");
+    assert_eq!(codes(&next["errors"]), ["GRAPHQL_VALIDATION_FAILED"]);
+    stream.complete().await;
+
+    // Before the stream starts: JSON, as GraphQL over HTTP answers.
+    let (status, body) = sse(&app, Some(&ada), json!({"query": "{ me { id }"}))
+        .await
+        .json_error()
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(codes(&body["errors"]), ["GRAPHQL_VALIDATION_FAILED"]);
+    let (status, body) = sse(&app, Some(&ada), json!({"variables": {}}))
+        .await
+        .json_error()
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(codes(&body["errors"]), ["BAD_REQUEST"]);
+    let (status, _) = sse(
+        &app,
+        Some(&ada),
+        json!({"query": "query A { me { id } }", "operationName": "B"}),
+    )
+    .await
+    .json_error()
+    .await;
+    assert_eq!(status, 400);
+
+    let get = |query: &'static str| {
+        app.http
+            .get(app.url("/graphql/stream"))
+            .query(&[("query", query)])
+            .header("accept", "text/event-stream")
+            .bearer_auth(&ada)
+            .send()
+    };
+    let response = get("mutation { cancelOrder(id: \"ord-000001\") { id } }")
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    let (status, body) = SseResponse(response).json_error().await;
+    assert_eq!(status, 405);
+    assert_eq!(codes(&body["errors"]), ["METHOD_NOT_ALLOWED"]);
+
+    let response = app
+        .http
+        .post(app.url("/graphql/stream"))
+        .header("accept", "text/event-stream")
+        .header("content-type", "text/plain")
+        .bearer_auth(&ada)
+        .body("{ me { id } }")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(SseResponse(response).json_error().await.0, 415);
+
+    let response = app
+        .http
+        .post(app.url("/graphql/stream"))
+        .header("accept", "application/json")
+        .bearer_auth(&ada)
+        .json(&json!({"query": "{ me { id } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(SseResponse(response).json_error().await.0, 406);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn sse_keeps_the_stream_alive() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.subscriptions.keepalive_ms = 100;
+    })
+    .await;
+    let agent = app.token(AGENT).await;
+    let mut stream = sse(&app, Some(&agent), json!({"query": TASKS}))
+        .await
+        .stream();
+    for _ in 0..3 {
+        assert_eq!(stream.block().await.as_deref(), Some(":\n\n"));
+    }
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Both transports: the connection limit, and shutdown
+// ---------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_refused_with_503() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.subscriptions.max_connections = 1;
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    let mut first = connect(&app, MODERN).await;
+    assert_eq!(refused_status(try_connect(&app, &[MODERN]).await), 503);
+    let response = sse(&app, Some(&ada), json!({"query": "{ me { id } }"})).await;
+    assert_eq!(response.0.headers()["retry-after"], "5");
+    let (status, body) = response.json_error().await;
+    assert_eq!(status, 503);
+    assert_eq!(codes(&body["errors"]), ["TOO_MANY_CONNECTIONS"]);
+
+    // A closed connection frees its place.
+    first.socket.close(None).await.unwrap();
+    while first.socket.next().await.is_some() {}
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match try_connect(&app, &[MODERN]).await {
+            Ok(_) => break,
+            Err(tungstenite::Error::Http(r)) if r.status() == 503 && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("the place was not freed: {e}"),
+        }
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_websockets_with_1001_and_completes_sse_streams() {
+    let app = TestApp::spawn().await;
+    let mut modern = signed_in(&app, AGENT).await;
+    modern.subscribe("t", TASKS).await;
+    modern.expect_quiet().await;
+    let mut legacy = connect(&app, LEGACY).await;
+    let agent = app.token(AGENT).await;
+    let mut stream = sse(&app, Some(&agent), json!({"query": TASKS}))
+        .await
+        .stream();
+
+    let stopped = tokio::spawn(app.stop());
+    modern.expect_close(1001, "Going away").await;
+    legacy.expect_close(1001, "Going away").await;
+    assert_eq!(
+        stream.event().await,
+        Some(("complete".to_owned(), String::new()))
+    );
+    assert_eq!(stream.event().await, None);
+    tokio::time::timeout(WAIT, stopped)
+        .await
+        .expect("the server stops within the timeout")
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Results driven by upstream events: they need the whole event pipeline (sandbox webhooks ->
+// ingest -> event bus -> hub) to deliver a change upstream to the subscriptions.
+// ---------------------------------------------------------------------------------------
+
+/// Places an order over HTTP, for the customer the token signs in; answers its id.
+async fn place_order(app: &TestApp, token: &str) -> String {
+    let placed = app
+        .data(
+            token,
+            &operation("PlaceOrder"),
+            json!({"input": {"lines": [{"productId": "prod-0001", "quantity": 1}]}}),
+        )
+        .await;
+    placed["placeOrder"]["id"].as_str().unwrap().to_owned()
+}
+
+/// Places an order for `customer` and waits until the news of it has gone by (webhooks are
+/// delivered asynchronously), so that a subscription made afterwards cannot see it.
+async fn placed_order(app: &TestApp, customer: &str) -> String {
+    let mut watcher = signed_in(app, customer).await;
+    watcher
+        .subscribe("w", "subscription { notifications { summary } }")
+        .await;
+    watcher.expect_quiet().await;
+    let order = place_order(app, &app.token(customer).await).await;
+    loop {
+        let next = watcher.recv().await;
+        let summary = &next["payload"]["data"]["notifications"]["summary"];
+        if summary.as_str().is_some_and(|s| s.contains(&order)) {
+            return order;
+        }
+    }
+}
+
+/// How many requests the sandbox backend has answered so far.
+fn backend_requests(app: &TestApp) -> u64 {
+    app.sandbox.requests(Upstream::Backend).values().sum()
+}
+
+/// Waits until an `orderUpdated` subscription made after `before` backend requests is
+/// listening: it reads its order from the backend first, then listens to the hub (with no
+/// more waiting in between), so a change made from now on reaches it.
+async fn until_listening(app: &TestApp, before: u64) {
+    let deadline = Instant::now() + WAIT;
+    while backend_requests(app) == before {
+        assert!(
+            Instant::now() < deadline,
+            "the subscription never read its order"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_order_update_reaches_a_websocket_subscriber() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let order = placed_order(&app, ADA).await;
+    let mut client = signed_in(&app, ADA).await;
+    let before = backend_requests(&app);
+    client
+        .subscribe(
+            "o",
+            &format!("subscription {{ orderUpdated(id: \"{order}\") {{ id status canCancel }} }}"),
+        )
+        .await;
+    until_listening(&app, before).await;
+    client.expect_quiet().await;
+
+    app.data(&ada, &operation("CancelOrder"), json!({"id": order}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "next", "id": "o", "payload": {"data": {"orderUpdated": {
+            "id": order, "status": "CANCELLED", "canCancel": false
+        }}}})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_update_reaches_a_legacy_subscriber() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let order = placed_order(&app, ADA).await;
+    let mut client = connect(&app, LEGACY).await;
+    client
+        .send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {ada}")}}))
+        .await;
+    assert_eq!(client.recv().await, json!({"type": "connection_ack"}));
+    assert_eq!(client.recv().await, json!({"type": "ka"}));
+    let query = format!("subscription {{ orderUpdated(id: \"{order}\") {{ status }} }}");
+    let before = backend_requests(&app);
+    client
+        .send(json!({"type": "start", "id": "o", "payload": {"query": query}}))
+        .await;
+    until_listening(&app, before).await;
+
+    app.data(&ada, &operation("CancelOrder"), json!({"id": order}))
+        .await;
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "data", "id": "o", "payload": {"data": {"orderUpdated": {"status": "CANCELLED"}}}})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_update_reaches_an_sse_subscriber() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let order = placed_order(&app, ADA).await;
+    let query = format!("subscription {{ orderUpdated(id: \"{order}\") {{ id status }} }}");
+    let before = backend_requests(&app);
+    let mut stream = sse(&app, Some(&ada), json!({"query": query}))
+        .await
+        .stream();
+    until_listening(&app, before).await;
+
+    app.data(&ada, &operation("CancelOrder"), json!({"id": order}))
+        .await;
+    assert_eq!(
+        stream.next().await,
+        json!({"data": {"orderUpdated": {"id": order, "status": "CANCELLED"}}})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_sees_only_their_own_notifications() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let other = app.token("cust-0002").await;
+    let mut ada_client = signed_in(&app, ADA).await;
+    ada_client
+        .subscribe("n", "subscription { notifications { kind order { id } } }")
+        .await;
+    ada_client.expect_quiet().await;
+
+    // Another customer's order first, then Ada's: Ada's feed has only hers.
+    place_order(&app, &other).await;
+    let order = place_order(&app, &ada).await;
+    let next = ada_client.recv().await;
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert_eq!(
+        next["payload"]["data"]["notifications"]["kind"],
+        "ORDER_UPDATED"
+    );
+    assert_eq!(
+        next["payload"]["data"]["notifications"]["order"]["id"],
+        order
+    );
+    app.stop().await;
+}
+
+/// The first `n` products in stock.
+async fn products_in_stock(app: &TestApp, token: &str, n: usize) -> Vec<String> {
+    let ids: Vec<String> = (1..=100).map(|i| format!("prod-{i:04}")).collect();
+    let data = app
+        .data(
+            token,
+            "query($ids: [ID!]!) { products(ids: $ids) { id inStock } }",
+            json!({ "ids": ids }),
+        )
+        .await;
+    let products = data["products"].as_array().unwrap();
+    let in_stock: Vec<String> = products
+        .iter()
+        .filter(|p| p["inStock"] == true)
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .take(n)
+        .collect();
+    assert_eq!(in_stock.len(), n, "not enough products in stock");
+    in_stock
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_lags_alone() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.events.hub_capacity = 4;
+        c.subscriptions.send_buffer = 1;
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    let lines: Vec<Value> = products_in_stock(&app, &ada, 50)
+        .await
+        .into_iter()
+        .map(|id| json!({"productId": id, "quantity": 1}))
+        .collect();
+    // Results of about a megabyte (50 lines, each product's description 200 times), so that
+    // a few fill the socket buffers of a client that does not read.
+    let aliases: String = (0..200).map(|i| format!("d{i}: description ")).collect();
+    let big = format!(
+        "subscription {{ notifications {{ summary order {{ lines {{ product {{ {aliases} }} }} }} }} }}"
+    );
+
+    let mut slow = connect_slow_reader(&app).await;
+    slow.init(&ada).await;
+    slow.subscribe("slow", &big).await;
+    slow.expect_quiet().await;
+    // The same subscription on a client that reads.
+    let mut reading = signed_in(&app, ADA).await;
+    reading.subscribe("reading", &big).await;
+    reading.expect_quiet().await;
+
+    // The slow client reads nothing while orders are placed; the mutations, the hub and the
+    // other client do not wait for it. (One order at a time, each read by the other client
+    // first: what sets the two apart is reading, not how fast results are made.)
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        let placed = app
+            .data(
+                &ada,
+                &operation("PlaceOrder"),
+                json!({"input": {"lines": lines}}),
+            )
+            .await;
+        let order = placed["placeOrder"]["id"].as_str().unwrap().to_owned();
+        loop {
+            let next = reading.recv().await;
+            assert_eq!(next["type"], "next", "{next:#}");
+            assert!(
+                next["payload"].get("errors").is_none(),
+                "the reading client lagged"
+            );
+            let update = &next["payload"]["data"]["notifications"];
+            assert_eq!(update["order"]["lines"].as_array().unwrap().len(), 50);
+            if update["summary"].as_str().unwrap().contains(&order) {
+                break;
+            }
+        }
+        orders.push(order);
+    }
+
+    // Now the slow client reads: the results that fit in its queues, then one lag error, and
+    // the subscription is over. Its connection stays usable.
+    let mut results = 0;
+    let lagged = loop {
+        let message = slow.recv().await;
+        assert_eq!(message["type"], "next", "{message:#}");
+        if message["payload"].get("errors").is_some() {
+            break message;
+        }
+        results += 1;
+    };
+    assert_eq!(lagged["payload"]["data"], Value::Null, "{lagged:#}");
+    assert_eq!(codes(&lagged["payload"]["errors"]), ["SUBSCRIPTION_LAGGED"]);
+    assert!(
+        results < orders.len(),
+        "{results} results reached a client that lagged"
+    );
+    assert_eq!(slow.recv().await, json!({"type": "complete", "id": "slow"}));
+    slow.expect_quiet().await;
+    app.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Our own token issuer
+// ---------------------------------------------------------------------------------------
+
+mod issuer {
+    //! A minimal OIDC issuer (a JWKS endpoint and a P-256 key) whose tokens last as long as a
+    //! test wants, so that expiry can be tested end to end.
+
+    use aws_lc_rs::rand::SystemRandom;
+    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
+    use axum::Json;
+    use axum::routing::get;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::{Value, json};
+    use switchyard::Config;
+    use url::Url;
+
+    const AUDIENCE: &str = "switchyard-subscriptions-test";
+    const KID: &str = "subscriptions-test";
+
+    pub(crate) struct Issuer {
+        base: String,
+        key: EncodingKey,
+        server: tokio::task::JoinHandle<()>,
+    }
+
+    impl Issuer {
+        pub(crate) async fn start() -> Issuer {
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
+            let point = pair.public_key().as_ref();
+            let (x, y) = point[1..].split_at(32);
+            let jwks = json!({"keys": [{
+                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": KID,
+                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+            }]});
+            let app = axum::Router::new().route("/jwks", get(move || async move { Json(jwks) }));
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let base = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(async move {
+                axum::serve(listener, app).await.unwrap();
+            });
+            Issuer {
+                base,
+                key: EncodingKey::from_ec_der(pkcs8.as_ref()),
+                server,
+            }
+        }
+
+        /// Makes Switchyard trust this issuer (only), with this clock-skew leeway.
+        pub(crate) fn trust(&self, config: &mut Config, leeway_secs: u64) {
+            config.auth.issuer = Some(Url::parse(&self.base).unwrap());
+            config.auth.jwks_url = Some(Url::parse(&format!("{}/jwks", self.base)).unwrap());
+            config.auth.audience = Some(AUDIENCE.to_owned());
+            config.auth.leeway_secs = Some(leeway_secs);
+        }
+
+        /// A customer's token that expires `lifetime_secs` from now (negative: in the past).
+        pub(crate) fn token(&self, customer: &str, lifetime_secs: i64) -> String {
+            let now = chrono::Utc::now().timestamp();
+            let claims: Value = json!({
+                "iss": self.base, "aud": AUDIENCE, "sub": customer, "name": customer,
+                "iat": now, "exp": now + lifetime_secs,
+                "roles": ["customer"], "customer_id": customer,
+            });
+            let mut header = Header::new(Algorithm::ES256);
+            header.kid = Some(KID.to_owned());
+            jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
+        }
+    }
+
+    impl Drop for Issuer {
+        fn drop(&mut self) {
+            self.server.abort();
+        }
+    }
+}
