@@ -131,10 +131,20 @@ async fn main() -> anyhow::Result<()> {
             anyhow::Ok(())
         });
     }
-    for _ in 0..subscribers {
-        tokio::time::timeout(Duration::from_secs(120), ready_rx.recv())
-            .await
-            .map_err(|_| anyhow::anyhow!("subscribers did not all connect within 120 s"))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut ready = 0;
+    while ready < subscribers {
+        tokio::select! {
+            Some(()) = ready_rx.recv() => ready += 1,
+            Some(done) = clients.join_next() => {
+                // A client ended before it was ready: say why.
+                done??;
+                anyhow::bail!("a subscriber's connection ended before it was ready");
+            }
+            () = tokio::time::sleep_until(deadline.into()) => {
+                anyhow::bail!("only {ready} of {subscribers} subscribers connected within 120 s");
+            }
+        }
     }
     let connect_time = connect_started.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -6,12 +6,12 @@ use chrono::Utc;
 
 use crate::cache::Cached;
 use crate::error::GraphError;
-use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
+use crate::ids::{CaseId, OrderId, ProductId, parse_numeric_id};
 use crate::ports::Ports;
 use crate::query::{load_case, load_order, load_task};
 use crate::records::{CaseCommentRecord, CasePriority, NewCase, NewOrderLine, OrderStatus};
 use crate::types::{CaseComment, Order, ProcessInstance, SupportCase, Task, loaders};
-use crate::viewer::viewer;
+use crate::viewer::{acting_for, viewer};
 
 /// Most lines in one order.
 const MAX_ORDER_LINES: usize = 50;
@@ -94,13 +94,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "What to order, and for whom (agents).")] input: PlaceOrderInput,
     ) -> async_graphql::Result<Order> {
-        let v = viewer(ctx)?;
-        let named = input
-            .customer_id
-            .as_deref()
-            .map(|id| CustomerId::parse(id))
-            .transpose()?;
-        let customer = v.acting_for(named)?;
+        let customer = acting_for(ctx, input.customer_id.as_ref())?;
         if input.lines.is_empty() || input.lines.len() > MAX_ORDER_LINES {
             return Err(bad_input(format!(
                 "an order has 1 to {MAX_ORDER_LINES} lines"
@@ -151,13 +145,7 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The case to open.")] input: OpenSupportCaseInput,
     ) -> async_graphql::Result<SupportCase> {
-        let v = viewer(ctx)?;
-        let named = input
-            .customer_id
-            .as_deref()
-            .map(|id| CustomerId::parse(id))
-            .transpose()?;
-        let customer = v.acting_for(named)?;
+        let customer = acting_for(ctx, input.customer_id.as_ref())?;
         check_text("subject", &input.subject, MAX_SUBJECT)?;
         if let Some(d) = &input.description {
             check_text("description", d, MAX_TEXT)?;

@@ -139,12 +139,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The product's id.")] id: ID,
     ) -> async_graphql::Result<Option<Product>> {
-        viewer(ctx)?;
-        let product = loaders(ctx)?
-            .products
-            .load_one(ProductId::parse(&id)?)
-            .await?;
-        Ok(product.map(Product))
+        load_product(ctx, ProductId::parse(&id)?).await
     }
 
     /// Products by id, in the order asked (null for unknown ids); at most 100.
@@ -228,12 +223,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Product>> {
-        viewer(ctx)?;
-        let product = loaders(ctx)?
-            .products
-            .load_one(ProductId::parse(&id)?)
-            .await?;
-        Ok(product.map(Product))
+        load_product(ctx, ProductId::parse(&id)?).await
     }
 
     /// Federation: resolves `SupportCase` entities by key.
@@ -255,6 +245,15 @@ pub(crate) async fn load_customer(
 ) -> async_graphql::Result<Option<Customer>> {
     viewer.authorize(&id)?;
     Ok(loaders(ctx)?.customers.load_one(id).await?.map(Customer))
+}
+
+/// A product of the catalogue (any signed-in user).
+pub(crate) async fn load_product(
+    ctx: &Context<'_>,
+    id: ProductId,
+) -> async_graphql::Result<Option<Product>> {
+    viewer(ctx)?;
+    Ok(loaders(ctx)?.products.load_one(id).await?.map(Product))
 }
 
 /// An order the viewer may see.

@@ -18,12 +18,12 @@ use tokio::sync::broadcast;
 
 use crate::error::GraphError;
 use crate::events::{DomainEvent, EventHub, EventKind};
-use crate::ids::{CaseId, CustomerId, OrderId};
+use crate::ids::{CaseId, OrderId};
 use crate::loaders::{LoaderScope, settle};
 use crate::query::{load_case, load_order};
 use crate::records::TaskStatus;
 use crate::types::{Order, Shipment, SupportCase, Task};
-use crate::viewer::{Role, Viewer, viewer};
+use crate::viewer::{Role, Viewer, acting_for, viewer};
 
 /// The group of agents at the process server.
 const AGENTS_GROUP: &str = "agents";
@@ -222,11 +222,7 @@ impl SubscriptionRoot {
         #[graphql(desc = "Agents only: the customer to follow.")] customer_id: Option<ID>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Notification>> + use<>>
     {
-        let named = customer_id
-            .as_deref()
-            .map(|id| CustomerId::parse(id))
-            .transpose()?;
-        let customer = viewer(ctx)?.acting_for(named)?;
+        let customer = acting_for(ctx, customer_id.as_ref())?;
         Ok(Watch::new(ctx)?.stream(
             move |e| e.customer_id.as_ref() == Some(&customer),
             |scope, event| async move { Ok(Some(Notification { event, scope })) },

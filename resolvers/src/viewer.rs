@@ -4,7 +4,7 @@
 //! request without a valid token has none. Resolvers ask [`viewer`] for it and
 //! [`Viewer::authorize`] before handing out anything that belongs to a customer.
 
-use async_graphql::Context;
+use async_graphql::{Context, ID};
 
 use crate::error::{GraphError, GraphResult};
 use crate::ids::CustomerId;
@@ -72,6 +72,13 @@ impl Viewer {
             )),
         }
     }
+}
+
+/// The customer an operation is for: the signed-in customer, or the one an agent names
+/// (`customerId` arguments).
+pub fn acting_for(ctx: &Context<'_>, named: Option<&ID>) -> async_graphql::Result<CustomerId> {
+    let named = named.map(|id| CustomerId::parse(id)).transpose()?;
+    Ok(viewer(ctx)?.acting_for(named)?)
 }
 
 /// The signed-in viewer of this request, or `UNAUTHENTICATED`.

@@ -43,7 +43,10 @@ struct DemoUser {
 struct OidcState {
     issuer: String,
     audience: String,
+    /// The demo users `GET /users` lists (the first customers and the agents).
     users: Vec<DemoUser>,
+    /// Every seeded customer may sign in too (load tests, benchmarks), by id.
+    customers: std::collections::HashMap<String, String>,
     key: EncodingKey,
     kid: String,
     /// The public key's affine coordinates, base64url without padding.
@@ -77,6 +80,12 @@ pub(crate) fn router(
         .map(|byte| format!("{byte:02x}"))
         .collect();
 
+    let customers = world
+        .read()
+        .customers
+        .values()
+        .map(|c| (c.id.clone(), format!("{} {}", c.first_name, c.last_name)))
+        .collect();
     let mut users: Vec<DemoUser> = world
         .read()
         .customers
@@ -100,6 +109,7 @@ pub(crate) fn router(
         issuer: issuer.to_owned(),
         audience: config.oidc_audience.clone(),
         users,
+        customers,
         // jsonwebtoken's aws-lc-rs backend reads this DER as PKCS#8 (`EcdsaKeyPair::from_pkcs8`).
         key: EncodingKey::from_ec_der(pkcs8.as_ref()),
         kid,
@@ -171,7 +181,8 @@ struct Claims<'a> {
     customer_id: Option<&'a str>,
 }
 
-/// `POST /token {"user":"cust-0001"}`: an hour-long ES256 token for a demo user.
+/// `POST /token {"user":"cust-0001"}`: an hour-long ES256 token for a demo user or any
+/// seeded customer.
 async fn token(State(state): State<Arc<OidcState>>, body: Bytes) -> Response {
     let request: TokenRequest = match serde_json::from_slice(&body) {
         Ok(request) => request,
@@ -183,12 +194,23 @@ async fn token(State(state): State<Arc<OidcState>>, body: Bytes) -> Response {
             );
         }
     };
-    let Some(user) = state.users.iter().find(|user| user.id == request.user) else {
+    let seeded = state.customers.get(&request.user).map(|name| DemoUser {
+        id: request.user.clone(),
+        name: name.clone(),
+        role: "customer",
+    });
+    let Some(user) = state
+        .users
+        .iter()
+        .find(|user| user.id == request.user)
+        .cloned()
+        .or(seeded)
+    else {
         return oauth_error(
             StatusCode::NOT_FOUND,
             "unknown_user",
             format!(
-                "{:?} is not a demo user; GET /users lists them",
+                "{:?} is neither a seeded customer nor a demo agent; GET /dev/users lists the demo users",
                 request.user
             ),
         );

@@ -84,6 +84,8 @@ use super::graphql::request_error;
 
 /// Largest message a client may send (a `subscribe` with its document and variables).
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
+/// Initial read buffer of a connection (see the handler).
+const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// `GET /graphql/ws`.
 pub(super) async fn handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
@@ -103,6 +105,9 @@ pub(super) async fn handler(State(state): State<AppState>, upgrade: WebSocketUpg
         return common::too_many_connections();
     };
     upgrade
+        // tungstenite preallocates its read buffer (128 KiB by default) for every connection;
+        // GraphQL messages are small, and the buffer grows for the rare large one.
+        .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| connection::serve(socket, protocol, state, slot))
