@@ -1256,6 +1256,53 @@ async fn a_slow_subscriber_lags_alone() {
     app.stop().await;
 }
 
+#[tokio::test]
+async fn agents_are_told_of_return_approvals_and_customers_of_their_pickups() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let agent_token = app.token(AGENT).await;
+    let mut agent = signed_in(&app, AGENT).await;
+    agent
+        .subscribe("t", "subscription { taskAssigned { id name status } }")
+        .await;
+    agent.expect_quiet().await;
+    let mut customer = signed_in(&app, ADA).await;
+    customer
+        .subscribe("t", "subscription { taskAssigned { id name status } }")
+        .await;
+    customer.expect_quiet().await;
+
+    // Ada asks to return a delivered order: the agents' group is offered the approval.
+    app.data(
+        &ada,
+        &operation("RequestReturn"),
+        json!({"orderId": "ord-010801", "reason": "Too big"}),
+    )
+    .await;
+    let offered = agent.recv().await;
+    assert_eq!(offered["type"], "next", "{offered:#}");
+    let task = &offered["payload"]["data"]["taskAssigned"];
+    assert_eq!(task["name"], "ApproveReturn");
+    assert_eq!(task["status"], "READY");
+
+    // An agent approves it: Ada is asked to confirm the pick-up.
+    let id = task["id"].as_str().unwrap().to_owned();
+    app.data(
+        &agent_token,
+        &operation("CompleteTask"),
+        json!({"id": id, "input": {"approved": true}}),
+    )
+    .await;
+    let asked = customer.recv().await;
+    assert_eq!(asked["type"], "next", "{asked:#}");
+    assert_eq!(
+        asked["payload"]["data"]["taskAssigned"]["name"],
+        "ConfirmPickup"
+    );
+    assert_eq!(asked["payload"]["data"]["taskAssigned"]["status"], "READY");
+    app.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------
 // Our own token issuer
 // ---------------------------------------------------------------------------------------
