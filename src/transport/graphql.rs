@@ -223,7 +223,7 @@ async fn execute(
         &state.schema
     };
     let executed = tokio::time::timeout(state.request_timeout, schema.execute(request)).await;
-    let Ok(response) = executed else {
+    let Ok(mut response) = executed else {
         tracing::warn!(
             ?operation,
             timeout_ms = state.request_timeout.as_millis() as u64,
@@ -235,6 +235,9 @@ async fn execute(
             "the request took too long and was stopped",
         );
     };
+    if let Some((doc, op)) = op {
+        document::in_query_order(&mut response.data, doc, op);
+    }
     // A request error (the document did not parse or validate) has no data and no error with
     // a path; an execution error that nulled the whole result still has a path.
     let request_failed = response.data == async_graphql::Value::Null

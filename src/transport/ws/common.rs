@@ -17,14 +17,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use futures::StreamExt;
 use futures::stream::BoxStream;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
 use crate::auth::{AuthError, Session};
-use crate::transport::AppState;
 use crate::transport::graphql::request_error;
+use crate::transport::{AppState, document};
 
 /// Longest we wait for a `complete` or a close frame to be taken by a client while closing.
 pub(in crate::transport) const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -172,8 +173,21 @@ pub(in crate::transport) fn execute(
     request: async_graphql::Request,
     session: &Session,
 ) -> BoxStream<'static, async_graphql::Response> {
+    let doc = async_graphql::parser::parse_query(&request.query).ok();
+    let operation_name = request.operation_name.clone();
     let request = resolvers::request_data(request, &state.ports, Some(session.viewer.clone()));
-    state.schema.execute_stream(request)
+    state
+        .schema
+        .execute_stream(request)
+        .map(move |mut response| {
+            if let Some(doc) = &doc
+                && let Some(op) = document::operation(doc, operation_name.as_deref())
+            {
+                document::in_query_order(&mut response.data, doc, op);
+            }
+            response
+        })
+        .boxed()
 }
 
 /// How one result of an operation is reported.
