@@ -9,6 +9,7 @@
 //!   the agent replies (now and then as an internal note) or closes the case;
 //! - an agent claims an `ApproveReturn` task that is `Ready`, or decides one they hold (approved
 //!   three times in four); when no approval waits, a customer asks to return a delivered order.
+//!   The demo customers' approvals are left to the people using the playground as agents.
 //!
 //! About half the steps pick among the demo customers' (`cust-0001`..`cust-0005`) records, so
 //! the playground shows Ada's orders, parcels and cases moving; the rest pick from everyone. The
@@ -40,8 +41,9 @@ const DEMO_CUSTOMERS: [&str; 5] = [
     "cust-0005",
 ];
 
-/// The agents that work cases and tasks.
-const AGENTS: [&str; 2] = ["agent-01", "agent-02"];
+/// The back-office agents that work cases and tasks: not the demo agents people sign in as
+/// (`agent-01`, `agent-02`), so the simulator never decides a task a person has claimed.
+const AGENTS: [&str; 2] = ["agent-07", "agent-08"];
 
 /// Mixed into the sandbox seed, so the simulator's dice differ from the seeding's.
 const SIMULATOR_SALT: u64 = 0x005E_ED0F_51A0_u64;
@@ -305,11 +307,26 @@ impl Simulator {
     }
 
     fn work_task(&mut self, world: &mut World, demo: bool, now: DateTime<Utc>) -> Option<String> {
+        if demo {
+            // Give the people signed in as agents a demo customer's return to decide, one at
+            // a time; the simulator's own agents never decide those.
+            let waiting = world.tasks.values().any(|task| {
+                task.name == TaskName::ApproveReturn
+                    && task.status == TaskStatus::Ready
+                    && DEMO_CUSTOMERS.contains(&task.customer_id.as_str())
+            });
+            return if waiting {
+                None
+            } else {
+                self.request_return(world, true, now)
+            };
+        }
         let approvals: Vec<(i64, TaskStatus, Option<String>)> = world
             .tasks
             .values()
             .filter(|task| task.name == TaskName::ApproveReturn)
-            .filter(|task| !demo || DEMO_CUSTOMERS.contains(&task.customer_id.as_str()))
+            // The demo customers' approvals wait for a person signed in as an agent.
+            .filter(|task| !DEMO_CUSTOMERS.contains(&task.customer_id.as_str()))
             .filter(|task| match task.status {
                 TaskStatus::Ready => true,
                 TaskStatus::Reserved | TaskStatus::InProgress => task
@@ -321,7 +338,7 @@ impl Simulator {
             .map(|task| (task.id, task.status, task.actual_owner.clone()))
             .collect();
         if approvals.is_empty() {
-            return self.request_return(world, demo, now);
+            return self.request_return(world, false, now);
         }
         let (task_id, status, owner) = self.rng.pick(&approvals).clone();
         match (status, owner) {
@@ -389,6 +406,38 @@ mod tests {
             .collect();
         let announced = std::iter::from_fn(|| changes.try_recv().ok()).collect();
         (done, announced)
+    }
+
+    #[test]
+    fn people_signed_in_as_agents_keep_their_tasks_and_the_demo_customers_approvals() {
+        let (_, announced) = run(42, 400);
+        for change in &announced {
+            if let SandboxChange::TaskChanged {
+                actual_owner,
+                customer_id,
+                status,
+                ..
+            } = change
+                && status != "Ready"
+            {
+                let owner = actual_owner.as_deref().unwrap_or_default();
+                assert!(
+                    AGENTS.contains(&owner) || owner == customer_id,
+                    "the simulator acted as {owner}"
+                );
+                let demo_approval = DEMO_CUSTOMERS.contains(&customer_id.as_str())
+                    && AGENTS.contains(&owner)
+                    && change_is_approval(change);
+                assert!(
+                    !demo_approval,
+                    "a demo customer's approval was decided: {change:?}"
+                );
+            }
+        }
+    }
+
+    fn change_is_approval(change: &SandboxChange) -> bool {
+        matches!(change, SandboxChange::TaskChanged { task_name, .. } if task_name == "ApproveReturn")
     }
 
     #[test]
