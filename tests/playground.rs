@@ -63,15 +63,12 @@ async fn sign_in_and_run_the_home_screen_in_the_playground() {
         .unwrap();
     assert!(headers.to_string().contains("Bearer "), "{headers}");
 
-    // Run the home screen (the open tab) with the execute button, a moment after signing in
-    // as a person would. (Clicking the already open tab at once would reload its headers from
-    // GraphiQL's tab state, which takes the editor's changes after a short debounce.)
-    let active = page
-        .eval("window.__switchyardPlayground.activeTab()")
+    // Run the home screen with the execute button, right after selecting its tab (which
+    // reloads the tab's stored headers: the sign-in must have stored the bearer there too).
+    page.eval("document.querySelector('.graphiql-tab-button[title=\"HomeScreen\"]').click()")
         .await
         .unwrap();
-    assert_eq!(active, "HomeScreen");
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
     page.eval("document.querySelector('.graphiql-execute-button').click()")
         .await
         .unwrap();

@@ -6,7 +6,7 @@
 // {"access_token", "token_type", "expires_in"}.
 import { useEffect, useRef, useState } from 'react';
 import { createPortal } from 'react-dom';
-import { useGraphiQL } from '@graphiql/react';
+import { useGraphiQL, useGraphiQLActions } from '@graphiql/react';
 import { authorizationOf, withAuthorization } from './headers.js';
 import { expose } from './api.js';
 
@@ -37,6 +37,14 @@ function label(user) {
 /** The sign-in controls, rendered (through a portal) into `container`, the page header. */
 export function SignIn({ container }) {
   const headerEditor = useGraphiQL((s) => s.headerEditor);
+  const { updateActiveTabValues } = useGraphiQLActions();
+  // Sets the header editor and the active tab's stored headers together: GraphiQL copies the
+  // editor into the tab only after a debounce, and re-selecting the tab before that would
+  // bring back the old headers.
+  function setHeaders(value) {
+    headerEditor.setValue(value);
+    updateActiveTabValues({ headers: value });
+  }
   const activeTabIndex = useGraphiQL((s) => s.activeTabIndex);
   // loading | disabled (404) | failed | ready
   const [users, setUsers] = useState({ state: 'loading', list: [] });
@@ -92,7 +100,7 @@ export function SignIn({ container }) {
       const token = body && body.access_token;
       if (typeof token !== 'string' || token === '') throw new Error('the answer has no access_token');
       const authorization = `Bearer ${token}`;
-      headerEditor.setValue(withAuthorization(headerEditor.getValue(), authorization));
+      setHeaders(withAuthorization(headerEditor.getValue(), authorization));
       if (selectRef.current && users.list.some((u) => u.id === userId)) selectRef.current.value = userId;
       setSession({ user, authorization });
       return user;
@@ -107,7 +115,7 @@ export function SignIn({ container }) {
   function signOut() {
     setSession(null);
     setError(null);
-    if (headerEditor) headerEditor.setValue(withAuthorization(headerEditor.getValue(), undefined));
+    if (headerEditor) setHeaders(withAuthorization(headerEditor.getValue(), undefined));
   }
 
   // Each tab has its own headers: carry the signed-in bearer over to the tab
@@ -116,7 +124,7 @@ export function SignIn({ container }) {
     if (!session || !headerEditor) return;
     const current = headerEditor.getValue();
     if (authorizationOf(current) !== session.authorization) {
-      headerEditor.setValue(withAuthorization(current, session.authorization));
+      setHeaders(withAuthorization(current, session.authorization));
     }
   }, [activeTabIndex, headerEditor, session]);
 

@@ -124,9 +124,4 @@ impl EventHub {
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<DomainEvent>> {
         self.sender.subscribe()
     }
-
-    /// How many subscriptions listen now.
-    pub fn subscribers(&self) -> usize {
-        self.sender.receiver_count()
-    }
 }

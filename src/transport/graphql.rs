@@ -165,7 +165,7 @@ async fn execute(
     state: AppState,
     method: Method,
     headers: HeaderMap,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
 ) -> Response {
     let Some(media) = MediaType::negotiate(&headers) else {
         return request_error(
@@ -177,7 +177,9 @@ async fn execute(
     if request.query.trim().is_empty() {
         return request_error(StatusCode::BAD_REQUEST, "BAD_REQUEST", "`query` is missing");
     }
-    let parsed = async_graphql::parser::parse_query(&request.query).ok();
+    // Parsed once: the request keeps the document for execution, we keep a copy to classify
+    // the operation and to order its result.
+    let parsed = request.parsed_query().ok().cloned();
     let op = parsed.as_ref().and_then(|doc| {
         Some((
             doc,

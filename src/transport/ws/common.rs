@@ -170,10 +170,12 @@ impl Operation {
 /// viewer, with data of its own: fresh loaders, never shared with another operation.
 pub(in crate::transport) fn execute(
     state: &AppState,
-    request: async_graphql::Request,
+    mut request: async_graphql::Request,
     session: &Session,
 ) -> BoxStream<'static, async_graphql::Response> {
-    let doc = async_graphql::parser::parse_query(&request.query).ok();
+    // Parsed once (or already, by the transport): execution takes the request's document, we
+    // keep a copy to order each result.
+    let doc = request.parsed_query().ok().cloned();
     let operation_name = request.operation_name.clone();
     let request = resolvers::request_data(request, &state.ports, Some(session.viewer.clone()));
     state
