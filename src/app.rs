@@ -75,11 +75,7 @@ pub async fn run(
     let events = crate::events::start(&config.events, hub.clone(), shutdown_rx.clone()).await?;
     let state = app_state(&config, cache, hub, events.bus.clone(), shutdown_rx)?;
     let open_connections = state.open_connections.clone();
-    let app = transport::router(
-        state,
-        config.server.max_body_bytes,
-        config.server.playground,
-    );
+    let app = transport::router(state, config.server.playground);
     tracing::info!(
         %addr,
         playground = config.server.playground,
@@ -177,7 +173,7 @@ fn app_state(
         .as_ref()
         .context("auth.issuer is not set")?;
     let auth = Authenticator::new(AuthSettings {
-        issuer: issuer.as_str().trim_end_matches('/').to_owned(),
+        issuer: issuer.clone(),
         audience: config
             .auth
             .audience
@@ -196,12 +192,15 @@ fn app_state(
             .clone()
             .unwrap_or_else(|| "customer_id".into()),
     })?;
+    let types = transport::Types::from_sdl(&schema.sdl()).context("reading the schema's types")?;
     Ok(AppState {
         schema,
         introspection_schema,
+        types: Arc::new(types),
         ports,
         auth,
         request_timeout: config.server.request_timeout,
+        max_body_bytes: config.server.max_body_bytes,
         dev_issuer: config
             .auth
             .dev_issuer
@@ -210,7 +209,6 @@ fn app_state(
         http: reqwest::Client::builder()
             .timeout(Duration::from_secs(10))
             .build()?,
-        hub,
         webhooks,
         subscriptions: config.subscriptions.clone(),
         open_connections: Default::default(),
@@ -258,7 +256,7 @@ pub fn sandbox_wiring(sandbox: &Sandbox) -> anyhow::Result<(UpstreamsConfig, Aut
         }),
     };
     let auth = AuthConfig {
-        issuer: Some(url(&urls.oidc)?),
+        issuer: Some(urls.oidc.clone()),
         audience: Some(creds.oidc_audience.clone()),
         dev_issuer: Some(url(&urls.oidc)?),
         ..AuthConfig::default()
@@ -277,7 +275,7 @@ pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
     let (Some(b), Some(c), Some(p), Some(k)) = (u.backend, u.crm, u.process, u.carrier) else {
         anyhow::bail!("sandbox wiring is incomplete");
     };
-    let issuer = auth.issuer.map(|i| i.to_string()).unwrap_or_default();
+    let issuer = auth.issuer.unwrap_or_default();
     let webhooks = match &sandbox.config().webhooks {
         Some(w) => format!(
             "\n# The sandbox posts its webhooks to {}/<source>, signed with:\n\

@@ -1,20 +1,21 @@
 //! Who is calling: validates `Authorization: Bearer <JWT>` from the company's OIDC provider.
 //!
-//! Tokens are checked for signature (against the provider's JWKS), issuer, audience, expiry
-//! and not-before. The JWKS is fetched on first use, cached, and fetched again when a token
-//! names a key id the cache does not know (key rotation), at most once per
-//! [`JWKS_REFRESH_INTERVAL`] so that a flood of forged key ids cannot hammer the provider.
-//! The sandbox's dev issuer goes through this same code path.
+//! Tokens are checked for signature (against the provider's JWKS), issuer (compared exactly:
+//! `https://login.example.com/` and `https://login.example.com` are different issuers, as
+//! OIDC says), audience, expiry and not-before. The JWKS is fetched on first use, cached,
+//! and fetched again when a token names a key id the cache does not know (key rotation), at
+//! most once per [`JWKS_REFRESH_INTERVAL`] so that a flood of forged key ids cannot hammer
+//! the provider. A token whose key is cached never waits: only tokens that need a refresh
+//! wait for it, one refresh at a time. The sandbox's dev issuer goes through this same path.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::jwk::{Jwk, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use resolvers::ids::CustomerId;
 use resolvers::{Role, Viewer};
 use serde::Deserialize;
-use tokio::sync::Mutex;
 use url::Url;
 
 /// Least time between two JWKS fetches triggered by unknown key ids.
@@ -47,7 +48,7 @@ pub struct Session {
     /// The signed-in user.
     pub viewer: Viewer,
     /// When the token expires (`exp`): long-lived connections end then.
-    pub expires_at: std::time::SystemTime,
+    pub expires_at: SystemTime,
 }
 
 /// The claims Switchyard reads.
@@ -78,14 +79,6 @@ pub struct AuthSettings {
     pub customer_id_claim: String,
 }
 
-/// The keys as last fetched.
-struct KeyCache {
-    /// `None` until the first successful fetch.
-    keys: Option<JwkSet>,
-    /// When the last fetch was tried (successful or not), to rate-limit refreshes.
-    last_fetch: Option<Instant>,
-}
-
 /// Validates bearer tokens.
 #[derive(Clone)]
 pub struct Authenticator {
@@ -95,9 +88,14 @@ pub struct Authenticator {
 struct Inner {
     settings: AuthSettings,
     http: reqwest::Client,
-    /// A tokio mutex: held across the JWKS fetch so concurrent requests with a new key id
-    /// wait for one fetch instead of starting one each.
-    cache: Mutex<KeyCache>,
+    /// The keys as last fetched (`None` until the first successful fetch). A std lock, held
+    /// only to clone a key out or to swap in a new set, never across an await: every request
+    /// reads it, and none of them may wait for a fetch.
+    keys: RwLock<Option<Arc<JwkSet>>>,
+    /// Taken only by requests whose key id is not cached, and held across the fetch, so that
+    /// concurrent tokens with a new key id wait for one fetch instead of starting one each.
+    /// Holds when the last fetch was tried (successful or not), to rate-limit refreshes.
+    refresh: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Authenticator {
@@ -111,10 +109,8 @@ impl Authenticator {
             inner: Arc::new(Inner {
                 settings,
                 http,
-                cache: Mutex::new(KeyCache {
-                    keys: None,
-                    last_fetch: None,
-                }),
+                keys: RwLock::new(None),
+                refresh: tokio::sync::Mutex::new(None),
             }),
         })
     }
@@ -144,7 +140,9 @@ impl Authenticator {
         let claims = decode::<Claims>(token, &key, &validation)
             .map_err(|e| invalid(&e))?
             .claims;
-        let expires_at = std::time::UNIX_EPOCH + Duration::from_secs(claims.exp);
+        let expires_at = UNIX_EPOCH
+            .checked_add(Duration::from_secs(claims.exp))
+            .ok_or_else(|| AuthError::InvalidToken("the token's `exp` is out of range".into()))?;
         Ok(Session {
             viewer: viewer_from(claims, s)?,
             expires_at,
@@ -153,31 +151,50 @@ impl Authenticator {
 
     /// The key with this id, refreshing the JWKS once if it is not known.
     async fn key(&self, kid: &str) -> Result<Jwk, AuthError> {
-        let mut cache = self.inner.cache.lock().await;
-        if let Some(jwk) = cache.keys.as_ref().and_then(|k| k.find(kid)) {
-            return Ok(jwk.clone());
+        if let Some(jwk) = self.cached(kid) {
+            return Ok(jwk);
         }
-        let may_fetch = cache
-            .last_fetch
-            .is_none_or(|t| t.elapsed() >= JWKS_REFRESH_INTERVAL || cache.keys.is_none());
+        let mut last_fetch = self.inner.refresh.lock().await;
+        // The refresh we waited for may have brought the key.
+        if let Some(jwk) = self.cached(kid) {
+            return Ok(jwk);
+        }
+        let have_keys = self.keys().is_some();
+        let may_fetch =
+            !have_keys || last_fetch.is_none_or(|t| t.elapsed() >= JWKS_REFRESH_INTERVAL);
         if may_fetch {
-            cache.last_fetch = Some(Instant::now());
+            *last_fetch = Some(Instant::now());
             match self.fetch_keys().await {
-                Ok(keys) => cache.keys = Some(keys),
+                Ok(keys) => {
+                    *self
+                        .inner
+                        .keys
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(keys));
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "could not fetch the identity provider's JWKS");
-                    if cache.keys.is_none() {
+                    if !have_keys {
                         return Err(AuthError::KeysUnavailable);
                     }
                 }
             }
         }
-        cache
-            .keys
-            .as_ref()
-            .and_then(|k| k.find(kid))
-            .cloned()
+        drop(last_fetch);
+        self.cached(kid)
             .ok_or_else(|| AuthError::InvalidToken(format!("unknown signing key {kid}")))
+    }
+
+    fn keys(&self) -> Option<Arc<JwkSet>> {
+        self.inner
+            .keys
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn cached(&self, kid: &str) -> Option<Jwk> {
+        self.keys()?.find(kid).cloned()
     }
 
     async fn fetch_keys(&self) -> anyhow::Result<JwkSet> {
@@ -187,13 +204,23 @@ impl Authenticator {
             None => {
                 #[derive(Deserialize)]
                 struct Discovery {
+                    issuer: String,
                     jwks_uri: Url,
                 }
-                let discovery = format!(
+                // OIDC Discovery: the issuer without its trailing slash, then the well-known
+                // path; the document must name exactly the issuer it was fetched for.
+                let url = format!(
                     "{}/.well-known/openid-configuration",
                     s.issuer.trim_end_matches('/')
                 );
-                self.get_json::<Discovery>(&discovery).await?.jwks_uri
+                let discovery = self.get_json::<Discovery>(&url).await?;
+                anyhow::ensure!(
+                    discovery.issuer == s.issuer,
+                    "the discovery document at {url} names the issuer {:?}, not {:?}",
+                    discovery.issuer,
+                    s.issuer
+                );
+                discovery.jwks_uri
             }
         };
         self.get_json::<JwkSet>(jwks_url.as_str()).await

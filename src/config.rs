@@ -186,9 +186,10 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// The issuer (`iss`) tokens must carry; its discovery document names the JWKS. Absent
-    /// with the sandbox: the sandbox's dev issuer.
-    pub issuer: Option<Url>,
+    /// The issuer (`iss`) tokens must carry, exactly as the provider writes it (a trailing
+    /// slash counts); its discovery document names the JWKS. Absent with the sandbox: the
+    /// sandbox's dev issuer.
+    pub issuer: Option<String>,
     /// The JWKS URL, when it should not be discovered from the issuer.
     pub jwks_url: Option<Url>,
     /// The audience (`aud`) tokens must carry.
@@ -419,8 +420,14 @@ impl Config {
                 "configure all four upstreams (backend, crm, process, carrier) or none (none starts the sandbox)"
             );
         }
-        if !self.uses_sandbox() && self.auth.issuer.is_none() {
-            anyhow::bail!("auth.issuer is required with real upstreams");
+        match &self.auth.issuer {
+            None if !self.uses_sandbox() => {
+                anyhow::bail!("auth.issuer is required with real upstreams")
+            }
+            Some(issuer) if Url::parse(issuer).is_err() => {
+                anyhow::bail!("auth.issuer is not a URL: {issuer:?}")
+            }
+            _ => {}
         }
         Ok(())
     }

@@ -84,7 +84,7 @@ async fn malformed_requests_get_clear_errors_and_status_codes() {
     assert!(body.get("data").is_none());
     assert_eq!(
         body["errors"][0]["extensions"]["code"],
-        "GRAPHQL_VALIDATION_FAILED"
+        "GRAPHQL_PARSE_FAILED"
     );
     // ...and 200 for clients that accept only application/json.
     let (status, _) = post(
@@ -124,10 +124,7 @@ async fn too_deep_queries_are_refused_before_any_upstream_call() {
     let deep = "{ me { orders { edges { node { customer { orders { edges { node { customer { orders { edges { node { id } } } } } } } } } } } } }";
     let (status, body) = app.post(Some(&token), deep, json!({})).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"],
-        "GRAPHQL_VALIDATION_FAILED"
-    );
+    assert_eq!(body["errors"][0]["extensions"]["code"], "MAX_DEPTH_LIMIT");
     assert!(app.counts().is_empty(), "{:?}", app.counts());
     app.stop().await;
 }
@@ -180,10 +177,7 @@ async fn the_standard_introspection_query_works_and_introspection_bombs_do_not()
     let bomb = "{ __schema { types { fields { type { fields { type { fields { name } } } } } } } }";
     let (status, body) = app.post(None, bomb, json!({})).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(
-        body["errors"][0]["extensions"]["code"],
-        "GRAPHQL_VALIDATION_FAILED"
-    );
+    assert_eq!(body["errors"][0]["extensions"]["code"], "MAX_DEPTH_LIMIT");
 
     // Data queries keep their depth limit even when they also ask for __typename.
     let token = app.token("cust-0001").await;
@@ -229,5 +223,223 @@ async fn get_picks_the_operation_named_by_operation_name() {
         body,
         json!({ "data": { "me": { "name": "Ada Lovelace" } } })
     );
+    app.stop().await;
+}
+
+/// Documents an attacker sends without signing in: each is refused with a clear error before
+/// anything recurses on it or expands it, and the server keeps serving.
+#[tokio::test]
+async fn hostile_documents_are_refused_and_the_server_stays_up() {
+    let app = TestApp::spawn().await;
+    let nested_list = format!(
+        "{{ __typename(x: {}1{}) }}",
+        "[".repeat(1600),
+        "]".repeat(1600)
+    );
+    let nested_object = format!(
+        "{{ __typename(x: {}1{}) }}",
+        "{a: ".repeat(1600),
+        "}".repeat(1600)
+    );
+    let nested_default = format!(
+        "query($x: [Int] = {}1{}) {{ __typename }}",
+        "[".repeat(1600),
+        "]".repeat(1600)
+    );
+    // Under 1 KB, 2^22 fields once expanded.
+    let mut doubling = String::from("{ ...F0 }\n");
+    for level in 0..22 {
+        doubling.push_str(&format!(
+            "fragment F{level} on Query {{ ...F{n} ...F{n} }}\n",
+            n = level + 1
+        ));
+    }
+    doubling.push_str("fragment F22 on Query { __typename }");
+    assert!(doubling.len() < 1024);
+    let aliases: String = (0..2001).map(|i| format!("a{i}: __typename ")).collect();
+    let alias_flood = format!("{{ {aliases} }}");
+    for (query, code) in [
+        (&nested_list, "MAX_DEPTH_LIMIT"),
+        (&nested_object, "MAX_DEPTH_LIMIT"),
+        (&nested_default, "MAX_DEPTH_LIMIT"),
+        (&doubling, "MAX_SELECTIONS_LIMIT"),
+        (&alias_flood, "MAX_SELECTIONS_LIMIT"),
+    ] {
+        let (status, body) = app.post(None, query, json!({})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{body}");
+        // The same over GET.
+        let res = app
+            .http
+            .get(app.url("/graphql"))
+            .query(&[("query", query.as_str())])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["errors"][0]["extensions"]["code"], code, "{body}");
+    }
+    // Still up, and a document within the limits runs.
+    let (status, body) = app.post(None, "{ __typename }", json!({})).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"data": {"__typename": "Query"}}))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn request_errors_have_their_own_codes() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    // A required variable left out, or null: a request error, nothing runs.
+    let query = "query($id: ID!) { order(id: $id) { id } }";
+    for variables in [json!({}), json!({"id": null})] {
+        let (status, body) = app.post(Some(&token), query, variables).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{body}"
+        );
+    }
+    // A default stands in for a missing variable.
+    let (status, body) = app
+        .post(
+            Some(&token),
+            "query($first: Int! = 1) { me { orders(first: $first) { edges { cursor } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body["data"]["me"]["orders"]["edges"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    // Several operations and none named; a name that matches none.
+    for (query, name) in [
+        ("query A { __typename } query B { __typename }", None),
+        ("query A { __typename }", Some("B")),
+    ] {
+        let res = app
+            .http
+            .post(app.url("/graphql"))
+            .json(&json!({"query": query, "operationName": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 400);
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "OPERATION_RESOLUTION_FAILURE",
+            "{body}"
+        );
+    }
+    // A body over `server.max_body_bytes`: 413 in the GraphQL shape, with a code.
+    let big = format!(
+        r#"{{"query":"{{ __typename }}","variables":{{"pad":"{}"}}}}"#,
+        "x".repeat(2 << 20)
+    );
+    let res = app
+        .http
+        .post(app.url("/graphql"))
+        .header(CONTENT_TYPE, "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 413);
+    assert_eq!(
+        res.headers()[CONTENT_TYPE],
+        "application/graphql-response+json"
+    );
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "PAYLOAD_TOO_LARGE",
+        "{body}"
+    );
+    app.stop().await;
+}
+
+/// The GraphQL spec's "Handling Field Errors": a failed field is `null` with its error, and a
+/// failed non-null field makes its nearest nullable parent `null` (here `data` itself).
+#[tokio::test]
+async fn a_failed_field_is_null_and_non_null_failures_propagate() {
+    let app = TestApp::spawn().await;
+    let agent = app.token("agent-01").await;
+    let ada = app.token("cust-0001").await;
+
+    // A nullable root field fails: it is there, null, with its error.
+    let (status, body) = app
+        .post(Some(&agent), "{ viewer { role } me { id } }", json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"],
+        json!({"viewer": {"role": "AGENT"}, "me": null}),
+        "{body}"
+    );
+    assert_eq!(body["errors"][0]["path"], json!(["me"]));
+    assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN");
+
+    // A non-null root field fails: `data` is null.
+    let (status, body) = app
+        .post(
+            Some(&ada),
+            "{ viewer { role } customers(first: 1) { edges { cursor } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], Value::Null, "{body}");
+    assert_eq!(body["errors"][0]["path"], json!(["customers"]));
+    assert_eq!(body["errors"][0]["extensions"]["code"], "FORBIDDEN");
+    app.stop().await;
+}
+
+/// List items: a field failing in each item is null in each, the rest of the items stand.
+#[tokio::test]
+async fn a_field_failing_in_list_items_is_null_in_each_item() {
+    let app = TestApp::spawn_with(
+        switchyard::sandbox::SandboxConfig {
+            carrier: switchyard::sandbox::UpstreamKnobs {
+                error_rate: 1.0,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+        |_| {},
+    )
+    .await;
+    let ada = app.token("cust-0001").await;
+    let query = "{ me { orders(first: 20, status: SHIPPED) { edges { node { id shipment { status } } } } } }";
+    let (status, body) = app.post(Some(&ada), query, json!({})).await;
+    assert_eq!(status, 200);
+    let edges = body["data"]["me"]["orders"]["edges"]
+        .as_array()
+        .expect("edges")
+        .clone();
+    assert!(!edges.is_empty(), "{body}");
+    // `shipment.status` fails in every item: it is null there, and each `shipment` stays an
+    // object (async-graphql alone answers `shipment: null` when all its fields failed).
+    for edge in &edges {
+        let node = &edge["node"];
+        assert!(node["id"].is_string());
+        assert_eq!(node["shipment"], json!({"status": null}), "{body}");
+    }
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), edges.len(), "{body}");
+    for error in errors {
+        assert_eq!(error["extensions"]["code"], "UPSTREAM_UNAVAILABLE");
+        assert_eq!(error["extensions"]["source"], "carrier");
+        assert_eq!(error["path"][4], "node");
+        assert_eq!(error["path"][5], "shipment");
+        assert_eq!(error["path"][6], "status");
+    }
     app.stop().await;
 }

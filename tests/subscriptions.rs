@@ -308,7 +308,7 @@ async fn a_document_that_does_not_validate_gets_one_error_and_no_complete() {
         error["type"], "error",
         "a syntax error is a request error too"
     );
-    assert_eq!(codes(&error["payload"]), ["GRAPHQL_VALIDATION_FAILED"]);
+    assert_eq!(codes(&error["payload"]), ["GRAPHQL_PARSE_FAILED"]);
     client.expect_quiet().await;
 
     // The id is free again after its error.
@@ -864,7 +864,7 @@ async fn sse_request_errors() {
         .json_error()
         .await;
     assert_eq!(status, 400);
-    assert_eq!(codes(&body["errors"]), ["GRAPHQL_VALIDATION_FAILED"]);
+    assert_eq!(codes(&body["errors"]), ["GRAPHQL_PARSE_FAILED"]);
     let (status, body) = sse(&app, Some(&ada), json!({"variables": {}}))
         .await
         .json_error()
@@ -1307,6 +1307,119 @@ async fn agents_are_told_of_return_approvals_and_customers_of_their_pickups() {
 // Our own token issuer
 // ---------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------
+// The same pipeline as HTTP: hostile documents, null semantics
+// ---------------------------------------------------------------------------------------
+
+/// Documents that would crash or stall the server are refused on the live transports too,
+/// before anything recurses on them: an `error` message (websockets), a JSON 400 (SSE).
+#[tokio::test]
+async fn hostile_documents_are_refused_on_websockets_and_sse() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let nested = format!(
+        "subscription {{ taskAssigned(x: {}1{}) {{ id }} }}",
+        "[".repeat(1600),
+        "]".repeat(1600)
+    );
+    let mut doubling = String::from("subscription { ...F0 }\n");
+    for level in 0..22 {
+        doubling.push_str(&format!(
+            "fragment F{level} on Subscription {{ ...F{n} ...F{n} }}\n",
+            n = level + 1
+        ));
+    }
+    doubling.push_str("fragment F22 on Subscription { __typename }");
+    for (query, code) in [
+        (&nested, "MAX_DEPTH_LIMIT"),
+        (&doubling, "MAX_SELECTIONS_LIMIT"),
+    ] {
+        let mut client = signed_in(&app, ADA).await;
+        client.subscribe("1", query).await;
+        let error = client.recv().await;
+        assert_eq!(error["type"], "error", "{error:#}");
+        assert_eq!(codes(&error["payload"]), [code]);
+        // The connection carries on.
+        client.subscribe("2", "{ me { id } }").await;
+        assert_eq!(client.recv().await["payload"]["data"]["me"]["id"], ADA);
+
+        let (status, body) = sse(&app, Some(&ada), json!({ "query": query }))
+            .await
+            .json_error()
+            .await;
+        assert_eq!(status, 400);
+        assert_eq!(codes(&body["errors"]), [code]);
+    }
+}
+
+/// A failed field is `null` with its error, and a failed non-null root field nulls `data`,
+/// over websockets and SSE exactly as over HTTP.
+#[tokio::test]
+async fn a_failed_field_is_null_on_websockets_and_sse() {
+    let app = TestApp::spawn().await;
+    let agent = app.token(AGENT).await;
+    let ada = app.token(ADA).await;
+    let cases = [
+        (
+            &agent,
+            "{ viewer { role } me { id } }",
+            json!({"viewer": {"role": "AGENT"}, "me": null}),
+            "me",
+        ),
+        (
+            &ada,
+            "{ viewer { role } customers { edges { cursor } } }",
+            Value::Null,
+            "customers",
+        ),
+    ];
+    for (token, query, data, failed) in cases {
+        let mut client = connect(&app, MODERN).await;
+        client.init(token).await;
+        client.subscribe("1", query).await;
+        let next = client.recv().await;
+        assert_eq!(next["type"], "next", "{next:#}");
+        assert_eq!(next["payload"]["data"], data, "{next:#}");
+        assert!(
+            next["payload"].get("data").is_some(),
+            "`data` is there, even when null"
+        );
+        assert_eq!(next["payload"]["errors"][0]["path"], json!([failed]));
+        assert_eq!(codes(&next["payload"]["errors"]), ["FORBIDDEN"]);
+
+        let mut stream = sse(&app, Some(token), json!({ "query": query }))
+            .await
+            .stream();
+        let next = stream.next().await;
+        assert_eq!(next["data"], data, "{next:#}");
+        assert!(next.get("data").is_some());
+        assert_eq!(next["errors"][0]["path"], json!([failed]));
+    }
+}
+
+/// A validly signed token whose `exp` is beyond any clock is refused, not a crash.
+#[tokio::test]
+async fn a_token_with_an_absurd_expiry_is_refused_cleanly() {
+    let issuer = issuer::Issuer::start().await;
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
+    let token = issuer.token_with_exp(ADA, u64::MAX);
+    let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(codes(&body["errors"]), ["UNAUTHENTICATED"]);
+    let mut client = connect(&app, MODERN).await;
+    client
+        .send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}))
+        .await;
+    client.expect_close(4403, "Forbidden").await;
+    // A far but representable expiry is fine: live connections are timed at most a week.
+    let token = issuer.token_with_exp(ADA, 253_402_300_799);
+    let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["id"], ADA);
+    let mut client = connect(&app, MODERN).await;
+    client.init(&token).await;
+}
+
 mod issuer {
     //! A minimal OIDC issuer (a JWKS endpoint and a P-256 key) whose tokens last as long as a
     //! test wants, so that expiry can be tested end to end.
@@ -1361,7 +1474,7 @@ mod issuer {
 
         /// Makes Switchyard trust this issuer (only), with this clock-skew leeway.
         pub(crate) fn trust(&self, config: &mut Config, leeway_secs: u64) {
-            config.auth.issuer = Some(Url::parse(&self.base).unwrap());
+            config.auth.issuer = Some(self.base.clone());
             config.auth.jwks_url = Some(Url::parse(&format!("{}/jwks", self.base)).unwrap());
             config.auth.audience = Some(AUDIENCE.to_owned());
             config.auth.leeway_secs = Some(leeway_secs);
@@ -1370,9 +1483,15 @@ mod issuer {
         /// A customer's token that expires `lifetime_secs` from now (negative: in the past).
         pub(crate) fn token(&self, customer: &str, lifetime_secs: i64) -> String {
             let now = chrono::Utc::now().timestamp();
+            self.token_with_exp(customer, (now + lifetime_secs) as u64)
+        }
+
+        /// A customer's token with exactly this `exp`.
+        pub(crate) fn token_with_exp(&self, customer: &str, exp: u64) -> String {
+            let now = chrono::Utc::now().timestamp();
             let claims: Value = json!({
                 "iss": self.base, "aud": AUDIENCE, "sub": customer, "name": customer,
-                "iat": now, "exp": now + lifetime_secs,
+                "iat": now, "exp": exp,
                 "roles": ["customer"], "customer_id": customer,
             });
             let mut header = Header::new(Algorithm::ES256);

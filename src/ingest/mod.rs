@@ -324,7 +324,7 @@ impl Webhooks {
 }
 
 /// `POST /webhooks/{source}`.
-pub async fn receive(
+pub(crate) async fn receive(
     State(state): State<AppState>,
     Path(source): Path<String>,
     headers: HeaderMap,

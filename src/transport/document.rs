@@ -12,111 +12,49 @@
 use async_graphql::parser::types::{
     ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet,
 };
-use async_graphql::{Name, Value};
+
+use super::error::TransportError;
+use super::limits::MAX_SPREAD_DEPTH;
 
 /// List fields of introspection types that can be nested within each other.
 const NESTABLE_LISTS: [&str; 4] = ["fields", "inputFields", "interfaces", "possibleTypes"];
-/// Deepest nesting of fragment spreads followed (validation rejects cycles later; this keeps
-/// the walk bounded before it does).
-const MAX_SPREADS: usize = 32;
 
-/// The operation `name` selects (or the only one).
-pub(in crate::transport) fn operation<'a>(
+/// The operation a request runs: the one `name` names, or the document's only one. A
+/// document with several operations and no name is a request error, as the GraphQL spec's
+/// `GetOperation` says.
+pub(crate) fn operation<'a>(
     doc: &'a ExecutableDocument,
     name: Option<&str>,
-) -> Option<&'a OperationDefinition> {
+) -> Result<&'a OperationDefinition, TransportError> {
+    let mut operations = doc.operations.iter();
     match name {
-        Some(name) => doc
-            .operations
-            .iter()
-            .find(|(n, _)| n.map(|n| n.as_str()) == Some(name))
-            .map(|(_, op)| &op.node),
-        None => doc.operations.iter().next().map(|(_, op)| &op.node),
+        Some(name) => operations
+            .find(|(n, _)| n.is_some_and(|n| n.as_str() == name))
+            .map(|(_, op)| &op.node)
+            .ok_or_else(|| {
+                TransportError::UnknownOperation(format!(
+                    "the document has no operation named {name:?}"
+                ))
+            }),
+        None => match (operations.next(), operations.next()) {
+            (Some((_, op)), None) => Ok(&op.node),
+            _ => Err(TransportError::UnknownOperation(
+                "the document has several operations: name one with `operationName`".into(),
+            )),
+        },
     }
 }
 
 /// Whether a query only reads the schema (`__schema`, `__type`, `__typename` at its root).
-pub(in crate::transport) fn is_introspection_only(
-    doc: &ExecutableDocument,
-    op: &OperationDefinition,
-) -> bool {
+pub(crate) fn is_introspection_only(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
     op.ty == OperationType::Query
         && root_fields(doc, &op.selection_set.node, 0)
             .is_some_and(|names| !names.is_empty() && names.iter().all(|n| n.starts_with("__")))
 }
 
 /// Whether introspection list fields nest within each other more than real tools need.
-pub(in crate::transport) fn introspection_too_nested(
-    doc: &ExecutableDocument,
-    op: &OperationDefinition,
-) -> bool {
+pub(crate) fn introspection_too_nested(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
     too_nested(doc, &op.selection_set.node, 0, 0)
-}
-
-/// Puts the fields of a result in the order the query asked for them, as the GraphQL spec
-/// says a response should. (async-graphql resolves sibling fields concurrently and keeps them
-/// in the order they finished.) Fields of fragments count where the fragment stands.
-pub(in crate::transport) fn in_query_order(
-    data: &mut Value,
-    doc: &ExecutableDocument,
-    op: &OperationDefinition,
-) {
-    reorder(data, doc, &[&op.selection_set.node]);
-}
-
-fn reorder(value: &mut Value, doc: &ExecutableDocument, sets: &[&SelectionSet]) {
-    match value {
-        Value::List(items) => items.iter_mut().for_each(|v| reorder(v, doc, sets)),
-        Value::Object(fields) => {
-            let mut keys: Vec<(&Name, Vec<&SelectionSet>)> = Vec::new();
-            for set in sets {
-                collect_keys(doc, set, &mut keys, 0);
-            }
-            let mut ordered = async_graphql::indexmap::IndexMap::with_capacity(fields.len());
-            for (key, subsets) in &keys {
-                if let Some((name, mut v)) = fields.shift_remove_entry(*key) {
-                    reorder(&mut v, doc, subsets);
-                    ordered.insert(name, v);
-                }
-            }
-            ordered.extend(fields.drain(..));
-            *fields = ordered;
-        }
-        _ => {}
-    }
-}
-
-/// The response keys of a selection set in document order, each with the selection sets
-/// that select into it.
-fn collect_keys<'a>(
-    doc: &'a ExecutableDocument,
-    set: &'a SelectionSet,
-    keys: &mut Vec<(&'a Name, Vec<&'a SelectionSet>)>,
-    spreads: usize,
-) {
-    if spreads > MAX_SPREADS {
-        return;
-    }
-    for item in &set.items {
-        match &item.node {
-            Selection::Field(f) => {
-                let field = &f.node;
-                let key = field.alias.as_ref().map_or(&field.name.node, |a| &a.node);
-                match keys.iter_mut().find(|(k, _)| *k == key) {
-                    Some((_, subsets)) => subsets.push(&field.selection_set.node),
-                    None => keys.push((key, vec![&field.selection_set.node])),
-                }
-            }
-            Selection::InlineFragment(i) => {
-                collect_keys(doc, &i.node.selection_set.node, keys, spreads + 1)
-            }
-            Selection::FragmentSpread(s) => {
-                if let Some(fragment) = doc.fragments.get(&s.node.fragment_name.node) {
-                    collect_keys(doc, &fragment.node.selection_set.node, keys, spreads + 1);
-                }
-            }
-        }
-    }
 }
 
 fn root_fields<'a>(
@@ -124,7 +62,7 @@ fn root_fields<'a>(
     set: &'a SelectionSet,
     spreads: usize,
 ) -> Option<Vec<&'a str>> {
-    if spreads > MAX_SPREADS {
+    if spreads > MAX_SPREAD_DEPTH {
         return None;
     }
     let mut names = Vec::new();
@@ -148,7 +86,7 @@ fn root_fields<'a>(
 }
 
 fn too_nested(doc: &ExecutableDocument, set: &SelectionSet, lists: usize, spreads: usize) -> bool {
-    if spreads > MAX_SPREADS {
+    if spreads > MAX_SPREAD_DEPTH {
         return true;
     }
     set.items.iter().any(|item| match &item.node {
@@ -190,25 +128,6 @@ mod tests {
             fragment TypeRef on __Type { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name
               ofType { kind name ofType { kind name ofType { kind name ofType { kind name ofType { kind name } } } } } } } } } }"#;
         assert_eq!(check(standard), (true, false));
-    }
-
-    #[test]
-    fn results_are_put_in_query_order_through_aliases_lists_and_fragments() {
-        let doc = parse_query(
-            "{ b: me { z a ...F } list { y x } } fragment F on Customer { m ... on Customer { k } }",
-        )
-        .unwrap();
-        let op = operation(&doc, None).unwrap();
-        let mut data = Value::from_json(serde_json::json!({
-            "list": [{ "x": 1, "y": 2 }, { "x": 3, "y": 4 }],
-            "b": { "k": 1, "m": 2, "a": 3, "z": 4 },
-        }))
-        .unwrap();
-        in_query_order(&mut data, &doc, op);
-        assert_eq!(
-            serde_json::to_string(&data.into_json().unwrap()).unwrap(),
-            r#"{"b":{"z":4,"a":3,"m":2,"k":1},"list":[{"y":2,"x":1},{"y":4,"x":3}]}"#
-        );
     }
 
     #[test]

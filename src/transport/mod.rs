@@ -1,8 +1,14 @@
-//! The HTTP transport: routes, and the state every handler shares.
+//! The transports: routes, and the state every handler shares.
+//!
+//! Every GraphQL operation takes one path, whichever transport carries it: the transport
+//! reads the request (`request`), the pipeline bounds, parses and runs it (`pipeline`, with
+//! `limits` and `document`), and its results are shaped as the spec says (`shape`); what the
+//! transport itself refuses is one enum of errors with their codes (`error`). Websockets and
+//! SSE share their connection bookkeeping (`live`).
 //!
 //! | route | what |
 //! |---|---|
-//! | `POST /graphql`, `GET /graphql` | GraphQL over HTTP ([`graphql`]) |
+//! | `POST /graphql`, `GET /graphql` | GraphQL over HTTP ([`http`]) |
 //! | `GET /playground/` | the playground ([`playground`]) |
 //! | `GET /dev/users`, `POST /dev/token` | demo sign-in, sandbox only ([`dev_sign_in`]) |
 //! | `GET /graphql/ws` | subscriptions over websockets: graphql-transport-ws and the legacy graphql-ws ([`ws`]) |
@@ -13,8 +19,14 @@
 
 mod dev_sign_in;
 mod document;
-mod graphql;
+mod error;
+mod http;
+mod limits;
+mod live;
+mod pipeline;
 pub mod playground;
+mod request;
+mod shape;
 mod sse;
 mod ws;
 
@@ -32,40 +44,45 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::SubscriptionsConfig;
 
+pub(crate) use shape::Types;
+
 /// What every handler shares (cheap to clone: all `Arc`s inside).
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     /// The executable schema.
-    pub schema: AppSchema,
+    pub(crate) schema: AppSchema,
     /// The same schema without the data depth limit, for introspection-only documents
     /// (bounded by their own rule instead, see `document`).
-    pub introspection_schema: AppSchema,
+    pub(crate) introspection_schema: AppSchema,
+    /// The schema's types, to shape results by (null semantics).
+    pub(crate) types: Arc<Types>,
     /// The upstream ports, for per-request loaders.
-    pub ports: Ports,
+    pub(crate) ports: Ports,
     /// Bearer token validation.
-    pub auth: Authenticator,
+    pub(crate) auth: Authenticator,
     /// Longest a GraphQL request may run.
-    pub request_timeout: Duration,
+    pub(crate) request_timeout: Duration,
+    /// Largest request body taken (`server.max_body_bytes`).
+    pub(crate) max_body_bytes: usize,
     /// The sandbox's dev issuer base URL, when the sandbox runs (enables `/dev/*`).
-    pub dev_issuer: Option<String>,
+    pub(crate) dev_issuer: Option<String>,
     /// For forwarding `/dev/*` to the issuer.
-    pub http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     /// Webhook reception (verification, normalization, publishing).
-    pub webhooks: Arc<crate::ingest::Webhooks>,
-    /// This replica's fan-out of events to its subscriptions (also in the schema's data).
-    pub hub: resolvers::events::EventHub,
+    pub(crate) webhooks: Arc<crate::ingest::Webhooks>,
     /// Limits and timeouts of websocket and SSE subscriptions.
-    pub subscriptions: SubscriptionsConfig,
+    pub(crate) subscriptions: SubscriptionsConfig,
     /// Open websocket and SSE connections on this instance (for `max_connections`).
-    pub open_connections: Arc<AtomicUsize>,
+    pub(crate) open_connections: Arc<AtomicUsize>,
     /// Turns `true` when the server starts shutting down: long-lived connections close then.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
 /// All routes.
-pub fn router(state: AppState, max_body_bytes: usize, playground_enabled: bool) -> Router {
+pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
+    let max_body_bytes = state.max_body_bytes;
     let mut router = Router::new()
-        .route("/graphql", get(graphql::get).post(graphql::post))
+        .route("/graphql", get(http::get).post(http::post))
         .route("/graphql/ws", get(ws::handler))
         .route("/graphql/stream", get(sse::handler).post(sse::handler))
         .route(

@@ -8,8 +8,11 @@
 //!
 //! A request that offers neither is answered `400` (no upgrade), one beyond
 //! `subscriptions.max_connections` `503`. We speak the protocols ourselves over axum's
-//! websocket and `Schema::execute_stream`: async-graphql's own handler strays from the spec
-//! on close codes (see `notes/stack.md`).
+//! websocket, and run each operation through the same pipeline as HTTP
+//! (`transport::pipeline`): async-graphql's own websocket handler closes with the wrong codes
+//! (1002 instead of 4403 for a refused `connection_init`, 1011 instead of 4401 for `subscribe`
+//! before the ack), has no init timeout (4408) and no duplicate-id check (4409), and its close
+//! reason for an invalid message is longer than a close frame carries.
 //!
 //! # The connection
 //! The client sends `connection_init` within `init_timeout_ms` with its token in the payload:
@@ -69,18 +72,16 @@
 //! past a shutdown.
 
 mod codec;
-pub(super) mod common;
 mod connection;
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
-use axum::http::StatusCode;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 
 use self::codec::Protocol;
-use self::common::ConnectionSlot;
 use super::AppState;
-use super::graphql::request_error;
+use super::error::TransportError;
+use super::live::ConnectionSlot;
 
 /// Largest message a client may send (a `subscribe` with its document and variables).
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
@@ -95,14 +96,15 @@ pub(super) async fn handler(State(state): State<AppState>, upgrade: WebSocketUpg
         .and_then(|p| p.to_str().ok())
         .and_then(Protocol::from_name)
     else {
-        return request_error(
-            StatusCode::BAD_REQUEST,
-            "BAD_REQUEST",
-            "offer the websocket subprotocol graphql-transport-ws (or the legacy graphql-ws)",
-        );
+        return TransportError::BadRequest(
+            "offer the websocket subprotocol graphql-transport-ws (or the legacy graphql-ws)"
+                .into(),
+        )
+        .into_response();
     };
-    let Some(slot) = ConnectionSlot::acquire(&state) else {
-        return common::too_many_connections();
+    let slot = match ConnectionSlot::acquire(&state) {
+        Ok(slot) => slot,
+        Err(e) => return e.into_response(),
     };
     upgrade
         // tungstenite preallocates its read buffer (128 KiB by default) for every connection;

@@ -15,7 +15,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::common::Operation;
+use crate::transport::request::GraphQlRequest;
 
 /// A websocket subprotocol we speak.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +50,10 @@ pub(super) enum ClientMessage {
     /// `connection_init`, with its payload (the credentials).
     Init(Option<Map<String, Value>>),
     /// `subscribe` / `start`: run an operation under this id.
-    Subscribe { id: String, operation: Operation },
+    Subscribe {
+        id: String,
+        operation: GraphQlRequest,
+    },
     /// `complete` / `stop`: stop the operation with this id.
     Stop { id: String },
     /// `ping` (graphql-transport-ws), with the payload to echo.
@@ -86,7 +89,7 @@ pub(super) fn decode(protocol: Protocol, text: &str) -> Result<ClientMessage, In
             let payload = message
                 .remove("payload")
                 .ok_or_else(|| invalid(format_args!("`{kind}` needs a payload")))?;
-            let operation = serde_json::from_value::<Operation>(payload)
+            let operation = serde_json::from_value::<GraphQlRequest>(payload)
                 .map_err(|e| invalid(format_args!("`{kind}` payload: {e}")))?;
             Ok(ClientMessage::Subscribe { id, operation })
         }
@@ -137,7 +140,8 @@ pub(super) fn bearer_token(payload: Option<&Map<String, Value>>) -> Result<&str,
         .or_else(|| payload.get("headers")?.as_object().and_then(authorization))
         .ok_or("connection_init payload has no Authorization")?;
     let value = value.as_str().ok_or("Authorization is not a string")?;
-    crate::transport::graphql::bearer_value(value)
+    crate::transport::request::bearer_value(value)
+        .map_err(|_| "use `Authorization: Bearer <token>`")
 }
 
 fn authorization(map: &Map<String, Value>) -> Option<&Value> {
@@ -152,10 +156,11 @@ pub(super) enum ServerMessage<'a> {
     Ack,
     /// Legacy only: `connection_error` (graphql-transport-ws closes the socket instead).
     ConnectionError(&'a str),
-    /// `next` / `data`: one result.
-    Next { id: &'a str, result: Value },
-    /// `error`: the operation could not run; GraphQL errors, each with `extensions.code`.
-    Error { id: &'a str, errors: Value },
+    /// `next` / `data`: one result (a GraphQL response, as JSON text).
+    Next { id: &'a str, result: &'a str },
+    /// `error`: the operation could not run; a JSON array of GraphQL errors, each with
+    /// `extensions.code`.
+    Error { id: &'a str, errors: &'a str },
     /// `complete`: the operation is done.
     Complete { id: &'a str },
     /// `ping` / `ka`: the server's keep-alive.
@@ -168,18 +173,22 @@ impl Protocol {
     /// The text of a server message in this protocol.
     pub(super) fn encode(self, message: ServerMessage<'_>) -> String {
         let legacy = self == Protocol::Legacy;
+        // Results and errors come serialized already; they are spliced in as they are.
+        let with_payload = |kind: &str, id: &str, payload: &str| {
+            format!(
+                r#"{{"type":"{kind}","id":{},"payload":{payload}}}"#,
+                Value::String(id.to_owned())
+            )
+        };
         let value = match message {
             ServerMessage::Ack => json!({"type": "connection_ack"}),
             ServerMessage::ConnectionError(message) => {
                 json!({"type": "connection_error", "payload": {"message": message}})
             }
             ServerMessage::Next { id, result } => {
-                let kind = if legacy { "data" } else { "next" };
-                json!({"type": kind, "id": id, "payload": result})
+                return with_payload(if legacy { "data" } else { "next" }, id, result);
             }
-            ServerMessage::Error { id, errors } => {
-                json!({"type": "error", "id": id, "payload": errors})
-            }
+            ServerMessage::Error { id, errors } => return with_payload("error", id, errors),
             ServerMessage::Complete { id } => json!({"type": "complete", "id": id}),
             ServerMessage::KeepAlive if legacy => json!({"type": "ka"}),
             ServerMessage::KeepAlive => json!({"type": "ping"}),
@@ -274,7 +283,7 @@ mod tests {
         };
         let next = |id| ServerMessage::Next {
             id,
-            result: json!({"data": null}),
+            result: r#"{"data":null}"#,
         };
         assert_eq!(
             json(Protocol::TransportWs, next("1")),
@@ -283,6 +292,14 @@ mod tests {
         assert_eq!(
             json(Protocol::Legacy, next("1")),
             json!({"type": "data", "id": "1", "payload": {"data": null}})
+        );
+        let error = ServerMessage::Error {
+            id: "a\"b",
+            errors: r#"[{"message":"m"}]"#,
+        };
+        assert_eq!(
+            json(Protocol::TransportWs, error),
+            json!({"type": "error", "id": "a\"b", "payload": [{"message": "m"}]})
         );
         assert_eq!(
             json(Protocol::Legacy, ServerMessage::KeepAlive),

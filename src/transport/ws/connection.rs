@@ -15,11 +15,13 @@ use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
 
 use super::codec::{self, ClientMessage, Invalid, Protocol, ServerMessage};
-use super::common::{
-    self, CLOSE_GRACE, ConnectionLog, ConnectionSlot, Operation, Outcome, Refusal,
-};
 use crate::auth::Session;
 use crate::transport::AppState;
+use crate::transport::error::TransportError;
+use crate::transport::live::{self, CLOSE_GRACE, ConnectionLog, ConnectionSlot, Refusal};
+use crate::transport::pipeline;
+use crate::transport::request::GraphQlRequest;
+use crate::transport::shape::Outcome;
 
 /// The close codes we send.
 mod code {
@@ -169,7 +171,7 @@ impl Connection {
             let initialised = self.session.is_some();
             let event = tokio::select! {
                 biased;
-                () = common::shutting_down(&mut self.shutdown) => Event::Shutdown,
+                () = live::shutting_down(&mut self.shutdown) => Event::Shutdown,
                 () = self.out.closed() => Event::WriterGone,
                 () = until(self.expiry.as_mut()) => Event::Expired,
                 () = &mut init_deadline, if !initialised => Event::InitTimeout,
@@ -264,7 +266,7 @@ impl Connection {
             Ok(token) => token,
             Err(why) => return self.refuse(code::FORBIDDEN, "Forbidden", Some(why)).await,
         };
-        match common::authenticate(&self.state, token).await {
+        match live::authenticate(&self.state, token).await {
             Ok(session) => self.accept(session).await,
             Err(Refusal::Invalid(why)) => {
                 self.refuse(code::FORBIDDEN, "Forbidden", Some(&why)).await
@@ -299,7 +301,7 @@ impl Connection {
     }
 
     async fn accept(&mut self, session: Session) -> Flow {
-        self.expiry = Some(Box::pin(tokio::time::sleep_until(common::expiry(&session))));
+        self.expiry = Some(Box::pin(tokio::time::sleep_until(live::expiry(&session))));
         self.keepalive = keepalive(self.state.subscriptions.keepalive_ms);
         self.log.signed_in(&session.viewer.user_id);
         self.session = Some(session);
@@ -311,14 +313,11 @@ impl Connection {
         Ok(())
     }
 
-    async fn on_subscribe(&mut self, id: String, operation: Operation) -> Flow {
+    async fn on_subscribe(&mut self, id: String, operation: GraphQlRequest) -> Flow {
         let Some(session) = self.session.clone() else {
             return match self.protocol {
                 Protocol::TransportWs => Err(End::close(code::UNAUTHORIZED, "Unauthorized")),
-                Protocol::Legacy => {
-                    let message = "send connection_init with a token first";
-                    self.send_error(&id, "UNAUTHENTICATED", message).await
-                }
+                Protocol::Legacy => self.send_error(&id, &TransportError::NotInitialised).await,
             };
         };
         if self.operations.is_running(&id) {
@@ -333,23 +332,27 @@ impl Connection {
         }
         let max = self.state.subscriptions.max_subscriptions_per_connection;
         if self.operations.len() >= max {
-            let message = format!(
-                "at most {max} operations may run at once on one connection: complete one first"
-            );
-            return self
-                .send_error(&id, "TOO_MANY_SUBSCRIPTIONS", message)
-                .await;
+            let error = TransportError::TooManySubscriptions(max);
+            return self.send_error(&id, &error).await;
         }
-        let results = common::execute(&self.state, operation.into_request(), &session);
+        let prepared = match pipeline::prepare(operation) {
+            Ok(prepared) => prepared,
+            Err(e) => return self.send_error(&id, &e).await,
+        };
+        let results = prepared.stream(&self.state, session.viewer);
         self.operations
             .start(id, results, self.protocol, self.out.clone());
         Ok(())
     }
 
-    /// An `error` message for operation `id`, with one error of this code.
-    async fn send_error(&mut self, id: &str, code: &str, message: impl Into<String>) -> Flow {
-        let errors = Value::Array(vec![common::error(code, message)]);
-        self.send(ServerMessage::Error { id, errors }).await
+    /// An `error` message for operation `id`, with this one error.
+    async fn send_error(&mut self, id: &str, error: &TransportError) -> Flow {
+        let errors = Outcome::errors_json(&[error.to_server_error()]);
+        self.send(ServerMessage::Error {
+            id,
+            errors: &errors,
+        })
+        .await
     }
 
     /// Queues a message for the writer, waiting while the queue is full (backpressure on
@@ -360,7 +363,7 @@ impl Connection {
             sent = self.out.send(frame) => {
                 sent.map_err(|_| End::Gone("the socket could not be written to"))
             }
-            () = common::shutting_down(&mut self.shutdown) => Err(End::going_away()),
+            () = live::shutting_down(&mut self.shutdown) => Err(End::going_away()),
         }
     }
 
@@ -472,7 +475,7 @@ impl Operations {
     fn start(
         &self,
         id: String,
-        results: BoxStream<'static, async_graphql::Response>,
+        results: BoxStream<'static, Outcome>,
         protocol: Protocol,
         out: mpsc::Sender<Message>,
     ) {
@@ -534,26 +537,34 @@ impl Done {
 /// An operation's task: its results, as they come, into the writer's queue (waiting while
 /// the queue is full: that is what makes a slow client lag its own subscriptions only).
 async fn forward(
-    mut results: BoxStream<'static, async_graphql::Response>,
+    mut results: BoxStream<'static, Outcome>,
     protocol: Protocol,
     out: mpsc::Sender<Message>,
     done: Done,
 ) {
     let id = done.id.as_str();
-    let mut first = true;
-    while let Some(response) = results.next().await {
-        let message = match Outcome::of(&response, first) {
+    while let Some(outcome) = results.next().await {
+        let frame = match &outcome {
             Outcome::RequestError(errors) => {
                 done.finish();
+                let errors = Outcome::errors_json(errors);
                 let _ = out
-                    .send(text(protocol.encode(ServerMessage::Error { id, errors })))
+                    .send(text(protocol.encode(ServerMessage::Error {
+                        id,
+                        errors: &errors,
+                    })))
                     .await;
                 return;
             }
-            Outcome::Result(result) => ServerMessage::Next { id, result },
+            Outcome::Executed(_) => {
+                let result = outcome.to_json();
+                text(protocol.encode(ServerMessage::Next {
+                    id,
+                    result: &result,
+                }))
+            }
         };
-        first = false;
-        if out.send(text(protocol.encode(message))).await.is_err() {
+        if out.send(frame).await.is_err() {
             return;
         }
     }
@@ -576,8 +587,8 @@ mod tests {
         assert_eq!(close_frame(4400, "short").reason.as_str(), "short");
     }
 
-    fn response(n: i32) -> async_graphql::Response {
-        async_graphql::Response::new(async_graphql::Value::from(n))
+    fn response(n: i32) -> Outcome {
+        Outcome::Executed(async_graphql::Response::new(async_graphql::Value::from(n)))
     }
 
     #[tokio::test]

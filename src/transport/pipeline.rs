@@ -1,0 +1,171 @@
+//! The one path of a GraphQL operation, whichever transport carries it (HTTP, websockets,
+//! SSE):
+//!
+//! 1. [`prepare`]: the limits that must hold before anything recurses on the document
+//!    (`limits`), the one parse, the operation it runs (`document::operation`), whether it
+//!    only introspects the schema, and the variables the operation requires;
+//! 2. [`Prepared::execute`] (one result) or [`Prepared::stream`] (a subscription's results):
+//!    the schema runs it with data of its own (the viewer, fresh loaders);
+//! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes).
+//!
+//! A transport reads the request (`request`), decides who calls (its own way of carrying a
+//! token) and what its protocol allows (no mutations over `GET`), calls these, and writes
+//! [`Outcome`]s and [`TransportError`]s in its protocol.
+
+use std::sync::Arc;
+
+use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, OperationType};
+use async_graphql::{Value as ConstValue, Variables};
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use resolvers::{AppSchema, Viewer};
+
+use super::error::TransportError;
+use super::request::GraphQlRequest;
+use super::shape::{self, Outcome, Types};
+use super::{AppState, document, limits};
+
+/// A request whose document parsed and is within the limits, ready to run.
+pub(crate) struct Prepared {
+    /// What async-graphql executes; it holds the parsed document.
+    request: async_graphql::Request,
+    /// The parsed document, to shape each result by.
+    shaper: Shaper,
+    /// What the operation is: a query, a mutation or a subscription.
+    kind: OperationType,
+    /// Whether it only reads the schema (see `document`): such documents run on the schema
+    /// without the data depth limit.
+    introspection: bool,
+}
+
+/// Reads, bounds and parses a request, and picks its operation.
+pub(crate) fn prepare(raw: GraphQlRequest) -> Result<Prepared, TransportError> {
+    if raw.query.trim().is_empty() {
+        return Err(TransportError::BadRequest("`query` is missing".into()));
+    }
+    limits::check_nesting(&raw.query)?;
+    let mut request = raw.into_request();
+    let document = request
+        .parsed_query()
+        .map_err(|e| TransportError::Parse {
+            message: e.message,
+            locations: e.locations,
+        })?
+        .clone();
+    limits::check_selections(&document)?;
+    let operation = document::operation(&document, request.operation_name.as_deref())?;
+    let introspection = document::is_introspection_only(&document, operation);
+    if introspection && document::introspection_too_nested(&document, operation) {
+        return Err(TransportError::Limit {
+            code: "MAX_DEPTH_LIMIT",
+            message: "introspection nests `fields`, `inputFields`, `interfaces` or \
+                      `possibleTypes` too deeply"
+                .into(),
+        });
+    }
+    check_variables(operation, &request.variables)?;
+    let kind = operation.ty;
+    Ok(Prepared {
+        shaper: Shaper {
+            operation: request.operation_name.clone(),
+            document: Arc::new(document),
+        },
+        request,
+        kind,
+        introspection,
+    })
+}
+
+/// The variables the operation requires are there and not `null` (the spec's
+/// `CoerceVariableValues`: a request error otherwise). Their types are checked by
+/// async-graphql's validation.
+fn check_variables(
+    operation: &OperationDefinition,
+    variables: &Variables,
+) -> Result<(), TransportError> {
+    for definition in &operation.variable_definitions {
+        let definition = &definition.node;
+        let ty = &definition.var_type.node;
+        if ty.nullable {
+            continue;
+        }
+        let name = definition.name.node.as_str();
+        let missing = match variables.get(name) {
+            Some(ConstValue::Null) => true,
+            Some(_) => false,
+            None => definition.default_value.is_none(),
+        };
+        if missing {
+            return Err(TransportError::BadVariables(format!(
+                "variable `${name}` of type `{ty}` is required: give it a value in `variables`"
+            )));
+        }
+    }
+    Ok(())
+}
+
+impl Prepared {
+    /// A query, a mutation or a subscription.
+    pub(crate) fn kind(&self) -> OperationType {
+        self.kind
+    }
+
+    /// The operation's name, as the request gave it.
+    pub(crate) fn name(&self) -> Option<&str> {
+        self.shaper.operation.as_deref()
+    }
+
+    fn schema<'a>(&self, state: &'a AppState) -> &'a AppSchema {
+        if self.introspection {
+            &state.introspection_schema
+        } else {
+            &state.schema
+        }
+    }
+
+    /// Runs a query or mutation for `viewer` (none: anonymous): one result.
+    pub(crate) async fn execute(self, state: &AppState, viewer: Option<Viewer>) -> Outcome {
+        let schema = self.schema(state);
+        let request = resolvers::request_data(self.request, &state.ports, viewer);
+        let response = schema.execute(request).await;
+        self.shaper.shape(response, &state.types, true)
+    }
+
+    /// Runs any operation for `viewer`, with data of its own (fresh loaders, never shared
+    /// with another operation): a subscription's results as they come, or a query's or
+    /// mutation's one result.
+    pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
+        let schema = self.schema(state).clone();
+        let request = resolvers::request_data(self.request, &state.ports, Some(viewer));
+        let shaper = self.shaper;
+        let types = state.types.clone();
+        let mut first = true;
+        schema
+            .execute_stream(request)
+            .map(move |response| {
+                let outcome = shaper.shape(response, &types, first);
+                first = false;
+                outcome
+            })
+            .boxed()
+    }
+}
+
+/// What shapes each result of one operation: its document, and which operation of it runs.
+struct Shaper {
+    document: Arc<ExecutableDocument>,
+    operation: Option<String>,
+}
+
+impl Shaper {
+    fn shape(&self, response: async_graphql::Response, types: &Types, first: bool) -> Outcome {
+        match document::operation(&self.document, self.operation.as_deref()) {
+            Ok(operation) => shape::outcome(response, &self.document, operation, types, first),
+            Err(e) => {
+                // `prepare` found this operation in this same document.
+                tracing::error!(error = %e, "the prepared operation is gone from its document");
+                Outcome::RequestError(vec![TransportError::Internal.to_server_error()])
+            }
+        }
+    }
+}

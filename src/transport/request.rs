@@ -1,0 +1,231 @@
+//! Reading a GraphQL request off the wire, the same way for every transport: a JSON body
+//! (`POST /graphql`, `POST /graphql/stream`), a query string (`GET` of both) or a websocket
+//! `subscribe` payload all become one [`GraphQlRequest`]; and the `Accept` negotiation the
+//! HTTP endpoints share.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::error::TransportError;
+
+/// A GraphQL request as it arrives, before anything is parsed: the GraphQL-over-HTTP
+/// request parameters.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct GraphQlRequest {
+    /// The document.
+    pub(crate) query: String,
+    /// Which operation of the document runs.
+    #[serde(default)]
+    pub(crate) operation_name: Option<String>,
+    /// The variables, as JSON.
+    #[serde(default)]
+    pub(crate) variables: Option<Map<String, Value>>,
+    /// Passed on to the request (persisted queries and the like read it).
+    #[serde(default)]
+    pub(crate) extensions: Option<Map<String, Value>>,
+}
+
+impl GraphQlRequest {
+    /// The request of a JSON body (`Content-Type: application/json`, one operation).
+    pub(crate) fn from_body(
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+        max_body_bytes: usize,
+    ) -> Result<GraphQlRequest, TransportError> {
+        let content_type = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let media = content_type.split(';').next().unwrap_or("").trim();
+        if !media.eq_ignore_ascii_case("application/json") {
+            return Err(TransportError::UnsupportedMediaType);
+        }
+        let body = body.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                TransportError::PayloadTooLarge(max_body_bytes)
+            } else {
+                TransportError::BadRequest(format!("could not read the body: {rejection}"))
+            }
+        })?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|e| TransportError::BadRequest(format!("the body is not valid JSON: {e}")))?;
+        if value.is_array() {
+            return Err(TransportError::BadRequest(
+                "batched requests are not supported: send one operation per request".into(),
+            ));
+        }
+        Self::from_json(value)
+    }
+
+    /// The request of a JSON object (a body, or a websocket message's payload).
+    pub(crate) fn from_json(value: Value) -> Result<GraphQlRequest, TransportError> {
+        serde_json::from_value(value).map_err(|e| {
+            TransportError::BadRequest(format!(
+                "not a GraphQL request (`query`, `variables`, `operationName`): {e}"
+            ))
+        })
+    }
+
+    /// The request of `?query=...&variables=<JSON>&operationName=...&extensions=<JSON>`.
+    pub(crate) fn from_query_string(query: &str) -> Result<GraphQlRequest, TransportError> {
+        let mut fields = Map::new();
+        for (key, value) in url::form_urlencoded::parse(query.as_bytes()) {
+            let value = match key.as_ref() {
+                "query" | "operationName" => Value::String(value.into_owned()),
+                "variables" | "extensions" => serde_json::from_str(&value)
+                    .map_err(|e| TransportError::BadRequest(format!("`{key}` is not JSON: {e}")))?,
+                _ => continue,
+            };
+            fields.insert(key.into_owned(), value);
+        }
+        Self::from_json(Value::Object(fields))
+    }
+
+    /// The request async-graphql executes.
+    pub(crate) fn into_request(self) -> async_graphql::Request {
+        let mut request = async_graphql::Request::new(self.query);
+        if let Some(name) = self.operation_name {
+            request = request.operation_name(name);
+        }
+        if let Some(variables) = self.variables {
+            request = request.variables(async_graphql::Variables::from_json(Value::Object(
+                variables,
+            )));
+        }
+        if let Some(extensions) = self.extensions {
+            // Any JSON object is a map of GraphQL values.
+            request.extensions =
+                serde_json::from_value(Value::Object(extensions)).unwrap_or_default();
+        }
+        request
+    }
+}
+
+/// The first of `offers` (in the server's order of preference) that the `Accept` header
+/// takes, with `type/*` and `*/*` ranges, and `q=0` as a refusal. No `Accept` at all takes
+/// the first offer.
+pub(crate) fn negotiate(headers: &HeaderMap, offers: &[&'static str]) -> Option<&'static str> {
+    let Some(accept) = headers.get(header::ACCEPT) else {
+        return offers.first().copied();
+    };
+    let accept = accept.to_str().unwrap_or("");
+    let ranges: Vec<String> = accept
+        .split(',')
+        .filter_map(|range| {
+            let mut parts = range.split(';');
+            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+            let refused = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+            (!refused).then_some(media)
+        })
+        .collect();
+    offers.iter().copied().find(|offer| {
+        let kind = offer.split('/').next().unwrap_or("");
+        ranges
+            .iter()
+            .any(|range| range == offer || range == "*/*" || *range == format!("{kind}/*"))
+    })
+}
+
+/// The bearer token of the `Authorization` header, if any; `Err` for a header that is not a
+/// bearer token.
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, TransportError> {
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| {
+        TransportError::Unauthenticated("the Authorization header is not text".into())
+    })?;
+    bearer_value(value).map(Some)
+}
+
+/// The token of an `Authorization` value (`Bearer <token>`), as headers and websocket
+/// `connection_init` payloads carry it.
+pub(crate) fn bearer_value(value: &str) -> Result<&str, TransportError> {
+    let refused = || TransportError::Unauthenticated("use `Authorization: Bearer <token>`".into());
+    let (scheme, token) = value.split_once(' ').ok_or_else(refused)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(refused());
+    }
+    Ok(token.trim())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use serde_json::json;
+
+    use super::*;
+
+    fn accept(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::ACCEPT, HeaderValue::from_str(value).unwrap());
+        h
+    }
+
+    const OFFERS: [&str; 2] = ["application/graphql-response+json", "application/json"];
+
+    #[test]
+    fn negotiates_the_media_type() {
+        assert_eq!(negotiate(&HeaderMap::new(), &OFFERS), Some(OFFERS[0]));
+        assert_eq!(
+            negotiate(&accept("application/json"), &OFFERS),
+            Some(OFFERS[1])
+        );
+        assert_eq!(
+            negotiate(
+                &accept("application/graphql-response+json, application/json;q=0.9"),
+                &OFFERS
+            ),
+            Some(OFFERS[0])
+        );
+        assert_eq!(negotiate(&accept("*/*"), &OFFERS), Some(OFFERS[0]));
+        assert_eq!(
+            negotiate(&accept("application/*"), &OFFERS),
+            Some(OFFERS[0])
+        );
+        assert_eq!(negotiate(&accept("text/html"), &OFFERS), None);
+        let sse = ["text/event-stream"];
+        assert_eq!(
+            negotiate(&accept("application/json, */*;q=0.5"), &sse),
+            Some(sse[0])
+        );
+        assert_eq!(negotiate(&accept("text/event-stream;q=0"), &sse), None);
+        assert_eq!(negotiate(&accept("application/json"), &sse), None);
+    }
+
+    #[test]
+    fn reads_query_strings() {
+        let request = GraphQlRequest::from_query_string(
+            "query=query%20Me%20%7B%20me%20%7B%20id%20%7D%20%7D&operationName=Me&variables=%7B%22a%22%3A1%7D",
+        )
+        .unwrap()
+        .into_request();
+        assert_eq!(request.query, "query Me { me { id } }");
+        assert_eq!(request.operation_name.as_deref(), Some("Me"));
+        let refused =
+            GraphQlRequest::from_query_string("query=%7Ba%7D&variables=nope").unwrap_err();
+        assert_eq!(refused.code(), "BAD_REQUEST");
+    }
+
+    #[test]
+    fn takes_nullable_fields_and_refuses_wrong_shapes() {
+        let request = GraphQlRequest::from_json(json!({
+            "query": "{ me { id } }", "operationName": null, "variables": null, "extensions": null
+        }))
+        .unwrap()
+        .into_request();
+        assert_eq!(request.operation_name, None);
+        let request = GraphQlRequest::from_json(json!({
+            "query": "{ a }", "extensions": {"persistedQuery": {"version": 1}}
+        }))
+        .unwrap()
+        .into_request();
+        assert!(request.extensions.0.contains_key("persistedQuery"));
+        assert!(GraphQlRequest::from_json(json!({"query": 1})).is_err());
+        assert!(GraphQlRequest::from_json(json!({"query": "{a}", "variables": []})).is_err());
+    }
+}
