@@ -181,6 +181,10 @@ fn app_state(
             .unwrap_or_else(|| DEFAULT_AUDIENCE.to_owned()),
         jwks_url: config.auth.jwks_url.clone(),
         leeway_secs: config.auth.leeway_secs.unwrap_or(30),
+        jwks_refresh: config
+            .auth
+            .jwks_refresh_secs
+            .map_or(crate::auth::JWKS_REFRESH_INTERVAL, Duration::from_secs),
         roles_claim: config
             .auth
             .roles_claim

@@ -4,7 +4,7 @@
 //! `https://login.example.com/` and `https://login.example.com` are different issuers, as
 //! OIDC says), audience, expiry and not-before. The JWKS is fetched on first use, cached,
 //! and fetched again when a token names a key id the cache does not know (key rotation), at
-//! most once per [`JWKS_REFRESH_INTERVAL`] so that a flood of forged key ids cannot hammer
+//! most once per `auth.jwks_refresh_secs` ([`JWKS_REFRESH_INTERVAL`]) so that a flood of forged key ids cannot hammer
 //! the provider. A token whose key is cached never waits: only tokens that need a refresh
 //! wait for it, one refresh at a time. The sandbox's dev issuer goes through this same path.
 
@@ -18,7 +18,7 @@ use resolvers::{Role, Viewer};
 use serde::Deserialize;
 use url::Url;
 
-/// Least time between two JWKS fetches triggered by unknown key ids.
+/// Least time between two JWKS fetches triggered by unknown key ids, by default.
 pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Algorithms accepted: asymmetric only (never `none` or a shared secret).
@@ -73,6 +73,8 @@ pub struct AuthSettings {
     pub jwks_url: Option<Url>,
     /// Clock skew tolerated.
     pub leeway_secs: u64,
+    /// Least time between two JWKS fetches triggered by unknown key ids.
+    pub jwks_refresh: Duration,
     /// Claim with the roles.
     pub roles_claim: String,
     /// Claim with a customer's id.
@@ -160,8 +162,8 @@ impl Authenticator {
             return Ok(jwk);
         }
         let have_keys = self.keys().is_some();
-        let may_fetch =
-            !have_keys || last_fetch.is_none_or(|t| t.elapsed() >= JWKS_REFRESH_INTERVAL);
+        let may_fetch = !have_keys
+            || last_fetch.is_none_or(|t| t.elapsed() >= self.inner.settings.jwks_refresh);
         if may_fetch {
             *last_fetch = Some(Instant::now());
             match self.fetch_keys().await {

@@ -196,6 +196,9 @@ pub struct AuthConfig {
     pub audience: Option<String>,
     /// Seconds of clock skew tolerated on `exp`/`nbf`.
     pub leeway_secs: Option<u64>,
+    /// Least seconds between two JWKS fetches that tokens with an unknown key id trigger
+    /// (key rotation); default 30. Bounds what a flood of forged key ids costs the provider.
+    pub jwks_refresh_secs: Option<u64>,
     /// Claim holding the roles (`customer` / `agent`); default `roles`.
     pub roles_claim: Option<String>,
     /// Claim holding a customer's customer id; default `customer_id`.
