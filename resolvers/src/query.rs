@@ -5,7 +5,7 @@ use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 
 use crate::error::{GraphError, GraphResult};
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
-use crate::loaders::{BACKEND_MAX_BATCH, settle};
+use crate::loaders::{BACKEND_MAX_BATCH, Loaders, settle};
 use crate::ports::Ports;
 use crate::types::{Customer, Order, Product, SupportCase, Task, loaders};
 use crate::viewer::{Role, Viewer, viewer};
@@ -261,12 +261,7 @@ pub(crate) async fn load_order(
     ctx: &Context<'_>,
     id: OrderId,
 ) -> async_graphql::Result<Option<Order>> {
-    let v = viewer(ctx)?;
-    let Some(order) = loaders(ctx)?.orders.load_one(id).await? else {
-        return Ok(None);
-    };
-    v.authorize(&order.customer_id)?;
-    Ok(Some(Order(order)))
+    visible_order(viewer(ctx)?, &*loaders(ctx)?, id).await
 }
 
 /// A support case the viewer may see.
@@ -274,27 +269,55 @@ pub(crate) async fn load_case(
     ctx: &Context<'_>,
     id: CaseId,
 ) -> async_graphql::Result<Option<SupportCase>> {
-    let v = viewer(ctx)?;
-    let Some(case) = loaders(ctx)?.cases.load_one(id).await? else {
-        return Ok(None);
-    };
-    v.authorize(&case.customer_id)?;
-    Ok(Some(SupportCase(case)))
+    visible_case(viewer(ctx)?, &*loaders(ctx)?, id).await
 }
 
 /// A task the viewer may see: agents see any; customers only tasks about themselves.
 pub(crate) async fn load_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Option<Task>> {
-    let v = viewer(ctx)?;
-    let Some(task) = settle(loaders(ctx)?.tasks.load_one(id).await)? else {
+    visible_task(viewer(ctx)?, &*loaders(ctx)?, id).await
+}
+
+// The rule for each kind of object, wherever one is resolved: queries, mutations, the objects
+// a subscription's events name (events are upstream input, not proof of ownership), and links
+// between objects. `None` when there is no such object; `FORBIDDEN` when it is not the
+// viewer's.
+
+/// An order, read through `loaders`, if `viewer` may see it.
+pub(crate) async fn visible_order(
+    viewer: &Viewer,
+    loaders: &Loaders,
+    id: OrderId,
+) -> async_graphql::Result<Option<Order>> {
+    let Some(order) = loaders.orders.load_one(id).await? else {
         return Ok(None);
     };
-    if v.role != Role::Agent {
-        match &task.customer_id {
-            Some(customer) => v.authorize(customer)?,
-            None => {
-                return Err(GraphError::Forbidden("this task is not yours".to_owned()).into());
-            }
-        }
-    }
+    viewer.authorize(&order.customer_id)?;
+    Ok(Some(Order(order)))
+}
+
+/// A support case, read through `loaders`, if `viewer` may see it.
+pub(crate) async fn visible_case(
+    viewer: &Viewer,
+    loaders: &Loaders,
+    id: CaseId,
+) -> async_graphql::Result<Option<SupportCase>> {
+    let Some(case) = loaders.cases.load_one(id).await? else {
+        return Ok(None);
+    };
+    viewer.authorize(&case.customer_id)?;
+    Ok(Some(SupportCase(case)))
+}
+
+/// A task (with its input data), read through `loaders`, if `viewer` may see it: agents see
+/// any; customers only tasks about themselves.
+pub(crate) async fn visible_task(
+    viewer: &Viewer,
+    loaders: &Loaders,
+    id: i64,
+) -> async_graphql::Result<Option<Task>> {
+    let Some(task) = settle(loaders.tasks.load_one(id).await)? else {
+        return Ok(None);
+    };
+    viewer.authorize_about(task.customer_id.as_ref())?;
     Ok(Some(Task(task)))
 }

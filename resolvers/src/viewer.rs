@@ -41,6 +41,18 @@ impl Viewer {
         }
     }
 
+    /// For what concerns a customer only when it names one (tasks, process instances): agents
+    /// may see any; a customer only what names them, `FORBIDDEN` otherwise.
+    pub fn authorize_about(&self, customer: Option<&CustomerId>) -> GraphResult<()> {
+        match (&self.role, customer) {
+            (Role::Agent, _) => Ok(()),
+            (Role::Customer(_), Some(customer)) => self.authorize(customer),
+            (Role::Customer(_), None) => Err(GraphError::Forbidden(
+                "this does not concern you".to_owned(),
+            )),
+        }
+    }
+
     /// Agents only: `FORBIDDEN` for customers.
     pub fn require_agent(&self) -> GraphResult<()> {
         match self.role {
