@@ -278,6 +278,61 @@ async fn customers_see_only_their_own_data() {
 }
 
 #[tokio::test]
+async fn a_link_to_another_customers_object_is_forbidden_like_the_object_itself() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let agent = app.token(AGENT).await;
+    let other = app
+        .data(
+            &agent,
+            "{ customer(id: \"cust-0002\") { email orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let other_order = other["customer"]["orders"]["edges"][0]["node"]["id"].clone();
+    let other_email = other["customer"]["email"].as_str().unwrap().to_owned();
+    // The process server holds a return of Ada's that names another customer's order (its
+    // API takes whatever it is given).
+    let creds = app.sandbox.config();
+    let started = app
+        .http
+        .post(format!(
+            "{}/containers/returns/processes/returns.ReturnRequest/instances",
+            app.sandbox.urls().process
+        ))
+        .basic_auth(&creds.kie_user, Some(&creds.kie_password))
+        .json(&json!({"customerId": ADA, "orderId": other_order, "reason": "Not mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let instance = started.json::<Value>().await.unwrap().to_string();
+
+    let (status, body) = app
+        .post(
+            Some(&ada),
+            "{ me { returns { id reason order { id customer { email } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let returns = body["data"]["me"]["returns"].as_array().unwrap();
+    let index = returns
+        .iter()
+        .position(|r| r["id"] == instance.as_str())
+        .expect("Ada's return is listed");
+    assert_eq!(returns[index]["reason"], "Not mine");
+    assert_eq!(returns[index]["order"], Value::Null, "{body:#}");
+    assert_eq!(error_codes(&body), ["FORBIDDEN"], "{body:#}");
+    assert_eq!(
+        body["errors"][0]["path"],
+        json!(["me", "returns", index, "order"])
+    );
+    assert!(!body.to_string().contains(&other_email), "{body:#}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn no_token_or_a_bad_token_gets_unauthenticated_not_data() {
     let app = TestApp::spawn().await;
 

@@ -3,10 +3,12 @@ use chrono::{DateTime, Utc};
 
 use super::{Customer, Money, Product, loaders};
 use crate::loaders::settle;
+use crate::query::load_customer;
 use crate::records::{
     OrderLineRecord, OrderRecord, OrderStatus, ShipmentRef, ShipmentStatus, TrackingEventRecord,
     TrackingRecord,
 };
+use crate::viewer::viewer;
 
 /// An order a customer placed.
 pub struct Order(pub OrderRecord);
@@ -56,11 +58,7 @@ impl Order {
 
     /// Who placed it.
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
-        let customer = loaders(ctx)?
-            .customers
-            .load_one(self.0.customer_id.clone())
-            .await?;
-        Ok(customer.map(Customer))
+        load_customer(ctx, viewer(ctx)?, self.0.customer_id.clone()).await
     }
 }
 

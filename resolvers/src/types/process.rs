@@ -3,7 +3,9 @@ use chrono::{DateTime, Utc};
 
 use super::{Order, loaders};
 use crate::loaders::settle;
+use crate::query::load_order;
 use crate::records::{ProcessInstanceRecord, ProcessState, TaskRecord, TaskStatus};
+use crate::viewer::viewer;
 
 /// A running or finished business process, such as a return request.
 pub struct ProcessInstance(pub ProcessInstanceRecord);
@@ -51,8 +53,7 @@ impl ProcessInstance {
         let Some(id) = &self.0.order_id else {
             return Ok(None);
         };
-        let order = loaders(ctx)?.orders.load_one(id.clone()).await?;
-        Ok(order.map(Order))
+        load_order(ctx, id.clone()).await
     }
 }
 
@@ -100,6 +101,10 @@ impl Task {
             .process_instances
             .load_one(self.0.process_instance_id)
             .await;
-        Ok(settle(loaded)?.map(ProcessInstance))
+        let Some(instance) = settle(loaded)? else {
+            return Ok(None);
+        };
+        viewer(ctx)?.authorize_about(instance.customer_id.as_ref())?;
+        Ok(Some(ProcessInstance(instance)))
     }
 }
