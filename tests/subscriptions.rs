@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use support::issuer::Issuer;
 use support::{TestApp, operation};
 
 const ADA: &str = "cust-0001";
@@ -527,7 +528,7 @@ async fn a_second_init_closes_with_4429() {
 
 #[tokio::test]
 async fn the_connection_closes_with_4403_when_the_token_expires() {
-    let issuer = issuer::Issuer::start().await;
+    let issuer = Issuer::start().await;
     let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
     let mut client = connect(&app, MODERN).await;
     client.init(&issuer.token(ADA, 2)).await;
@@ -546,7 +547,7 @@ async fn the_connection_closes_with_4403_when_the_token_expires() {
 
 #[tokio::test]
 async fn an_expired_token_is_refused_even_within_the_leeway() {
-    let issuer = issuer::Issuer::start().await;
+    let issuer = Issuer::start().await;
     // 30 s of clock skew tolerated: the validator takes a token 5 s past `exp`, a live
     // connection does not.
     let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 30)).await;
@@ -571,7 +572,7 @@ async fn an_expired_token_is_refused_even_within_the_leeway() {
 
 #[tokio::test]
 async fn an_sse_stream_completes_when_the_token_expires() {
-    let issuer = issuer::Issuer::start().await;
+    let issuer = Issuer::start().await;
     let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
     let started = Instant::now();
     let mut stream = sse(
@@ -1465,89 +1466,4 @@ async fn what_an_event_names_is_authorized_for_the_subscriber_as_in_a_query() {
     feed.expect_quiet().await;
     offers.expect_quiet().await;
     app.stop().await;
-}
-
-// ---------------------------------------------------------------------------------------
-// Our own token issuer
-// ---------------------------------------------------------------------------------------
-
-mod issuer {
-    //! A minimal OIDC issuer (a JWKS endpoint and a P-256 key) whose tokens last as long as a
-    //! test wants, so that expiry can be tested end to end.
-
-    use aws_lc_rs::rand::SystemRandom;
-    use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
-    use axum::Json;
-    use axum::routing::get;
-    use base64::Engine as _;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    use jsonwebtoken::{Algorithm, EncodingKey, Header};
-    use serde_json::{Value, json};
-    use switchyard::Config;
-    use url::Url;
-
-    const AUDIENCE: &str = "switchyard-subscriptions-test";
-    const KID: &str = "subscriptions-test";
-
-    pub(crate) struct Issuer {
-        base: String,
-        key: EncodingKey,
-        server: tokio::task::JoinHandle<()>,
-    }
-
-    impl Issuer {
-        pub(crate) async fn start() -> Issuer {
-            let pkcs8 = EcdsaKeyPair::generate_pkcs8(
-                &ECDSA_P256_SHA256_FIXED_SIGNING,
-                &SystemRandom::new(),
-            )
-            .unwrap();
-            let pair =
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref()).unwrap();
-            let point = pair.public_key().as_ref();
-            let (x, y) = point[1..].split_at(32);
-            let jwks = json!({"keys": [{
-                "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": KID,
-                "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
-            }]});
-            let app = axum::Router::new().route("/jwks", get(move || async move { Json(jwks) }));
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let base = format!("http://{}", listener.local_addr().unwrap());
-            let server = tokio::spawn(async move {
-                axum::serve(listener, app).await.unwrap();
-            });
-            Issuer {
-                base,
-                key: EncodingKey::from_ec_der(pkcs8.as_ref()),
-                server,
-            }
-        }
-
-        /// Makes Switchyard trust this issuer (only), with this clock-skew leeway.
-        pub(crate) fn trust(&self, config: &mut Config, leeway_secs: u64) {
-            config.auth.issuer = Some(Url::parse(&self.base).unwrap());
-            config.auth.jwks_url = Some(Url::parse(&format!("{}/jwks", self.base)).unwrap());
-            config.auth.audience = Some(AUDIENCE.to_owned());
-            config.auth.leeway_secs = Some(leeway_secs);
-        }
-
-        /// A customer's token that expires `lifetime_secs` from now (negative: in the past).
-        pub(crate) fn token(&self, customer: &str, lifetime_secs: i64) -> String {
-            let now = chrono::Utc::now().timestamp();
-            let claims: Value = json!({
-                "iss": self.base, "aud": AUDIENCE, "sub": customer, "name": customer,
-                "iat": now, "exp": now + lifetime_secs,
-                "roles": ["customer"], "customer_id": customer,
-            });
-            let mut header = Header::new(Algorithm::ES256);
-            header.kid = Some(KID.to_owned());
-            jsonwebtoken::encode(&header, &claims, &self.key).unwrap()
-        }
-    }
-
-    impl Drop for Issuer {
-        fn drop(&mut self) {
-            self.server.abort();
-        }
-    }
 }

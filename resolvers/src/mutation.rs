@@ -259,7 +259,7 @@ impl MutationRoot {
         }
         ctx.data::<Ports>()?
             .process
-            .claim_task(id, &v.user_id)
+            .claim_task(id, v.process_user())
             .await?;
         reload_task(ctx, id).await
     }
@@ -294,7 +294,7 @@ impl MutationRoot {
         }
         ctx.data::<Ports>()?
             .process
-            .complete_task(id, &v.user_id, &outputs)
+            .complete_task(id, v.process_user(), &outputs)
             .await?;
         reload_task(ctx, id).await
     }

@@ -190,8 +190,13 @@ impl QueryRoot {
     /// the return approvals waiting for the agents' group).
     async fn tasks(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<Task>>> {
         let v = viewer(ctx)?;
-        let tasks =
-            settle(loaders(ctx)?.user_tasks.load_one(v.user_id.clone()).await)?.unwrap_or_default();
+        let tasks = settle(
+            loaders(ctx)?
+                .user_tasks
+                .load_one(v.process_user().to_owned())
+                .await,
+        )?
+        .unwrap_or_default();
         Ok(Some(tasks.into_iter().map(Task).collect()))
     }
 

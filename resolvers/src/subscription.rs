@@ -208,7 +208,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>> + use<>> {
         let watch = Watch::new(ctx)?;
-        let me = watch.viewer.user_id.clone();
+        let me = watch.viewer.process_user().to_owned();
         let is_agent = watch.viewer.role == Role::Agent;
         Ok(watch.stream(
             move |e| {

@@ -12,7 +12,8 @@ use crate::ids::CustomerId;
 /// The signed-in user of a request.
 #[derive(Debug, Clone)]
 pub struct Viewer {
-    /// The user's id at the identity provider (`sub`); also their user id at the process server.
+    /// The user's id at the identity provider (`sub`). Not necessarily who they are at the
+    /// process server: see [`Viewer::process_user`].
     pub user_id: String,
     /// Display name, from the token.
     pub name: String,
@@ -61,6 +62,17 @@ impl Viewer {
         }
     }
 
+    /// Who the viewer is at the process server, the one identity every task read and action
+    /// uses: a customer by their customer id (the return process makes the customer it is for
+    /// the owner of their pick-up task, whatever their `sub` at the identity provider), an
+    /// agent by their user id.
+    pub fn process_user(&self) -> &str {
+        match &self.role {
+            Role::Customer(id) => process_user_of(id),
+            Role::Agent => &self.user_id,
+        }
+    }
+
     /// The customer a customer-role viewer is; `None` for agents.
     pub fn customer_id(&self) -> Option<&CustomerId> {
         match &self.role {
@@ -84,6 +96,11 @@ impl Viewer {
             )),
         }
     }
+}
+
+/// Who a customer is at the process server: their customer id (see [`Viewer::process_user`]).
+pub(crate) fn process_user_of(customer: &CustomerId) -> &str {
+    customer.as_str()
 }
 
 /// The customer an operation is for: the signed-in customer, or the one an agent names

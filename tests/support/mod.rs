@@ -3,6 +3,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
+pub mod issuer;
 pub mod redis;
 
 use std::collections::BTreeMap;

@@ -6,6 +6,7 @@ use super::{Order, ProcessInstance, SupportCase, Task, loaders};
 use crate::error::GraphError;
 use crate::loaders::settle;
 use crate::records::{CaseStatus, CustomerRecord, LoyaltyTier, OrderPageQuery, OrderStatus};
+use crate::viewer::process_user_of;
 
 /// Most orders in one page of `Customer.orders`.
 pub(crate) const MAX_ORDERS_PAGE: i32 = 50;
@@ -138,7 +139,7 @@ impl Customer {
         let tasks = settle(
             loaders(ctx)?
                 .user_tasks
-                .load_one(self.0.id.to_string())
+                .load_one(process_user_of(&self.0.id).to_owned())
                 .await,
         )?
         .unwrap_or_default();
