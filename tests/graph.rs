@@ -148,6 +148,49 @@ async fn home_screen_comes_in_one_round_trip_with_one_batch_per_source_and_level
 }
 
 #[tokio::test]
+async fn open_cases_are_filtered_by_the_crm_not_after_reading_them_all() {
+    // One record per CRM batch: how many batches it sent is how many records it sent.
+    let app = TestApp::spawn_with(
+        SandboxConfig {
+            crm_batch_size: 1,
+            ..SandboxConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    let token = app.token(ADA).await;
+    app.reset_counts();
+
+    let data = app
+        .data(
+            &token,
+            "{ me { supportCases(openOnly: true) { id status } } }",
+            json!({}),
+        )
+        .await;
+
+    let cases = data["me"]["supportCases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "Ada has two open cases");
+    assert!(cases.iter().all(|c| c["status"] != "CLOSED"));
+    // Two records, not Ada's three: the CRM filtered.
+    assert_eq!(
+        app.counts(),
+        counts(&[
+            ("backend", &[("GET /customers", 1)]),
+            (
+                "crm",
+                &[
+                    ("POST /services/oauth2/token", 1),
+                    ("GET /services/data/{version}/query", 1),
+                    ("GET /services/data/{version}/query/{locator}", 1),
+                ]
+            ),
+        ])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_agent_sees_any_customer_with_the_same_batching() {
     let app = TestApp::spawn().await;
     let token = app.token(AGENT).await;

@@ -25,6 +25,8 @@ use crate::records::*;
 pub const BACKEND_MAX_BATCH: usize = 100;
 /// Most ids in one SOQL `IN (...)` list, well inside Salesforce's URL and query length limits.
 pub const CRM_MAX_BATCH: usize = 200;
+/// Most support cases read (and shown) per customer: the newest.
+pub const MAX_CASES_PER_CUSTOMER: usize = 50;
 
 /// A loader whose answer for one key may fail on its own (fan-out loaders).
 pub type Fallible<T> = Result<T, UpstreamError>;
@@ -36,7 +38,10 @@ pub struct Loaders {
     pub orders: DataLoader<OrderLoader, HashMapCache>,
     pub customer_orders: DataLoader<CustomerOrdersLoader, HashMapCache>,
     pub contacts: DataLoader<ContactLoader, HashMapCache>,
+    /// Every case of a customer (up to [`MAX_CASES_PER_CUSTOMER`]).
     pub customer_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
+    /// The cases of a customer that are not closed (up to [`MAX_CASES_PER_CUSTOMER`]).
+    pub customer_open_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
     pub cases: DataLoader<CaseLoader, HashMapCache>,
     pub case_comments: DataLoader<CaseCommentsLoader, HashMapCache>,
     pub user_tasks: DataLoader<UserTasksLoader, HashMapCache>,
@@ -79,7 +84,11 @@ impl Loaders {
             ),
             contacts: cached::<_, CustomerId>(ContactLoader(crm.clone()), CRM_MAX_BATCH),
             customer_cases: cached::<_, CustomerId>(
-                CustomerCasesLoader(crm.clone()),
+                CustomerCasesLoader::new(crm, false),
+                CRM_MAX_BATCH,
+            ),
+            customer_open_cases: cached::<_, CustomerId>(
+                CustomerCasesLoader::new(crm, true),
                 CRM_MAX_BATCH,
             ),
             cases: cached::<_, CaseId>(CaseLoader(crm.clone()), CRM_MAX_BATCH),
@@ -331,8 +340,24 @@ impl Loader<CustomerId> for ContactLoader {
     }
 }
 
-/// All support cases of customers (one SOQL query for the batch).
-pub struct CustomerCasesLoader(Arc<dyn Crm>);
+/// The newest support cases of customers, all or only the open ones (one SOQL query for the
+/// batch, filtered and bounded by the CRM).
+pub struct CustomerCasesLoader {
+    crm: Arc<dyn Crm>,
+    query: CaseQuery,
+}
+
+impl CustomerCasesLoader {
+    fn new(crm: &Arc<dyn Crm>, open_only: bool) -> Self {
+        Self {
+            crm: crm.clone(),
+            query: CaseQuery {
+                open_only,
+                per_customer: MAX_CASES_PER_CUSTOMER,
+            },
+        }
+    }
+}
 
 impl Loader<CustomerId> for CustomerCasesLoader {
     type Value = Vec<CaseRecord>;
@@ -342,7 +367,7 @@ impl Loader<CustomerId> for CustomerCasesLoader {
         &self,
         keys: &[CustomerId],
     ) -> UpstreamResult<HashMap<CustomerId, Vec<CaseRecord>>> {
-        let cases = self.0.cases_by_customer_ids(keys).await?;
+        let cases = self.crm.cases_by_customer_ids(keys, &self.query).await?;
         Ok(group_by(keys, cases, |c| c.customer_id.clone()))
     }
 }

@@ -55,8 +55,14 @@ pub trait Crm: Send + Sync + 'static {
         &self,
         ids: &[CustomerId],
     ) -> UpstreamResult<Vec<ContactRecord>>;
-    /// All cases of these customers, in one query.
-    async fn cases_by_customer_ids(&self, ids: &[CustomerId]) -> UpstreamResult<Vec<CaseRecord>>;
+    /// The cases of these customers that `query` selects, newest first: at most
+    /// `query.per_customer` of each customer, filtered and bounded by the CRM, in one query
+    /// for the batch when it can.
+    async fn cases_by_customer_ids(
+        &self,
+        ids: &[CustomerId],
+        query: &CaseQuery,
+    ) -> UpstreamResult<Vec<CaseRecord>>;
     /// Cases by id, in one query.
     async fn cases_by_ids(&self, ids: &[CaseId]) -> UpstreamResult<Vec<CaseRecord>>;
     /// The comments of these cases, oldest first, in one query.

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use super::{Order, ProcessInstance, SupportCase, Task, loaders};
 use crate::error::GraphError;
 use crate::loaders::settle;
-use crate::records::{CaseStatus, CustomerRecord, LoyaltyTier, OrderPageQuery, OrderStatus};
+use crate::records::{CustomerRecord, LoyaltyTier, OrderPageQuery, OrderStatus};
 use crate::viewer::process_user_of;
 
 /// Most orders in one page of `Customer.orders`.
@@ -118,18 +118,19 @@ impl Customer {
         Ok(Some(connection))
     }
 
-    /// The customer's support cases, newest first.
+    /// The customer's support cases, newest first (the 50 newest).
     async fn support_cases(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = false, desc = "Only cases that are not closed.")] open_only: bool,
     ) -> async_graphql::Result<Option<Vec<SupportCase>>> {
-        let mut cases = loaders(ctx)?
-            .customer_cases
-            .load_one(self.0.id.clone())
-            .await?
-            .unwrap_or_default();
-        cases.retain(|c| !open_only || c.status != CaseStatus::Closed);
+        let loaders = loaders(ctx)?;
+        let cases = if open_only {
+            &loaders.customer_open_cases
+        } else {
+            &loaders.customer_cases
+        };
+        let mut cases = cases.load_one(self.0.id.clone()).await?.unwrap_or_default();
         cases.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         Ok(Some(cases.into_iter().map(SupportCase).collect()))
     }
