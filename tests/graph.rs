@@ -467,6 +467,70 @@ async fn federation_entities_resolve_through_the_loaders_in_one_batch() {
 }
 
 #[tokio::test]
+async fn an_entity_the_caller_may_not_see_is_null_alone_with_its_error() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let agent = app.token(AGENT).await;
+    let own = app
+        .data(
+            &ada,
+            "{ me { orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let own_order = own["me"]["orders"]["edges"][0]["node"]["id"].clone();
+    let other = app
+        .data(
+            &agent,
+            "{ customer(id: \"cust-0002\") { orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let other_order = other["customer"]["orders"]["edges"][0]["node"]["id"].clone();
+
+    let (status, body) = app
+        .post(
+            Some(&ada),
+            "query($r: [_Any!]!) { _entities(representations: $r) { \
+               ... on Order { id } ... on SupportCase { id subject } } }",
+            json!({ "r": [
+                { "__typename": "Order", "id": own_order },
+                { "__typename": "Order", "id": other_order },
+                { "__typename": "SupportCase", "id": "500000000000001AAA" },
+                { "__typename": "Order", "id": other_order },
+            ]}),
+        )
+        .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["_entities"],
+        json!([
+            { "id": own_order },
+            null,
+            { "id": "500000000000001AAA", "subject": "Where is my parcel?" },
+            null,
+        ]),
+        "{body:#}"
+    );
+    let mut errors: Vec<(Value, Value)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].clone(), e["extensions"]["code"].clone()))
+        .collect();
+    errors.sort_by_key(|(path, _)| path.to_string());
+    assert_eq!(
+        errors,
+        [
+            (json!(["_entities", 1]), json!("FORBIDDEN")),
+            (json!(["_entities", 3]), json!("FORBIDDEN")),
+        ]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn products_by_ids_keep_the_order_asked_and_null_unknown_ids() {
     let app = TestApp::spawn().await;
     let token = app.token(ADA).await;

@@ -12,6 +12,7 @@
 //! - [`cache`]: the cross-request entity cache port, TTLs, and what events make stale.
 //! - [`types`]: the GraphQL object types.
 //! - [`query`], [`mutation`], [`subscription`]: the roots.
+//! - [`federation`]: `_entities` items that fail alone.
 //! - [`events`]: domain events, the event bus port and this replica's hub.
 //! - [`viewer`]: who is calling, and the one authorization rule.
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
@@ -19,6 +20,7 @@
 pub mod cache;
 pub mod error;
 pub mod events;
+pub mod federation;
 pub mod ids;
 pub mod loaders;
 pub mod mutation;
@@ -65,13 +67,16 @@ pub fn schema_builder() -> AppSchemaBuilder {
     .limit_complexity(MAX_COMPLEXITY)
 }
 
-/// Puts what one request needs on it: fresh loaders, and the viewer when signed in.
+/// Puts what one request needs on it: fresh loaders, the viewer when signed in, and a note of
+/// the `_entities` items whose errors were reported.
 pub fn request_data(
     request: async_graphql::Request,
     ports: &Ports,
     viewer: Option<Viewer>,
 ) -> async_graphql::Request {
-    let request = request.data(std::sync::Arc::new(loaders::LoaderScope::new(ports)));
+    let request = request
+        .data(std::sync::Arc::new(loaders::LoaderScope::new(ports)))
+        .data(federation::ReportedEntities::default());
     match viewer {
         Some(v) => request.data(v),
         None => request,

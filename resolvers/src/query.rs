@@ -4,6 +4,7 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 
 use crate::error::{GraphError, GraphResult};
+use crate::federation::entity;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
 use crate::loaders::{BACKEND_MAX_BATCH, Loaders, settle};
 use crate::ports::Ports;
@@ -207,8 +208,11 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Customer>> {
-        let v = viewer(ctx)?;
-        load_customer(ctx, v, CustomerId::parse(&id)?).await
+        entity(ctx, "Customer", &id, async {
+            let v = viewer(ctx)?;
+            load_customer(ctx, v, CustomerId::parse(&id)?).await
+        })
+        .await
     }
 
     /// Federation: resolves `Order` entities by key.
@@ -218,7 +222,10 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Order>> {
-        load_order(ctx, OrderId::parse(&id)?).await
+        entity(ctx, "Order", &id, async {
+            load_order(ctx, OrderId::parse(&id)?).await
+        })
+        .await
     }
 
     /// Federation: resolves `Product` entities by key.
@@ -228,7 +235,10 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Product>> {
-        load_product(ctx, ProductId::parse(&id)?).await
+        entity(ctx, "Product", &id, async {
+            load_product(ctx, ProductId::parse(&id)?).await
+        })
+        .await
     }
 
     /// Federation: resolves `SupportCase` entities by key.
@@ -238,7 +248,10 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The case's id.")] id: ID,
     ) -> async_graphql::Result<Option<SupportCase>> {
-        load_case(ctx, CaseId::parse(&id)?).await
+        entity(ctx, "SupportCase", &id, async {
+            load_case(ctx, CaseId::parse(&id)?).await
+        })
+        .await
     }
 }
 
