@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 
 use crate::cache::{Cache, stale_keys};
 use crate::ids::{CaseId, CustomerId, OrderId};
+use crate::ports::Source;
 
 /// What kind of thing happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, async_graphql::Enum)]
@@ -51,8 +52,8 @@ pub struct DomainEvent {
     /// duplicates are absorbed by.
     pub id: String,
     pub kind: EventKind,
-    /// Which upstream said so (`backend`, `crm`, `process`, `carrier`).
-    pub source: String,
+    /// Which upstream said so.
+    pub source: Source,
     /// The customer it concerns, when there is one.
     pub customer_id: Option<CustomerId>,
     pub subject: Subject,

@@ -28,9 +28,6 @@ pub const CRM_MAX_BATCH: usize = 200;
 /// Most support cases read (and shown) per customer: the newest.
 pub const MAX_CASES_PER_CUSTOMER: usize = 50;
 
-/// A loader whose answer for one key may fail on its own (fan-out loaders).
-pub type Fallible<T> = Result<T, UpstreamError>;
-
 /// All loaders of one request.
 pub struct Loaders {
     pub customers: DataLoader<CustomerLoader, HashMapCache>,
@@ -144,15 +141,14 @@ impl LoaderScope {
     }
 }
 
-/// Turns a fan-out loader's answer for one key into a plain result.
-pub fn settle<T>(
-    loaded: Result<Option<Fallible<T>>, UpstreamError>,
-) -> Result<Option<T>, UpstreamError> {
+/// Turns a fan-out loader's answer for one key into a plain result. (A fan-out loader's value
+/// is an [`UpstreamResult`]: each key's call may fail on its own.)
+pub fn settle<T>(loaded: UpstreamResult<Option<UpstreamResult<T>>>) -> UpstreamResult<Option<T>> {
     loaded?.transpose()
 }
 
 /// Calls `fetch` once per key, concurrently, and keeps each key's own outcome.
-async fn fan_out<K, T, F, Fut>(keys: &[K], fetch: F) -> HashMap<K, Fallible<T>>
+async fn fan_out<K, T, F, Fut>(keys: &[K], fetch: F) -> HashMap<K, UpstreamResult<T>>
 where
     K: Clone + Eq + Hash,
     F: Fn(K) -> Fut,
@@ -226,7 +222,7 @@ fn as_is_owned<V>(v: V) -> V {
     v
 }
 
-fn succeeded<V>(w: &Fallible<V>) -> Option<&V> {
+fn succeeded<V>(w: &UpstreamResult<V>) -> Option<&V> {
     w.as_ref().ok()
 }
 
@@ -308,7 +304,7 @@ impl Loader<OrderId> for OrderLoader {
 pub struct CustomerOrdersLoader(Arc<dyn Backend>);
 
 impl Loader<(CustomerId, OrderPageQuery)> for CustomerOrdersLoader {
-    type Value = Fallible<Page<OrderRecord>>;
+    type Value = UpstreamResult<Page<OrderRecord>>;
     type Error = UpstreamError;
 
     async fn load(
@@ -404,7 +400,7 @@ impl Loader<CaseId> for CaseCommentsLoader {
 pub struct UserTasksLoader(Arc<dyn ProcessServer>);
 
 impl Loader<String> for UserTasksLoader {
-    type Value = Fallible<Vec<TaskRecord>>;
+    type Value = UpstreamResult<Vec<TaskRecord>>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[String]) -> UpstreamResult<HashMap<String, Self::Value>> {
@@ -419,7 +415,7 @@ impl Loader<String> for UserTasksLoader {
 pub struct TaskLoader(Arc<dyn ProcessServer>);
 
 impl Loader<i64> for TaskLoader {
-    type Value = Fallible<TaskRecord>;
+    type Value = UpstreamResult<TaskRecord>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[i64]) -> UpstreamResult<HashMap<i64, Self::Value>> {
@@ -431,7 +427,7 @@ impl Loader<i64> for TaskLoader {
 pub struct ProcessInstanceLoader(Arc<dyn ProcessServer>);
 
 impl Loader<i64> for ProcessInstanceLoader {
-    type Value = Fallible<ProcessInstanceRecord>;
+    type Value = UpstreamResult<ProcessInstanceRecord>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[i64]) -> UpstreamResult<HashMap<i64, Self::Value>> {
@@ -443,7 +439,7 @@ impl Loader<i64> for ProcessInstanceLoader {
 pub struct CustomerReturnsLoader(Arc<dyn ProcessServer>);
 
 impl Loader<CustomerId> for CustomerReturnsLoader {
-    type Value = Fallible<Vec<ProcessInstanceRecord>>;
+    type Value = UpstreamResult<Vec<ProcessInstanceRecord>>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[CustomerId]) -> UpstreamResult<HashMap<CustomerId, Self::Value>> {
@@ -459,7 +455,7 @@ impl Loader<CustomerId> for CustomerReturnsLoader {
 pub struct TrackingLoader(Arc<dyn Carrier>, Arc<dyn Cache>);
 
 impl Loader<String> for TrackingLoader {
-    type Value = Fallible<TrackingRecord>;
+    type Value = UpstreamResult<TrackingRecord>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[String]) -> UpstreamResult<HashMap<String, Self::Value>> {

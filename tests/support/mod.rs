@@ -168,7 +168,7 @@ impl TestApp {
     pub fn counts(&self) -> BTreeMap<&'static str, BTreeMap<String, u64>> {
         UPSTREAMS
             .iter()
-            .map(|u| (upstream_name(*u), self.sandbox.requests(*u)))
+            .map(|u| (u.name(), self.sandbox.requests(*u)))
             .filter(|(_, m)| !m.is_empty())
             .collect()
     }
@@ -184,16 +184,6 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
-    }
-}
-
-pub fn upstream_name(u: Upstream) -> &'static str {
-    match u {
-        Upstream::Backend => "backend",
-        Upstream::Crm => "crm",
-        Upstream::Process => "process",
-        Upstream::Carrier => "carrier",
-        Upstream::Oidc => "oidc",
     }
 }
 
