@@ -39,12 +39,13 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use resolvers::error::GraphError;
-use resolvers::events::{DomainEvent, EventBus};
+use resolvers::events::DomainEvent;
 use resolvers::ports::Source;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::{Secret, WebhooksConfig};
+use crate::events::EventBus;
 use crate::transport::AppState;
 use signature::SignatureError;
 
@@ -429,8 +430,8 @@ fn clip(text: &str) -> String {
 mod tests {
     use std::sync::Mutex;
 
+    use crate::events::BusError;
     use async_trait::async_trait;
-    use resolvers::events::BusError;
 
     use super::*;
 
