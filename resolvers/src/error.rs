@@ -91,7 +91,7 @@ impl From<UpstreamError> for GraphError {
 
 impl GraphError {
     /// The stable `extensions.code`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             GraphError::Unauthenticated => "UNAUTHENTICATED",
             GraphError::Forbidden(_) => "FORBIDDEN",
@@ -169,4 +169,4 @@ impl From<UpstreamError> for async_graphql::Error {
 }
 
 /// What resolvers return.
-pub type GraphResult<T> = Result<T, GraphError>;
+pub(crate) type GraphResult<T> = Result<T, GraphError>;

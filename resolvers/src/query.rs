@@ -19,7 +19,7 @@ pub struct QueryRoot;
 
 /// What a signed-in user is.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
-pub enum ViewerRole {
+pub(crate) enum ViewerRole {
     /// A customer: sees their own data.
     Customer,
     /// A customer-service agent: sees any customer.
@@ -28,15 +28,15 @@ pub enum ViewerRole {
 
 /// The signed-in user.
 #[derive(SimpleObject)]
-pub struct ViewerInfo {
+pub(crate) struct ViewerInfo {
     /// User id at the identity provider.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// Display name.
-    pub name: String,
+    pub(crate) name: String,
     /// Customer or agent.
-    pub role: ViewerRole,
+    pub(crate) role: ViewerRole,
     /// For customers, their customer id.
-    pub customer_id: Option<ID>,
+    pub(crate) customer_id: Option<ID>,
 }
 
 /// Reads: where apps start.

@@ -252,7 +252,7 @@ impl SubscriptionRoot {
 /// client handles this exactly as a query's partial result, it is not left wondering about a
 /// gap in its feed, and the server need not read every named object before each event just
 /// to decide whether to send it.
-pub struct Notification {
+pub(crate) struct Notification {
     event: Arc<DomainEvent>,
 }
 

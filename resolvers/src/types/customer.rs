@@ -12,19 +12,19 @@ use crate::viewer::process_user_of;
 pub(crate) const MAX_ORDERS_PAGE: i32 = 50;
 
 /// A customer of the company, with everything the apps show about them.
-pub struct Customer(pub CustomerRecord);
+pub(crate) struct Customer(pub(crate) CustomerRecord);
 
 /// A postal address.
 #[derive(SimpleObject)]
-pub struct Address {
+pub(crate) struct Address {
     /// Street and number.
-    pub line1: String,
+    pub(crate) line1: String,
     /// City.
-    pub city: String,
+    pub(crate) city: String,
     /// Postal code.
-    pub postal_code: String,
+    pub(crate) postal_code: String,
     /// ISO 3166-1 alpha-2 country code.
-    pub country: String,
+    pub(crate) country: String,
 }
 
 /// A customer of the company, with everything the apps show about them.

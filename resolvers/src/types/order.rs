@@ -11,7 +11,7 @@ use crate::records::{
 use crate::viewer::viewer;
 
 /// An order a customer placed.
-pub struct Order(pub OrderRecord);
+pub(crate) struct Order(pub(crate) OrderRecord);
 
 /// An order a customer placed.
 #[Object]
@@ -63,7 +63,7 @@ impl Order {
 }
 
 /// One line of an order.
-pub struct OrderLine(pub OrderLineRecord);
+pub(crate) struct OrderLine(pub(crate) OrderLineRecord);
 
 /// One line of an order.
 #[Object]
@@ -102,7 +102,7 @@ impl OrderLine {
 }
 
 /// A parcel on its way, with live tracking from the carrier.
-pub struct Shipment(pub ShipmentRef);
+pub(crate) struct Shipment(pub(crate) ShipmentRef);
 
 impl Shipment {
     async fn tracking(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<TrackingRecord>> {
@@ -150,7 +150,7 @@ impl Shipment {
 }
 
 /// One scan of a parcel by the carrier.
-pub struct TrackingEvent(pub TrackingEventRecord);
+pub(crate) struct TrackingEvent(pub(crate) TrackingEventRecord);
 
 /// One scan of a parcel by the carrier.
 #[Object]

@@ -8,7 +8,7 @@ use crate::records::{ProcessInstanceRecord, ProcessState, TaskRecord, TaskStatus
 use crate::viewer::viewer;
 
 /// A running or finished business process, such as a return request.
-pub struct ProcessInstance(pub ProcessInstanceRecord);
+pub(crate) struct ProcessInstance(pub(crate) ProcessInstanceRecord);
 
 /// A running or finished business process, such as a return request.
 #[Object]
@@ -59,7 +59,7 @@ impl ProcessInstance {
 
 /// A step of a process that waits for a person: an agent approving a return, a customer
 /// confirming a pick-up.
-pub struct Task(pub TaskRecord);
+pub(crate) struct Task(pub(crate) TaskRecord);
 
 /// A step of a process that waits for a person: an agent approving a return, a customer
 /// confirming a pick-up.

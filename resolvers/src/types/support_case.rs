@@ -7,7 +7,7 @@ use crate::records::{CaseCommentRecord, CasePriority, CaseRecord, CaseStatus};
 use crate::viewer::{Role, viewer};
 
 /// A support case the customer opened with customer service.
-pub struct SupportCase(pub CaseRecord);
+pub(crate) struct SupportCase(pub(crate) CaseRecord);
 
 /// A support case the customer opened with customer service.
 #[Object]
@@ -91,7 +91,7 @@ impl SupportCase {
 }
 
 /// A message on a support case.
-pub struct CaseComment(pub CaseCommentRecord);
+pub(crate) struct CaseComment(pub(crate) CaseCommentRecord);
 
 /// A message on a support case.
 #[Object]
