@@ -21,10 +21,11 @@ use crate::config::{
     AuthConfig, BackendConfig, CallPolicy, CarrierConfig, Config, CrmConfig, ProcessConfig, Secret,
     UpstreamsConfig, WebhooksConfig,
 };
+use crate::events::EventBus;
 use crate::sandbox::{Sandbox, SandboxConfig, SandboxWebhooks};
 use crate::transport::{self, AppState};
 use resolvers::cache::Cache;
-use resolvers::events::{EventBus, EventHub};
+use resolvers::events::EventHub;
 
 /// Longest the server waits at shutdown for live connections to close.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);

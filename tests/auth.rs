@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::TestApp;
-use support::issuer::Issuer;
+use support::issuer::{Issuer, customer_claims};
 use switchyard::sandbox::SandboxConfig;
 
 const ADA: &str = "cust-0001";
@@ -38,10 +38,7 @@ async fn a_token_whose_key_is_cached_never_waits_for_a_refresh() {
     // The provider rotates its key; the JWKS answer that brings the new one is held back.
     issuer.rotate("k2").await;
     issuer.hold_jwks().await;
-    let rotated = issuer.sign(
-        "k2",
-        issuer.customer_claims(ADA, json!(chrono::Utc::now().timestamp() + 300)),
-    );
+    let rotated = issuer.sign_with("k2", customer_claims(ADA));
     let waiting = {
         let http = app.http.clone();
         let url = app.url("/graphql");
@@ -89,16 +86,15 @@ async fn the_issuer_is_compared_exactly() {
         c.auth.jwks_url = Some(issuer.jwks_url());
     })
     .await;
-    let exp = json!(chrono::Utc::now().timestamp() + 300);
-    let mut claims = issuer.customer_claims(ADA, exp.clone());
-    claims.insert("iss".into(), json!(with_slash));
+    let mut claims = customer_claims(ADA);
+    claims["iss"] = json!(with_slash);
     let (status, body) = app
-        .post(Some(&issuer.sign("k1", claims)), "{ me { id } }", json!({}))
+        .post(Some(&issuer.sign(claims)), "{ me { id } }", json!({}))
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["me"]["id"], ADA);
 
-    let without_slash = issuer.sign("k1", issuer.customer_claims(ADA, exp));
+    let without_slash = issuer.sign(customer_claims(ADA));
     let (status, body) = app
         .post(Some(&without_slash), "{ me { id } }", json!({}))
         .await;
@@ -145,10 +141,7 @@ async fn forged_key_ids_do_not_hammer_the_provider() {
         .post(Some(&issuer.token(ADA, 300)), "{ me { id } }", json!({}))
         .await;
     assert_eq!(status, 200);
-    let forged = issuer.sign(
-        "forged",
-        issuer.customer_claims(ADA, json!(chrono::Utc::now().timestamp() + 300)),
-    );
+    let forged = issuer.sign_with("forged", customer_claims(ADA));
     let answers = futures::future::join_all(
         (0..20).map(|_| app.post(Some(&forged), "{ me { id } }", json!({}))),
     )

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
 use resolvers::events::{DomainEvent, EventHub, EventKind, Subject};
+use resolvers::ports::Source;
 use switchyard::config::{EventsConfig, Secret};
 use switchyard::events::{self, Events};
 use tokio::sync::{broadcast, watch};
@@ -106,7 +107,7 @@ fn event(id: &str) -> DomainEvent {
     DomainEvent {
         id: id.to_owned(),
         kind: EventKind::OrderUpdated,
-        source: "backend".to_owned(),
+        source: Source::Backend,
         customer_id: None,
         subject: Subject {
             task_id: Some(7),

@@ -148,6 +148,49 @@ async fn home_screen_comes_in_one_round_trip_with_one_batch_per_source_and_level
 }
 
 #[tokio::test]
+async fn open_cases_are_filtered_by_the_crm_not_after_reading_them_all() {
+    // One record per CRM batch: how many batches it sent is how many records it sent.
+    let app = TestApp::spawn_with(
+        SandboxConfig {
+            crm_batch_size: 1,
+            ..SandboxConfig::default()
+        },
+        |_| {},
+    )
+    .await;
+    let token = app.token(ADA).await;
+    app.reset_counts();
+
+    let data = app
+        .data(
+            &token,
+            "{ me { supportCases(openOnly: true) { id status } } }",
+            json!({}),
+        )
+        .await;
+
+    let cases = data["me"]["supportCases"].as_array().unwrap();
+    assert_eq!(cases.len(), 2, "Ada has two open cases");
+    assert!(cases.iter().all(|c| c["status"] != "CLOSED"));
+    // Two records, not Ada's three: the CRM filtered.
+    assert_eq!(
+        app.counts(),
+        counts(&[
+            ("backend", &[("GET /customers", 1)]),
+            (
+                "crm",
+                &[
+                    ("POST /services/oauth2/token", 1),
+                    ("GET /services/data/{version}/query", 1),
+                    ("GET /services/data/{version}/query/{locator}", 1),
+                ]
+            ),
+        ])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_agent_sees_any_customer_with_the_same_batching() {
     let app = TestApp::spawn().await;
     let token = app.token(AGENT).await;
@@ -278,6 +321,61 @@ async fn customers_see_only_their_own_data() {
 }
 
 #[tokio::test]
+async fn a_link_to_another_customers_object_is_forbidden_like_the_object_itself() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let agent = app.token(AGENT).await;
+    let other = app
+        .data(
+            &agent,
+            "{ customer(id: \"cust-0002\") { email orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let other_order = other["customer"]["orders"]["edges"][0]["node"]["id"].clone();
+    let other_email = other["customer"]["email"].as_str().unwrap().to_owned();
+    // The process server holds a return of Ada's that names another customer's order (its
+    // API takes whatever it is given).
+    let creds = app.sandbox.config();
+    let started = app
+        .http
+        .post(format!(
+            "{}/containers/returns/processes/returns.ReturnRequest/instances",
+            app.sandbox.urls().process
+        ))
+        .basic_auth(&creds.kie_user, Some(&creds.kie_password))
+        .json(&json!({"customerId": ADA, "orderId": other_order, "reason": "Not mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(started.status(), 201);
+    let instance = started.json::<Value>().await.unwrap().to_string();
+
+    let (status, body) = app
+        .post(
+            Some(&ada),
+            "{ me { returns { id reason order { id customer { email } } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let returns = body["data"]["me"]["returns"].as_array().unwrap();
+    let index = returns
+        .iter()
+        .position(|r| r["id"] == instance.as_str())
+        .expect("Ada's return is listed");
+    assert_eq!(returns[index]["reason"], "Not mine");
+    assert_eq!(returns[index]["order"], Value::Null, "{body:#}");
+    assert_eq!(error_codes(&body), ["FORBIDDEN"], "{body:#}");
+    assert_eq!(
+        body["errors"][0]["path"],
+        json!(["me", "returns", index, "order"])
+    );
+    assert!(!body.to_string().contains(&other_email), "{body:#}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn no_token_or_a_bad_token_gets_unauthenticated_not_data() {
     let app = TestApp::spawn().await;
 
@@ -364,6 +462,70 @@ async fn federation_entities_resolve_through_the_loaders_in_one_batch() {
     assert_eq!(
         app.counts(),
         counts(&[("backend", &[("GET /products", 1), ("GET /customers", 1)])])
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_entity_the_caller_may_not_see_is_null_alone_with_its_error() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let agent = app.token(AGENT).await;
+    let own = app
+        .data(
+            &ada,
+            "{ me { orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let own_order = own["me"]["orders"]["edges"][0]["node"]["id"].clone();
+    let other = app
+        .data(
+            &agent,
+            "{ customer(id: \"cust-0002\") { orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let other_order = other["customer"]["orders"]["edges"][0]["node"]["id"].clone();
+
+    let (status, body) = app
+        .post(
+            Some(&ada),
+            "query($r: [_Any!]!) { _entities(representations: $r) { \
+               ... on Order { id } ... on SupportCase { id subject } } }",
+            json!({ "r": [
+                { "__typename": "Order", "id": own_order },
+                { "__typename": "Order", "id": other_order },
+                { "__typename": "SupportCase", "id": "500000000000001AAA" },
+                { "__typename": "Order", "id": other_order },
+            ]}),
+        )
+        .await;
+
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["data"]["_entities"],
+        json!([
+            { "id": own_order },
+            null,
+            { "id": "500000000000001AAA", "subject": "Where is my parcel?" },
+            null,
+        ]),
+        "{body:#}"
+    );
+    let mut errors: Vec<(Value, Value)> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["path"].clone(), e["extensions"]["code"].clone()))
+        .collect();
+    errors.sort_by_key(|(path, _)| path.to_string());
+    assert_eq!(
+        errors,
+        [
+            (json!(["_entities", 1]), json!("FORBIDDEN")),
+            (json!(["_entities", 3]), json!("FORBIDDEN")),
+        ]
     );
     app.stop().await;
 }

@@ -3,7 +3,9 @@
 mod support;
 
 use serde_json::{Value, json};
+use support::issuer::Issuer;
 use support::{TestApp, operation};
+use switchyard::sandbox::SandboxConfig;
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";
@@ -295,5 +297,46 @@ async fn a_return_goes_from_request_to_agent_approval_to_pickup() {
         )
         .await;
     assert_eq!(codes(&body), ["NOT_RETURNABLE"]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_whose_sub_is_not_their_customer_id_works_their_own_tasks() {
+    // An identity provider that knows Ada by an id of its own, her customer id in a claim.
+    let issuer = Issuer::start().await;
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
+    let sub = "5f0c2a7e-idp-user";
+    let ada = issuer.sign(json!({
+        "sub": sub, "name": "Ada Lovelace", "roles": ["customer"], "customer_id": ADA,
+    }));
+
+    // Her work list and her customer profile's tasks are the same list: her pick-up.
+    let data = app
+        .data(
+            &ada,
+            "{ viewer { userId customerId } tasks { id name } me { tasks { id name } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(data["viewer"], json!({"userId": sub, "customerId": ADA}));
+    assert_eq!(data["tasks"], data["me"]["tasks"]);
+    let pickup = data["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "ConfirmPickup")
+        .expect("Ada's pick-up is in her work list")
+        .clone();
+
+    // And she can do it: the process server knows her as the customer she is.
+    let done = app
+        .data(
+            &ada,
+            &operation("CompleteTask"),
+            json!({ "id": pickup["id"] }),
+        )
+        .await;
+    assert_eq!(done["completeTask"]["status"], "COMPLETED");
+    assert_eq!(done["completeTask"]["owner"], ADA);
     app.stop().await;
 }

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use support::issuer::Issuer;
+use support::issuer::{Issuer, customer_claims};
 use support::{TestApp, operation};
 
 const ADA: &str = "cust-0001";
@@ -1304,9 +1304,16 @@ async fn agents_are_told_of_return_approvals_and_customers_of_their_pickups() {
     app.stop().await;
 }
 
-// ---------------------------------------------------------------------------------------
-// Our own token issuer
-// ---------------------------------------------------------------------------------------
+/// Another customer's things, as an agent reads them: their email, one of their orders, a
+/// case they open now, and a return approval task about one of their orders.
+struct Others {
+    email: String,
+    order: String,
+    case: String,
+    case_number: String,
+    task: String,
+    task_process: String,
+}
 
 // ---------------------------------------------------------------------------------------
 // The same pipeline as HTTP: hostile documents, null semantics
@@ -1398,12 +1405,19 @@ async fn a_failed_field_is_null_on_websockets_and_sse() {
     }
 }
 
+/// Ada's claims with this `exp`.
+fn with_exp(exp: u64) -> Value {
+    let mut claims = customer_claims(ADA);
+    claims["exp"] = json!(exp);
+    claims
+}
+
 /// A validly signed token whose `exp` is beyond any clock is refused, not a crash.
 #[tokio::test]
 async fn a_token_with_an_absurd_expiry_is_refused_cleanly() {
     let issuer = Issuer::start().await;
     let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
-    let token = issuer.sign("k1", issuer.customer_claims(ADA, json!(u64::MAX)));
+    let token = issuer.sign(with_exp(u64::MAX));
     let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
     assert_eq!(status, 401, "{body}");
     assert_eq!(codes(&body["errors"]), ["UNAUTHENTICATED"]);
@@ -1413,10 +1427,163 @@ async fn a_token_with_an_absurd_expiry_is_refused_cleanly() {
         .await;
     client.expect_close(4403, "Forbidden").await;
     // A far but representable expiry is fine: live connections are timed at most a week.
-    let token = issuer.sign("k1", issuer.customer_claims(ADA, json!(253_402_300_799u64)));
+    let token = issuer.sign(with_exp(253_402_300_799));
     let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["me"]["id"], ADA);
     let mut client = connect(&app, MODERN).await;
     client.init(&token).await;
+}
+
+async fn another_customers_things(app: &TestApp, other: &str) -> Others {
+    let agent = app.token(AGENT).await;
+    let customer = app
+        .data(
+            &agent,
+            "query($id: ID!) { customer(id: $id) { email orders(first: 1) { edges { node { id } } } } }",
+            json!({"id": other}),
+        )
+        .await;
+    let opened = app
+        .data(
+            &app.token(other).await,
+            &operation("OpenSupportCase"),
+            json!({"input": {"subject": "Not Ada's"}}),
+        )
+        .await;
+    let tasks = app.data(&agent, &operation("AgentTasks"), json!({})).await;
+    let task = tasks["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| {
+            let customer = &t["process"]["order"]["customer"]["id"];
+            customer.is_string() && customer != ADA
+        })
+        .expect("a return approval about another customer");
+    Others {
+        email: customer["customer"]["email"].as_str().unwrap().to_owned(),
+        order: customer["customer"]["orders"]["edges"][0]["node"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        case: opened["openSupportCase"]["id"].as_str().unwrap().to_owned(),
+        case_number: opened["openSupportCase"]["caseNumber"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+        task: task["id"].as_str().unwrap().to_owned(),
+        task_process: task["process"]["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The error paths of a result, with their codes.
+fn error_paths(payload: &Value) -> Vec<(Value, String)> {
+    payload["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .map(|e| {
+                    (
+                        e["path"].clone(),
+                        e["extensions"]["code"].as_str().unwrap_or("").to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A notification of this kind whose order, case and task are all null (or left out: a field
+/// that failed may be missing from `data`).
+fn assert_nothing_named(next: &Value, kind: &str) {
+    assert_eq!(next["type"], "next", "{next:#}");
+    let notification = &next["payload"]["data"]["notifications"];
+    assert_eq!(notification["kind"], kind, "{next:#}");
+    for field in ["order", "supportCase", "task"] {
+        assert_eq!(notification[field], Value::Null, "{field}: {next:#}");
+    }
+}
+
+#[tokio::test]
+async fn what_an_event_names_is_authorized_for_the_subscriber_as_in_a_query() {
+    let app = TestApp::spawn().await;
+    let others = another_customers_things(&app, "cust-0002").await;
+    let mut feed = signed_in(&app, ADA).await;
+    feed.subscribe(
+        "n",
+        "subscription { notifications { kind \
+           order { id status customer { email } } \
+           supportCase { id subject customer { email } } \
+           task { id name } } }",
+    )
+    .await;
+    feed.expect_quiet().await;
+    let mut offers = signed_in(&app, ADA).await;
+    offers
+        .subscribe("t", "subscription { taskAssigned { id name status } }")
+        .await;
+    offers.expect_quiet().await;
+    let forbidden = |path: Value| (path, "FORBIDDEN".to_owned());
+    let ms = chrono::Utc::now().timestamp_millis();
+
+    // Signed webhooks that say "Ada" but name another customer's order, case and task: the
+    // feed carries the notifications (they are Ada's by the upstream's word), and each object
+    // they name comes back null with FORBIDDEN, as `order(id)` would answer Ada.
+    let order_event = json!({"id": "evt_mismatch_1", "type": "order.status_changed",
+        "occurredAt": "2026-01-01T10:00:00Z",
+        "data": {"orderId": others.order, "customerId": ADA, "status": "SHIPPED"}});
+    assert_eq!(app.post_webhook("backend", &order_event).await.0, 202);
+    let next = feed.recv().await;
+    assert_nothing_named(&next, "ORDER_UPDATED");
+    assert_eq!(
+        error_paths(&next["payload"]),
+        [forbidden(json!(["notifications", "order"]))]
+    );
+    assert!(!next.to_string().contains(&others.email), "{next:#}");
+
+    let case_event = json!({"schema": "CaseChangeEvent-v60",
+        "event": {"replayId": 1, "EventUuid": "0b9e4a52-6f1c-4d2e-8a7b-3c5d9e1f2a40"},
+        "payload": {"ChangeEventHeader": {"entityName": "Case", "changeType": "UPDATE",
+                        "recordIds": [others.case], "commitTimestamp": ms,
+                        "changedFields": ["Status"]},
+                    "Status": "Working", "CaseNumber": others.case_number,
+                    "Customer_Id__c": ADA}});
+    assert_eq!(app.post_webhook("crm", &case_event).await.0, 202);
+    let next = feed.recv().await;
+    assert_nothing_named(&next, "CASE_UPDATED");
+    assert_eq!(
+        error_paths(&next["payload"]),
+        [forbidden(json!(["notifications", "supportCase"]))]
+    );
+    assert!(!next.to_string().contains("Not Ada's"), "{next:#}");
+    assert!(!next.to_string().contains(&others.email), "{next:#}");
+
+    // The process server offers Ada a task (she is its potential owner, by the event) that is
+    // about another customer's return: neither the feed nor her offers show it.
+    let task_event = json!({"eventId": "5e2d7c1a-9b3f-4a6e-8d0c-1f4b7a2e6c93",
+        "type": "TaskCreated", "timestamp": ms, "containerId": "returns",
+        "processId": "returns.ReturnRequest",
+        "processInstanceId": others.task_process.parse::<i64>().unwrap(),
+        "taskId": others.task.parse::<i64>().unwrap(), "taskName": "ConfirmPickup",
+        "taskStatus": "Ready", "potentialOwners": [ADA],
+        "processVariables": {"customerId": ADA}});
+    assert_eq!(app.post_webhook("process", &task_event).await.0, 202);
+    let next = feed.recv().await;
+    assert_nothing_named(&next, "TASK_UPDATED");
+    assert_eq!(
+        error_paths(&next["payload"]),
+        [forbidden(json!(["notifications", "task"]))]
+    );
+    let offered = offers.recv().await;
+    assert_eq!(offered["type"], "next", "{offered:#}");
+    assert_eq!(offered["payload"]["data"], Value::Null, "{offered:#}");
+    assert_eq!(
+        error_paths(&offered["payload"]),
+        [forbidden(json!(["taskAssigned"]))]
+    );
+    feed.expect_quiet().await;
+    offers.expect_quiet().await;
+    app.stop().await;
 }

@@ -6,11 +6,12 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use resolvers::Ports;
-use resolvers::error::{Source, UpstreamError, UpstreamErrorKind};
+use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CaseId, CustomerId, OrderId, ProductId};
+use resolvers::ports::Source;
 use resolvers::records::{
-    CasePriority, CaseStatus, LoyaltyTier, NewCase, NewOrderLine, OrderPageQuery, OrderStatus,
-    ProcessState, ShipmentStatus, TaskStatus,
+    CasePriority, CaseQuery, CaseStatus, LoyaltyTier, NewCase, NewOrderLine, OrderPageQuery,
+    OrderStatus, ProcessState, ShipmentStatus, TaskStatus,
 };
 use serde_json::{Map, json};
 use switchyard::config::{
@@ -23,6 +24,13 @@ use url::Url;
 const ADA: &str = "cust-0001";
 /// Ada's CRM contact: the first contact, `003` + 12 digits + the case-safety suffix.
 const ADA_CONTACT: &str = "003000000000001AAA";
+/// Ada's cases that are not closed, newest first (her third is closed).
+const ADA_OPEN_CASES: [&str; 2] = ["500000000000002AAA", "500000000000001AAA"];
+/// Every case of a customer, as the graph reads them.
+const ALL_CASES: CaseQuery = CaseQuery {
+    open_only: false,
+    per_customer: 50,
+};
 
 // ----- harness --------------------------------------------------------------------------------
 
@@ -697,7 +705,7 @@ async fn soql_answers_are_followed_through_next_records_url() {
     let cases = h
         .ports
         .crm
-        .cases_by_customer_ids(&[customer(ADA)])
+        .cases_by_customer_ids(&[customer(ADA)], &ALL_CASES)
         .await
         .unwrap();
     let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
@@ -766,13 +774,123 @@ async fn soql_answers_are_followed_through_next_records_url() {
 }
 
 #[tokio::test]
+async fn open_cases_are_filtered_by_the_crm() {
+    // One record per batch: how many batches the CRM sent is how many records it sent.
+    let h = harness(SandboxConfig {
+        crm_batch_size: 1,
+        ..quiet()
+    })
+    .await;
+
+    let open = h
+        .ports
+        .crm
+        .cases_by_customer_ids(
+            &[customer(ADA)],
+            &CaseQuery {
+                open_only: true,
+                per_customer: 50,
+            },
+        )
+        .await
+        .unwrap();
+    let ids: Vec<&str> = open.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ADA_OPEN_CASES);
+    // Two records, not Ada's three.
+    assert_eq!(
+        h.requests(Upstream::Crm),
+        counts(&[
+            ("POST /services/oauth2/token", 1),
+            ("GET /services/data/{version}/query", 1),
+            ("GET /services/data/{version}/query/{locator}", 1),
+        ])
+    );
+}
+
+#[tokio::test]
+async fn each_customer_gets_their_newest_cases_up_to_the_bound_in_one_query_mostly() {
+    let h = harness(quiet()).await;
+    let other = customer("cust-0002");
+    let contact = h
+        .ports
+        .crm
+        .contacts_by_customer_ids(std::slice::from_ref(&other))
+        .await
+        .unwrap()
+        .remove(0)
+        .id;
+    let mut created = Vec::new();
+    for i in 0..7 {
+        let id = h
+            .ports
+            .crm
+            .create_case(&NewCase {
+                contact_id: contact.clone(),
+                subject: format!("Question {i}"),
+                description: None,
+                priority: CasePriority::Low,
+                order_id: None,
+            })
+            .await
+            .unwrap();
+        created.push(id.as_str().to_owned());
+    }
+    let newest_three: Vec<&str> = created.iter().rev().take(3).map(String::as_str).collect();
+    let open_three = CaseQuery {
+        open_only: true,
+        per_customer: 3,
+    };
+
+    // That customer alone: one query, bounded.
+    h.sandbox.reset_requests();
+    let cases = h
+        .ports
+        .crm
+        .cases_by_customer_ids(std::slice::from_ref(&other), &open_three)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = cases.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, newest_three);
+    assert_eq!(
+        h.count(Upstream::Crm, "GET /services/data/{version}/query"),
+        1
+    );
+
+    // With Ada in the batch: the bounded query is all the other customer's new cases, and
+    // Ada's are read on their own; each customer gets their newest, at most three.
+    h.sandbox.reset_requests();
+    let cases = h
+        .ports
+        .crm
+        .cases_by_customer_ids(&[other, customer(ADA)], &open_three)
+        .await
+        .unwrap();
+    let of = |who: &str| -> Vec<&str> {
+        cases
+            .iter()
+            .filter(|c| c.customer_id.as_str() == who)
+            .map(|c| c.id.as_str())
+            .collect()
+    };
+    assert_eq!(of("cust-0002"), newest_three);
+    assert_eq!(of(ADA), ADA_OPEN_CASES);
+    assert_eq!(
+        h.count(Upstream::Crm, "GET /services/data/{version}/query"),
+        2
+    );
+}
+
+#[tokio::test]
 async fn cases_carry_the_customer_of_their_contact() {
     let h = harness(quiet()).await;
 
     let cases = h
         .ports
         .crm
-        .cases_by_customer_ids(&[customer(ADA), customer("cust-0002"), customer("cust-0003")])
+        .cases_by_customer_ids(
+            &[customer(ADA), customer("cust-0002"), customer("cust-0003")],
+            &ALL_CASES,
+        )
         .await
         .unwrap();
     let ada: Vec<_> = cases

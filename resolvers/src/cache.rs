@@ -27,7 +27,7 @@ pub trait Cache: Send + Sync + 'static {
 
 /// What is cached, and for how long (the one place holding these limits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Cached {
+pub(crate) enum Cached {
     /// Customers by id: names and addresses rarely change.
     Customer,
     /// Products by id: the catalogue.
@@ -40,7 +40,7 @@ pub enum Cached {
 
 impl Cached {
     /// How long an entry lives when no event removes it first.
-    pub fn ttl(self) -> Duration {
+    pub(crate) fn ttl(self) -> Duration {
         match self {
             Cached::Customer => Duration::from_secs(60),
             Cached::Product => Duration::from_secs(300),
@@ -50,7 +50,7 @@ impl Cached {
     }
 
     /// The key of one entity.
-    pub fn key(self, id: &str) -> String {
+    pub(crate) fn key(self, id: &str) -> String {
         let kind = match self {
             Cached::Customer => "customer",
             Cached::Product => "product",
@@ -62,7 +62,7 @@ impl Cached {
 }
 
 /// The cache entries an event makes stale.
-pub fn stale_keys(event: &DomainEvent) -> Vec<String> {
+pub(crate) fn stale_keys(event: &DomainEvent) -> Vec<String> {
     let s = &event.subject;
     let mut keys = Vec::new();
     if matches!(

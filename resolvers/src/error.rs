@@ -4,40 +4,9 @@
 //! `extensions.source` (`backend`, `crm`, `process`, `carrier`). Internal causes (status codes,
 //! bodies, connection errors) are logged here and never shown to clients.
 
-use std::fmt;
-
 use async_graphql::ErrorExtensions;
 
-/// Which upstream an error came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    /// The backend integration microservices.
-    Backend,
-    /// The CRM.
-    Crm,
-    /// The process automation server.
-    Process,
-    /// The parcel carrier.
-    Carrier,
-}
-
-impl Source {
-    /// The name used in `extensions.source` and in logs.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Source::Backend => "backend",
-            Source::Crm => "crm",
-            Source::Process => "process",
-            Source::Carrier => "carrier",
-        }
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::ports::Source;
 
 /// A failed call to an upstream, as an adapter reports it.
 ///
@@ -122,7 +91,7 @@ impl From<UpstreamError> for GraphError {
 
 impl GraphError {
     /// The stable `extensions.code`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             GraphError::Unauthenticated => "UNAUTHENTICATED",
             GraphError::Forbidden(_) => "FORBIDDEN",
@@ -200,4 +169,4 @@ impl From<UpstreamError> for async_graphql::Error {
 }
 
 /// What resolvers return.
-pub type GraphResult<T> = Result<T, GraphError>;
+pub(crate) type GraphResult<T> = Result<T, GraphError>;

@@ -1,20 +1,20 @@
-//! Domain events: what happened upstream, in one normalized shape, and the ports that carry
-//! them.
+//! Domain events: what happened upstream, in one normalized shape, and where they enter the
+//! graph.
 //!
 //! Webhooks from each upstream are verified and normalized into a [`DomainEvent`] by the
-//! server, appended to the [`EventBus`] (Redis Streams across replicas, memory for one
+//! server, appended to its event bus (Redis Streams across replicas, memory for one
 //! instance), read back by every replica, and handed to that replica's [`EventHub`], from
 //! which subscriptions pick what concerns their subscriber.
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::cache::{Cache, stale_keys};
 use crate::ids::{CaseId, CustomerId, OrderId};
+use crate::ports::Source;
 
 /// What kind of thing happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, async_graphql::Enum)]
@@ -51,8 +51,8 @@ pub struct DomainEvent {
     /// duplicates are absorbed by.
     pub id: String,
     pub kind: EventKind,
-    /// Which upstream said so (`backend`, `crm`, `process`, `carrier`).
-    pub source: String,
+    /// Which upstream said so.
+    pub source: Source,
     /// The customer it concerns, when there is one.
     pub customer_id: Option<CustomerId>,
     pub subject: Subject,
@@ -67,22 +67,6 @@ pub struct DomainEvent {
     /// a source's specifics (e.g. notification rules). Never sent to clients as is.
     #[serde(default)]
     pub payload: serde_json::Value,
-}
-
-/// Why the bus refused an event.
-#[derive(Debug, thiserror::Error)]
-pub enum BusError {
-    /// The bus's store could not be reached; the event was not accepted.
-    #[error("event bus unavailable: {0}")]
-    Unavailable(String),
-}
-
-/// The durable, shared log of events (the port; Redis Streams or memory behind it).
-#[async_trait]
-pub trait EventBus: Send + Sync + 'static {
-    /// Appends an event durably. `Ok(false)` when an event with the same id was already
-    /// accepted (a duplicate delivery), which is not an error.
-    async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError>;
 }
 
 /// Where an event enters this replica: it first deletes the cache entries the event makes

@@ -75,7 +75,7 @@ id_type!(
 );
 
 /// A process task or process instance id: KIE Server numbers them.
-pub fn parse_numeric_id(raw: &str, what: &str) -> Result<i64, GraphError> {
+pub(crate) fn parse_numeric_id(raw: &str, what: &str) -> Result<i64, GraphError> {
     raw.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
         GraphError::BadInput(format!("`{}` is not a valid {what} id", truncate(raw)))
     })

@@ -1,37 +1,43 @@
 //! The graph of Switchyard: one GraphQL schema over the company's upstreams.
 //!
 //! This crate knows nothing of HTTP servers: the server crate builds the schema with
-//! [`schema_builder`], gives it [`Ports`] implemented by its upstream adapters, and puts a fresh
-//! [`Loaders`] and the caller's [`Viewer`] on every request ([`request_data`]).
+//! [`schema_builder`], gives it [`Ports`] implemented by its upstream adapters, and puts fresh
+//! loaders and the caller's [`Viewer`] on every request ([`request_data`]). What the server
+//! uses is `pub`; everything else is `pub(crate)`.
 //!
 //! # Layout
+//! Public, for the server:
 //! - [`ids`]: id types, validated once at the edge.
 //! - [`records`]: the plain data the ports return.
-//! - [`ports`]: traits for each upstream (backend, CRM, process server, carrier).
-//! - [`loaders`]: per-request dataloaders, one per thing loaded.
+//! - [`ports`]: traits for each upstream (backend, CRM, process server, carrier), and
+//!   [`ports::Source`], which upstream.
 //! - [`cache`]: the cross-request entity cache port, TTLs, and what events make stale.
-//! - [`types`]: the GraphQL object types.
-//! - [`query`], [`mutation`], [`subscription`]: the roots.
-//! - [`events`]: domain events, the event bus port and this replica's hub.
-//! - [`viewer`]: who is calling, and the one authorization rule.
+//! - [`events`]: domain events and this replica's hub.
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
+//!
+//! Inside the crate:
+//! - `loaders`: per-request dataloaders, one per thing loaded.
+//! - `types`: the GraphQL object types.
+//! - `query`, `mutation`, `subscription`: the roots.
+//! - `federation`: `_entities` items that fail alone.
+//! - `viewer`: who is calling ([`Viewer`]), and the one authorization rule.
 
 pub mod cache;
 pub mod error;
 pub mod events;
+pub(crate) mod federation;
 pub mod ids;
-pub mod loaders;
-pub mod mutation;
+pub(crate) mod loaders;
+pub(crate) mod mutation;
 pub mod ports;
-pub mod query;
+pub(crate) mod query;
 pub mod records;
-pub mod subscription;
-pub mod types;
-pub mod viewer;
+pub(crate) mod subscription;
+pub(crate) mod types;
+pub(crate) mod viewer;
 
 use async_graphql::{Schema, SchemaBuilder};
 
-pub use loaders::Loaders;
 pub use ports::Ports;
 pub use viewer::{Role, Viewer};
 
@@ -44,9 +50,9 @@ pub type AppSchemaBuilder =
     SchemaBuilder<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
 
 /// Deepest query accepted (the home screen query is 6 levels deep).
-pub const MAX_DEPTH: usize = 12;
+pub(crate) const MAX_DEPTH: usize = 12;
 /// Highest complexity accepted (each field counts 1; lists count their items' fields once).
-pub const MAX_COMPLEXITY: usize = 500;
+pub(crate) const MAX_COMPLEXITY: usize = 500;
 /// Deepest introspection-only document accepted: the standard introspection query nests
 /// `ofType` about 10 levels; the server bounds such documents by their list nesting instead.
 pub const MAX_INTROSPECTION_DEPTH: usize = 32;
@@ -65,13 +71,16 @@ pub fn schema_builder() -> AppSchemaBuilder {
     .limit_complexity(MAX_COMPLEXITY)
 }
 
-/// Puts what one request needs on it: fresh loaders, and the viewer when signed in.
+/// Puts what one request needs on it: fresh loaders, the viewer when signed in, and a note of
+/// the `_entities` items whose errors were reported.
 pub fn request_data(
     request: async_graphql::Request,
     ports: &Ports,
     viewer: Option<Viewer>,
 ) -> async_graphql::Request {
-    let request = request.data(std::sync::Arc::new(loaders::LoaderScope::new(ports)));
+    let request = request
+        .data(std::sync::Arc::new(loaders::LoaderScope::new(ports)))
+        .data(federation::ReportedEntities::default());
     match viewer {
         Some(v) => request.data(v),
         None => request,

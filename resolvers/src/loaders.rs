@@ -22,33 +22,35 @@ use crate::ports::{Backend, Carrier, Crm, Ports, ProcessServer, UpstreamResult};
 use crate::records::*;
 
 /// Most ids in one backend bulk read (the backend's own limit).
-pub const BACKEND_MAX_BATCH: usize = 100;
+pub(crate) const BACKEND_MAX_BATCH: usize = 100;
 /// Most ids in one SOQL `IN (...)` list, well inside Salesforce's URL and query length limits.
-pub const CRM_MAX_BATCH: usize = 200;
-
-/// A loader whose answer for one key may fail on its own (fan-out loaders).
-pub type Fallible<T> = Result<T, UpstreamError>;
+pub(crate) const CRM_MAX_BATCH: usize = 200;
+/// Most support cases read (and shown) per customer: the newest.
+pub(crate) const MAX_CASES_PER_CUSTOMER: usize = 50;
 
 /// All loaders of one request.
-pub struct Loaders {
-    pub customers: DataLoader<CustomerLoader, HashMapCache>,
-    pub products: DataLoader<ProductLoader, HashMapCache>,
-    pub orders: DataLoader<OrderLoader, HashMapCache>,
-    pub customer_orders: DataLoader<CustomerOrdersLoader, HashMapCache>,
-    pub contacts: DataLoader<ContactLoader, HashMapCache>,
-    pub customer_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
-    pub cases: DataLoader<CaseLoader, HashMapCache>,
-    pub case_comments: DataLoader<CaseCommentsLoader, HashMapCache>,
-    pub user_tasks: DataLoader<UserTasksLoader, HashMapCache>,
-    pub tasks: DataLoader<TaskLoader, HashMapCache>,
-    pub process_instances: DataLoader<ProcessInstanceLoader, HashMapCache>,
-    pub customer_returns: DataLoader<CustomerReturnsLoader, HashMapCache>,
-    pub tracking: DataLoader<TrackingLoader, HashMapCache>,
+pub(crate) struct Loaders {
+    pub(crate) customers: DataLoader<CustomerLoader, HashMapCache>,
+    pub(crate) products: DataLoader<ProductLoader, HashMapCache>,
+    pub(crate) orders: DataLoader<OrderLoader, HashMapCache>,
+    pub(crate) customer_orders: DataLoader<CustomerOrdersLoader, HashMapCache>,
+    pub(crate) contacts: DataLoader<ContactLoader, HashMapCache>,
+    /// Every case of a customer (up to [`MAX_CASES_PER_CUSTOMER`]).
+    pub(crate) customer_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
+    /// The cases of a customer that are not closed (up to [`MAX_CASES_PER_CUSTOMER`]).
+    pub(crate) customer_open_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
+    pub(crate) cases: DataLoader<CaseLoader, HashMapCache>,
+    pub(crate) case_comments: DataLoader<CaseCommentsLoader, HashMapCache>,
+    pub(crate) user_tasks: DataLoader<UserTasksLoader, HashMapCache>,
+    pub(crate) tasks: DataLoader<TaskLoader, HashMapCache>,
+    pub(crate) process_instances: DataLoader<ProcessInstanceLoader, HashMapCache>,
+    pub(crate) customer_returns: DataLoader<CustomerReturnsLoader, HashMapCache>,
+    pub(crate) tracking: DataLoader<TrackingLoader, HashMapCache>,
 }
 
 impl Loaders {
     /// Fresh loaders (empty caches) over the given ports.
-    pub fn new(ports: &Ports) -> Self {
+    pub(crate) fn new(ports: &Ports) -> Self {
         fn cached<T, K>(loader: T, max_batch: usize) -> DataLoader<T, HashMapCache>
         where
             T: Loader<K>,
@@ -79,7 +81,11 @@ impl Loaders {
             ),
             contacts: cached::<_, CustomerId>(ContactLoader(crm.clone()), CRM_MAX_BATCH),
             customer_cases: cached::<_, CustomerId>(
-                CustomerCasesLoader(crm.clone()),
+                CustomerCasesLoader::new(crm, false),
+                CRM_MAX_BATCH,
+            ),
+            customer_open_cases: cached::<_, CustomerId>(
+                CustomerCasesLoader::new(crm, true),
                 CRM_MAX_BATCH,
             ),
             cases: cached::<_, CaseId>(CaseLoader(crm.clone()), CRM_MAX_BATCH),
@@ -102,7 +108,7 @@ impl Loaders {
 /// Where resolvers find the current [`Loaders`]: one per request. A subscription calls
 /// [`LoaderScope::renew`] before resolving each event, so every event is read fresh from the
 /// upstreams rather than from what the subscription's first event cached.
-pub struct LoaderScope {
+pub(crate) struct LoaderScope {
     ports: Ports,
     /// A std mutex: held only to swap or clone the `Arc`, never across an `.await`.
     current: std::sync::Mutex<Arc<Loaders>>,
@@ -110,7 +116,7 @@ pub struct LoaderScope {
 
 impl LoaderScope {
     /// A scope with fresh loaders over `ports`.
-    pub fn new(ports: &Ports) -> Self {
+    pub(crate) fn new(ports: &Ports) -> Self {
         Self {
             ports: ports.clone(),
             current: std::sync::Mutex::new(Arc::new(Loaders::new(ports))),
@@ -118,7 +124,7 @@ impl LoaderScope {
     }
 
     /// The loaders to use now.
-    pub fn current(&self) -> Arc<Loaders> {
+    pub(crate) fn current(&self) -> Arc<Loaders> {
         self.current
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -126,7 +132,7 @@ impl LoaderScope {
     }
 
     /// Starts over with empty caches.
-    pub fn renew(&self) {
+    pub(crate) fn renew(&self) {
         let fresh = Arc::new(Loaders::new(&self.ports));
         *self
             .current
@@ -135,15 +141,16 @@ impl LoaderScope {
     }
 }
 
-/// Turns a fan-out loader's answer for one key into a plain result.
-pub fn settle<T>(
-    loaded: Result<Option<Fallible<T>>, UpstreamError>,
-) -> Result<Option<T>, UpstreamError> {
+/// Turns a fan-out loader's answer for one key into a plain result. (A fan-out loader's value
+/// is an [`UpstreamResult`]: each key's call may fail on its own.)
+pub(crate) fn settle<T>(
+    loaded: UpstreamResult<Option<UpstreamResult<T>>>,
+) -> UpstreamResult<Option<T>> {
     loaded?.transpose()
 }
 
 /// Calls `fetch` once per key, concurrently, and keeps each key's own outcome.
-async fn fan_out<K, T, F, Fut>(keys: &[K], fetch: F) -> HashMap<K, Fallible<T>>
+async fn fan_out<K, T, F, Fut>(keys: &[K], fetch: F) -> HashMap<K, UpstreamResult<T>>
 where
     K: Clone + Eq + Hash,
     F: Fn(K) -> Fut,
@@ -217,7 +224,7 @@ fn as_is_owned<V>(v: V) -> V {
     v
 }
 
-fn succeeded<V>(w: &Fallible<V>) -> Option<&V> {
+fn succeeded<V>(w: &UpstreamResult<V>) -> Option<&V> {
     w.as_ref().ok()
 }
 
@@ -241,7 +248,7 @@ fn index_by<K: Eq + Hash, T>(records: Vec<T>, key_of: impl Fn(&T) -> K) -> HashM
 }
 
 /// Customers by id (backend bulk read, through the cache).
-pub struct CustomerLoader(Arc<dyn Backend>, Arc<dyn Cache>);
+pub(crate) struct CustomerLoader(Arc<dyn Backend>, Arc<dyn Cache>);
 
 impl Loader<CustomerId> for CustomerLoader {
     type Value = CustomerRecord;
@@ -261,7 +268,7 @@ impl Loader<CustomerId> for CustomerLoader {
 }
 
 /// Products by id (backend bulk read, through the cache).
-pub struct ProductLoader(Arc<dyn Backend>, Arc<dyn Cache>);
+pub(crate) struct ProductLoader(Arc<dyn Backend>, Arc<dyn Cache>);
 
 impl Loader<ProductId> for ProductLoader {
     type Value = ProductRecord;
@@ -278,7 +285,7 @@ impl Loader<ProductId> for ProductLoader {
 }
 
 /// Orders by id (backend bulk read, through the cache; order events invalidate).
-pub struct OrderLoader(Arc<dyn Backend>, Arc<dyn Cache>);
+pub(crate) struct OrderLoader(Arc<dyn Backend>, Arc<dyn Cache>);
 
 impl Loader<OrderId> for OrderLoader {
     type Value = OrderRecord;
@@ -296,10 +303,10 @@ impl Loader<OrderId> for OrderLoader {
 
 /// One page of a customer's orders. The backend pages per customer, so each distinct
 /// (customer, page) is one call.
-pub struct CustomerOrdersLoader(Arc<dyn Backend>);
+pub(crate) struct CustomerOrdersLoader(Arc<dyn Backend>);
 
 impl Loader<(CustomerId, OrderPageQuery)> for CustomerOrdersLoader {
-    type Value = Fallible<Page<OrderRecord>>;
+    type Value = UpstreamResult<Page<OrderRecord>>;
     type Error = UpstreamError;
 
     async fn load(
@@ -314,7 +321,7 @@ impl Loader<(CustomerId, OrderPageQuery)> for CustomerOrdersLoader {
 }
 
 /// CRM contacts by customer id (one SOQL query).
-pub struct ContactLoader(Arc<dyn Crm>);
+pub(crate) struct ContactLoader(Arc<dyn Crm>);
 
 impl Loader<CustomerId> for ContactLoader {
     type Value = ContactRecord;
@@ -331,8 +338,24 @@ impl Loader<CustomerId> for ContactLoader {
     }
 }
 
-/// All support cases of customers (one SOQL query for the batch).
-pub struct CustomerCasesLoader(Arc<dyn Crm>);
+/// The newest support cases of customers, all or only the open ones (one SOQL query for the
+/// batch, filtered and bounded by the CRM).
+pub(crate) struct CustomerCasesLoader {
+    crm: Arc<dyn Crm>,
+    query: CaseQuery,
+}
+
+impl CustomerCasesLoader {
+    fn new(crm: &Arc<dyn Crm>, open_only: bool) -> Self {
+        Self {
+            crm: crm.clone(),
+            query: CaseQuery {
+                open_only,
+                per_customer: MAX_CASES_PER_CUSTOMER,
+            },
+        }
+    }
+}
 
 impl Loader<CustomerId> for CustomerCasesLoader {
     type Value = Vec<CaseRecord>;
@@ -342,13 +365,13 @@ impl Loader<CustomerId> for CustomerCasesLoader {
         &self,
         keys: &[CustomerId],
     ) -> UpstreamResult<HashMap<CustomerId, Vec<CaseRecord>>> {
-        let cases = self.0.cases_by_customer_ids(keys).await?;
+        let cases = self.crm.cases_by_customer_ids(keys, &self.query).await?;
         Ok(group_by(keys, cases, |c| c.customer_id.clone()))
     }
 }
 
 /// Support cases by id (one SOQL query).
-pub struct CaseLoader(Arc<dyn Crm>);
+pub(crate) struct CaseLoader(Arc<dyn Crm>);
 
 impl Loader<CaseId> for CaseLoader {
     type Value = CaseRecord;
@@ -360,7 +383,7 @@ impl Loader<CaseId> for CaseLoader {
 }
 
 /// Comments of cases (one SOQL query for the batch).
-pub struct CaseCommentsLoader(Arc<dyn Crm>);
+pub(crate) struct CaseCommentsLoader(Arc<dyn Crm>);
 
 impl Loader<CaseId> for CaseCommentsLoader {
     type Value = Vec<CaseCommentRecord>;
@@ -376,10 +399,10 @@ impl Loader<CaseId> for CaseCommentsLoader {
 }
 
 /// Open tasks of a user (one call per user: KIE has no multi-user query).
-pub struct UserTasksLoader(Arc<dyn ProcessServer>);
+pub(crate) struct UserTasksLoader(Arc<dyn ProcessServer>);
 
 impl Loader<String> for UserTasksLoader {
-    type Value = Fallible<Vec<TaskRecord>>;
+    type Value = UpstreamResult<Vec<TaskRecord>>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[String]) -> UpstreamResult<HashMap<String, Self::Value>> {
@@ -391,10 +414,10 @@ impl Loader<String> for UserTasksLoader {
 }
 
 /// Tasks by id with their input data (one call per task).
-pub struct TaskLoader(Arc<dyn ProcessServer>);
+pub(crate) struct TaskLoader(Arc<dyn ProcessServer>);
 
 impl Loader<i64> for TaskLoader {
-    type Value = Fallible<TaskRecord>;
+    type Value = UpstreamResult<TaskRecord>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[i64]) -> UpstreamResult<HashMap<i64, Self::Value>> {
@@ -403,10 +426,10 @@ impl Loader<i64> for TaskLoader {
 }
 
 /// Process instances by id (one call per instance).
-pub struct ProcessInstanceLoader(Arc<dyn ProcessServer>);
+pub(crate) struct ProcessInstanceLoader(Arc<dyn ProcessServer>);
 
 impl Loader<i64> for ProcessInstanceLoader {
-    type Value = Fallible<ProcessInstanceRecord>;
+    type Value = UpstreamResult<ProcessInstanceRecord>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[i64]) -> UpstreamResult<HashMap<i64, Self::Value>> {
@@ -415,10 +438,10 @@ impl Loader<i64> for ProcessInstanceLoader {
 }
 
 /// Return requests of a customer (one call per customer).
-pub struct CustomerReturnsLoader(Arc<dyn ProcessServer>);
+pub(crate) struct CustomerReturnsLoader(Arc<dyn ProcessServer>);
 
 impl Loader<CustomerId> for CustomerReturnsLoader {
-    type Value = Fallible<Vec<ProcessInstanceRecord>>;
+    type Value = UpstreamResult<Vec<ProcessInstanceRecord>>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[CustomerId]) -> UpstreamResult<HashMap<CustomerId, Self::Value>> {
@@ -431,10 +454,10 @@ impl Loader<CustomerId> for CustomerReturnsLoader {
 
 /// Parcel tracking (the carrier has no bulk read: one call per distinct tracking number not
 /// in the cache; scan events invalidate).
-pub struct TrackingLoader(Arc<dyn Carrier>, Arc<dyn Cache>);
+pub(crate) struct TrackingLoader(Arc<dyn Carrier>, Arc<dyn Cache>);
 
 impl Loader<String> for TrackingLoader {
-    type Value = Fallible<TrackingRecord>;
+    type Value = UpstreamResult<TrackingRecord>;
     type Error = UpstreamError;
 
     async fn load(&self, keys: &[String]) -> UpstreamResult<HashMap<String, Self::Value>> {

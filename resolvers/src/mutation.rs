@@ -29,44 +29,44 @@ pub struct MutationRoot;
 
 /// One line of a new order.
 #[derive(InputObject)]
-pub struct OrderLineInput {
+pub(crate) struct OrderLineInput {
     /// The product to order.
-    pub product_id: ID,
+    pub(crate) product_id: ID,
     /// How many (1 to 99).
-    pub quantity: i32,
+    pub(crate) quantity: i32,
 }
 
 /// A new order.
 #[derive(InputObject)]
-pub struct PlaceOrderInput {
+pub(crate) struct PlaceOrderInput {
     /// Agents only: the customer to order for. Customers always order for themselves.
-    pub customer_id: Option<ID>,
+    pub(crate) customer_id: Option<ID>,
     /// What to order (1 to 50 lines).
-    pub lines: Vec<OrderLineInput>,
+    pub(crate) lines: Vec<OrderLineInput>,
 }
 
 /// A new support case.
 #[derive(InputObject)]
-pub struct OpenSupportCaseInput {
+pub(crate) struct OpenSupportCaseInput {
     /// Agents only: the customer the case is for.
-    pub customer_id: Option<ID>,
+    pub(crate) customer_id: Option<ID>,
     /// One-line summary (1 to 255 characters).
-    pub subject: String,
+    pub(crate) subject: String,
     /// The problem in the customer's words.
-    pub description: Option<String>,
+    pub(crate) description: Option<String>,
     /// The order the case is about, if any.
-    pub order_id: Option<ID>,
+    pub(crate) order_id: Option<ID>,
     /// How urgent; `MEDIUM` when absent.
-    pub priority: Option<CasePriority>,
+    pub(crate) priority: Option<CasePriority>,
 }
 
 /// The outcome of a task.
 #[derive(InputObject, Default)]
-pub struct CompleteTaskInput {
+pub(crate) struct CompleteTaskInput {
     /// For `ApproveReturn` tasks (required there): whether the return is approved.
-    pub approved: Option<bool>,
+    pub(crate) approved: Option<bool>,
     /// A remark to keep with the decision.
-    pub comment: Option<String>,
+    pub(crate) comment: Option<String>,
 }
 
 fn bad_input(message: impl Into<String>) -> async_graphql::Error {
@@ -259,7 +259,7 @@ impl MutationRoot {
         }
         ctx.data::<Ports>()?
             .process
-            .claim_task(id, &v.user_id)
+            .claim_task(id, v.process_user())
             .await?;
         reload_task(ctx, id).await
     }
@@ -294,7 +294,7 @@ impl MutationRoot {
         }
         ctx.data::<Ports>()?
             .process
-            .complete_task(id, &v.user_id, &outputs)
+            .complete_task(id, v.process_user(), &outputs)
             .await?;
         reload_task(ctx, id).await
     }

@@ -4,13 +4,61 @@
 //! The graph only ever sees these traits and the records in [`crate::records`], so a resolver
 //! never knows which wire format or which replica of an upstream answered.
 
+use std::fmt;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 
 use crate::error::UpstreamError;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
 use crate::records::*;
+
+/// One of the upstreams: where an error came from, which one an event is from. Serialized as
+/// its name (`backend`, `crm`, `process`, `carrier`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The backend integration microservices.
+    Backend,
+    /// The CRM.
+    Crm,
+    /// The process automation server.
+    Process,
+    /// The parcel carrier.
+    Carrier,
+}
+
+impl Source {
+    /// Every upstream, in a fixed order.
+    pub const ALL: [Source; 4] = [
+        Source::Backend,
+        Source::Crm,
+        Source::Process,
+        Source::Carrier,
+    ];
+
+    /// The name used in `extensions.source`, webhook routes, event ids and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Backend => "backend",
+            Source::Crm => "crm",
+            Source::Process => "process",
+            Source::Carrier => "carrier",
+        }
+    }
+
+    /// The upstream of this name (exactly as [`Source::as_str`] spells it).
+    pub fn parse(name: &str) -> Option<Source> {
+        Source::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 /// Result of a call to an upstream.
 pub type UpstreamResult<T> = Result<T, UpstreamError>;
@@ -55,8 +103,14 @@ pub trait Crm: Send + Sync + 'static {
         &self,
         ids: &[CustomerId],
     ) -> UpstreamResult<Vec<ContactRecord>>;
-    /// All cases of these customers, in one query.
-    async fn cases_by_customer_ids(&self, ids: &[CustomerId]) -> UpstreamResult<Vec<CaseRecord>>;
+    /// The cases of these customers that `query` selects, newest first: at most
+    /// `query.per_customer` of each customer, filtered and bounded by the CRM, in one query
+    /// for the batch when it can.
+    async fn cases_by_customer_ids(
+        &self,
+        ids: &[CustomerId],
+        query: &CaseQuery,
+    ) -> UpstreamResult<Vec<CaseRecord>>;
     /// Cases by id, in one query.
     async fn cases_by_ids(&self, ids: &[CaseId]) -> UpstreamResult<Vec<CaseRecord>>;
     /// The comments of these cases, oldest first, in one query.
@@ -116,4 +170,26 @@ pub struct Ports {
     pub carrier: Arc<dyn Carrier>,
     /// The cross-request entity cache the loaders read through.
     pub cache: Arc<dyn crate::cache::Cache>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Source;
+
+    #[test]
+    fn a_source_is_its_name_everywhere() {
+        for source in Source::ALL {
+            let name = source.as_str();
+            assert_eq!(Source::parse(name), Some(source));
+            assert_eq!(source.to_string(), name);
+            // As events carry it on the bus (Redis stream entries from before stay readable).
+            assert_eq!(serde_json::to_value(source).unwrap(), name);
+            assert_eq!(
+                serde_json::from_value::<Source>(name.into()).unwrap(),
+                source
+            );
+        }
+        assert_eq!(Source::parse("Backend"), None);
+        assert_eq!(Source::parse("oidc"), None);
+    }
 }

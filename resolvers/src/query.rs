@@ -4,8 +4,9 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 
 use crate::error::{GraphError, GraphResult};
+use crate::federation::entity;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
-use crate::loaders::{BACKEND_MAX_BATCH, settle};
+use crate::loaders::{BACKEND_MAX_BATCH, Loaders, settle};
 use crate::ports::Ports;
 use crate::types::{Customer, Order, Product, SupportCase, Task, loaders};
 use crate::viewer::{Role, Viewer, viewer};
@@ -18,7 +19,7 @@ pub struct QueryRoot;
 
 /// What a signed-in user is.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
-pub enum ViewerRole {
+pub(crate) enum ViewerRole {
     /// A customer: sees their own data.
     Customer,
     /// A customer-service agent: sees any customer.
@@ -27,15 +28,15 @@ pub enum ViewerRole {
 
 /// The signed-in user.
 #[derive(SimpleObject)]
-pub struct ViewerInfo {
+pub(crate) struct ViewerInfo {
     /// User id at the identity provider.
-    pub user_id: String,
+    pub(crate) user_id: String,
     /// Display name.
-    pub name: String,
+    pub(crate) name: String,
     /// Customer or agent.
-    pub role: ViewerRole,
+    pub(crate) role: ViewerRole,
     /// For customers, their customer id.
-    pub customer_id: Option<ID>,
+    pub(crate) customer_id: Option<ID>,
 }
 
 /// Reads: where apps start.
@@ -190,8 +191,13 @@ impl QueryRoot {
     /// the return approvals waiting for the agents' group).
     async fn tasks(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Vec<Task>>> {
         let v = viewer(ctx)?;
-        let tasks =
-            settle(loaders(ctx)?.user_tasks.load_one(v.user_id.clone()).await)?.unwrap_or_default();
+        let tasks = settle(
+            loaders(ctx)?
+                .user_tasks
+                .load_one(v.process_user().to_owned())
+                .await,
+        )?
+        .unwrap_or_default();
         Ok(Some(tasks.into_iter().map(Task).collect()))
     }
 
@@ -202,8 +208,11 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Customer>> {
-        let v = viewer(ctx)?;
-        load_customer(ctx, v, CustomerId::parse(&id)?).await
+        entity(ctx, "Customer", &id, async {
+            let v = viewer(ctx)?;
+            load_customer(ctx, v, CustomerId::parse(&id)?).await
+        })
+        .await
     }
 
     /// Federation: resolves `Order` entities by key.
@@ -213,7 +222,10 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Order>> {
-        load_order(ctx, OrderId::parse(&id)?).await
+        entity(ctx, "Order", &id, async {
+            load_order(ctx, OrderId::parse(&id)?).await
+        })
+        .await
     }
 
     /// Federation: resolves `Product` entities by key.
@@ -223,7 +235,10 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Product>> {
-        load_product(ctx, ProductId::parse(&id)?).await
+        entity(ctx, "Product", &id, async {
+            load_product(ctx, ProductId::parse(&id)?).await
+        })
+        .await
     }
 
     /// Federation: resolves `SupportCase` entities by key.
@@ -233,7 +248,10 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The case's id.")] id: ID,
     ) -> async_graphql::Result<Option<SupportCase>> {
-        load_case(ctx, CaseId::parse(&id)?).await
+        entity(ctx, "SupportCase", &id, async {
+            load_case(ctx, CaseId::parse(&id)?).await
+        })
+        .await
     }
 }
 
@@ -261,12 +279,7 @@ pub(crate) async fn load_order(
     ctx: &Context<'_>,
     id: OrderId,
 ) -> async_graphql::Result<Option<Order>> {
-    let v = viewer(ctx)?;
-    let Some(order) = loaders(ctx)?.orders.load_one(id).await? else {
-        return Ok(None);
-    };
-    v.authorize(&order.customer_id)?;
-    Ok(Some(Order(order)))
+    visible_order(viewer(ctx)?, &*loaders(ctx)?, id).await
 }
 
 /// A support case the viewer may see.
@@ -274,27 +287,55 @@ pub(crate) async fn load_case(
     ctx: &Context<'_>,
     id: CaseId,
 ) -> async_graphql::Result<Option<SupportCase>> {
-    let v = viewer(ctx)?;
-    let Some(case) = loaders(ctx)?.cases.load_one(id).await? else {
-        return Ok(None);
-    };
-    v.authorize(&case.customer_id)?;
-    Ok(Some(SupportCase(case)))
+    visible_case(viewer(ctx)?, &*loaders(ctx)?, id).await
 }
 
 /// A task the viewer may see: agents see any; customers only tasks about themselves.
 pub(crate) async fn load_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Option<Task>> {
-    let v = viewer(ctx)?;
-    let Some(task) = settle(loaders(ctx)?.tasks.load_one(id).await)? else {
+    visible_task(viewer(ctx)?, &*loaders(ctx)?, id).await
+}
+
+// The rule for each kind of object, wherever one is resolved: queries, mutations, the objects
+// a subscription's events name (events are upstream input, not proof of ownership), and links
+// between objects. `None` when there is no such object; `FORBIDDEN` when it is not the
+// viewer's.
+
+/// An order, read through `loaders`, if `viewer` may see it.
+pub(crate) async fn visible_order(
+    viewer: &Viewer,
+    loaders: &Loaders,
+    id: OrderId,
+) -> async_graphql::Result<Option<Order>> {
+    let Some(order) = loaders.orders.load_one(id).await? else {
         return Ok(None);
     };
-    if v.role != Role::Agent {
-        match &task.customer_id {
-            Some(customer) => v.authorize(customer)?,
-            None => {
-                return Err(GraphError::Forbidden("this task is not yours".to_owned()).into());
-            }
-        }
-    }
+    viewer.authorize(&order.customer_id)?;
+    Ok(Some(Order(order)))
+}
+
+/// A support case, read through `loaders`, if `viewer` may see it.
+pub(crate) async fn visible_case(
+    viewer: &Viewer,
+    loaders: &Loaders,
+    id: CaseId,
+) -> async_graphql::Result<Option<SupportCase>> {
+    let Some(case) = loaders.cases.load_one(id).await? else {
+        return Ok(None);
+    };
+    viewer.authorize(&case.customer_id)?;
+    Ok(Some(SupportCase(case)))
+}
+
+/// A task (with its input data), read through `loaders`, if `viewer` may see it: agents see
+/// any; customers only tasks about themselves.
+pub(crate) async fn visible_task(
+    viewer: &Viewer,
+    loaders: &Loaders,
+    id: i64,
+) -> async_graphql::Result<Option<Task>> {
+    let Some(task) = settle(loaders.tasks.load_one(id).await)? else {
+        return Ok(None);
+    };
+    viewer.authorize_about(task.customer_id.as_ref())?;
     Ok(Some(Task(task)))
 }

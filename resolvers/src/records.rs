@@ -123,6 +123,14 @@ pub struct OrderPageQuery {
     pub status: Option<OrderStatus>,
 }
 
+/// Which of a customer's support cases to read: the newest `per_customer`, and only those not
+/// closed when `open_only`. The CRM filters and bounds (never the graph after reading all).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CaseQuery {
+    pub open_only: bool,
+    pub per_customer: usize,
+}
+
 /// A line of an order to place.
 #[derive(Debug, Clone)]
 pub struct NewOrderLine {

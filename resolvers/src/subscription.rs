@@ -5,6 +5,13 @@
 //! through new loaders for every event (never from what an earlier event cached), so a
 //! client may select nested fields as in a query.
 //!
+//! An event is upstream input, not proof of ownership: its `customerId` only picks whose feed
+//! it goes to. Every object resolved for a subscriber (the watched order or case, the task
+//! offered, what a notification names) goes through the same authorization rule as in a
+//! query ([`crate::query::visible_order`] and its siblings): an object of another customer
+//! comes back as it would from `order(id)`, null with a `FORBIDDEN` error, never with its
+//! data. (Why not drop such an event instead: see [`Notification`].)
+//!
 //! A subscription that falls more than the hub's capacity behind (its client reads too
 //! slowly) gets one `SUBSCRIPTION_LAGGED` error and ends: the client resubscribes and
 //! refetches, instead of everyone else waiting for it.
@@ -19,8 +26,8 @@ use tokio::sync::broadcast;
 use crate::error::GraphError;
 use crate::events::{DomainEvent, EventHub, EventKind};
 use crate::ids::{CaseId, OrderId};
-use crate::loaders::{LoaderScope, settle};
-use crate::query::{load_case, load_order};
+use crate::loaders::{LoaderScope, Loaders};
+use crate::query::{load_case, load_order, load_task, visible_case, visible_order, visible_task};
 use crate::records::TaskStatus;
 use crate::types::{Order, Shipment, SupportCase, Task};
 use crate::viewer::{Role, Viewer, acting_for, viewer};
@@ -35,20 +42,23 @@ pub struct SubscriptionRoot;
 struct Watch {
     events: broadcast::Receiver<Arc<DomainEvent>>,
     scope: Arc<LoaderScope>,
-    viewer: Viewer,
+    /// The subscriber, for filtering events and authorizing what each resolves; an `Arc` as
+    /// every event's resolution holds it.
+    viewer: Arc<Viewer>,
 }
 
 impl Watch {
     fn new(ctx: &Context<'_>) -> async_graphql::Result<Self> {
         Ok(Self {
-            viewer: viewer(ctx)?.clone(),
+            viewer: Arc::new(viewer(ctx)?.clone()),
             events: ctx.data::<EventHub>()?.subscribe(),
             scope: ctx.data::<Arc<LoaderScope>>()?.clone(),
         })
     }
 
     /// The events `keep` accepts, that the viewer may see, each resolved by `resolve` with
-    /// fresh loaders. Ends with a `SUBSCRIPTION_LAGGED` error if the subscriber fell behind.
+    /// fresh loaders, for the subscriber (whom `resolve` authorizes what it reads for). Ends
+    /// with a `SUBSCRIPTION_LAGGED` error if the subscriber fell behind.
     fn stream<T, K, R, Fut>(
         self,
         keep: K,
@@ -57,7 +67,7 @@ impl Watch {
     where
         T: Send + 'static,
         K: Fn(&DomainEvent) -> bool + Send + 'static,
-        R: Fn(Arc<LoaderScope>, Arc<DomainEvent>) -> Fut + Send + Sync + 'static,
+        R: Fn(Arc<Loaders>, Arc<Viewer>, Arc<DomainEvent>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = async_graphql::Result<Option<T>>> + Send,
     {
         let Watch {
@@ -74,21 +84,25 @@ impl Watch {
                 Err(broadcast::error::RecvError::Closed) => None,
             }
         })
-        .filter(move |item| {
-            let pass = match item {
-                Ok(event) => keep(event) && may_see(&viewer, event),
-                Err(_) => true,
-            };
-            futures::future::ready(pass)
+        .filter({
+            let viewer = viewer.clone();
+            move |item| {
+                let pass = match item {
+                    Ok(event) => keep(event) && may_see(&viewer, event),
+                    Err(_) => true,
+                };
+                futures::future::ready(pass)
+            }
         })
         .then(move |item| {
             let scope = scope.clone();
             let resolve = resolve.clone();
+            let viewer = viewer.clone();
             async move {
                 match item {
                     Ok(event) => {
                         scope.renew();
-                        resolve(scope, event).await
+                        resolve(scope.current(), viewer, event).await
                     }
                     Err(missed) => Err(GraphError::Rejected(
                         "SUBSCRIPTION_LAGGED",
@@ -98,12 +112,13 @@ impl Watch {
                 }
             }
         })
-        // An event whose object is gone (or no longer visible) yields nothing.
+        // An event whose object is gone yields nothing.
         .filter_map(|r| futures::future::ready(r.transpose()))
     }
 }
 
-/// Whether the viewer may see an event at all.
+/// Whether an event is for the viewer's feed at all (agents: everyone's). This only picks
+/// events; what they name is authorized when resolved.
 fn may_see(viewer: &Viewer, event: &DomainEvent) -> bool {
     match &viewer.role {
         Role::Agent => true,
@@ -130,9 +145,9 @@ impl SubscriptionRoot {
                 matches!(e.kind, EventKind::OrderUpdated | EventKind::ShipmentUpdated)
                     && e.subject.order_id.as_ref() == Some(&watched)
             },
-            move |scope, _| {
+            move |loaders, viewer, _| {
                 let id = id.clone();
-                async move { Ok(scope.current().orders.load_one(id).await?.map(Order)) }
+                async move { visible_order(&viewer, &loaders, id).await }
             },
         ))
     }
@@ -153,11 +168,11 @@ impl SubscriptionRoot {
                 e.kind == EventKind::ShipmentUpdated
                     && e.subject.order_id.as_ref() == Some(&watched)
             },
-            move |scope, _| {
+            move |loaders, viewer, _| {
                 let id = id.clone();
                 async move {
-                    let order = scope.current().orders.load_one(id).await?;
-                    Ok(order.and_then(|o| o.shipment).map(Shipment))
+                    let order = visible_order(&viewer, &loaders, id).await?;
+                    Ok(order.and_then(|o| o.0.shipment).map(Shipment))
                 }
             },
         ))
@@ -179,9 +194,9 @@ impl SubscriptionRoot {
                 matches!(e.kind, EventKind::CaseUpdated | EventKind::CaseCommentAdded)
                     && e.subject.case_id.as_ref() == Some(&watched)
             },
-            move |scope, _| {
+            move |loaders, viewer, _| {
                 let id = id.clone();
-                async move { Ok(scope.current().cases.load_one(id).await?.map(SupportCase)) }
+                async move { visible_case(&viewer, &loaders, id).await }
             },
         ))
     }
@@ -193,7 +208,7 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>> + use<>> {
         let watch = Watch::new(ctx)?;
-        let me = watch.viewer.user_id.clone();
+        let me = watch.viewer.process_user().to_owned();
         let is_agent = watch.viewer.role == Role::Agent;
         Ok(watch.stream(
             move |e| {
@@ -202,14 +217,12 @@ impl SubscriptionRoot {
                         .iter()
                         .any(|who| *who == me || (is_agent && who == AGENTS_GROUP))
             },
-            |scope, event| async move {
+            |loaders, viewer, event| async move {
                 let Some(id) = event.subject.task_id else {
                     return Ok(None);
                 };
-                let task = settle(scope.current().tasks.load_one(id).await)?;
-                Ok(task
-                    .filter(|t| matches!(t.status, TaskStatus::Ready | TaskStatus::Reserved))
-                    .map(Task))
+                let task = visible_task(&viewer, &loaders, id).await?;
+                Ok(task.filter(|t| matches!(t.0.status, TaskStatus::Ready | TaskStatus::Reserved)))
             },
         ))
     }
@@ -225,15 +238,22 @@ impl SubscriptionRoot {
         let customer = acting_for(ctx, customer_id.as_ref())?;
         Ok(Watch::new(ctx)?.stream(
             move |e| e.customer_id.as_ref() == Some(&customer),
-            |scope, event| async move { Ok(Some(Notification { event, scope })) },
+            |_, _, event| async move { Ok(Some(Notification { event })) },
         ))
     }
 }
 
 /// Something that happened to the customer's orders, parcels, cases or returns.
-pub struct Notification {
+///
+/// The event's `customerId` says whose feed it belongs to; the objects it names are read when
+/// selected, through the request's loaders, and authorized as in a query. One that is not the
+/// subscriber's (a webhook naming one customer and another's order) is null with a
+/// `FORBIDDEN` error at its path, and the rest of the notification stands. Not dropped: a
+/// client handles this exactly as a query's partial result, it is not left wondering about a
+/// gap in its feed, and the server need not read every named object before each event just
+/// to decide whether to send it.
+pub(crate) struct Notification {
     event: Arc<DomainEvent>,
-    scope: Arc<LoaderScope>,
 }
 
 /// Something that happened to the customer's orders, parcels, cases or returns.
@@ -260,38 +280,26 @@ impl Notification {
     }
 
     /// The order it is about, read fresh.
-    async fn order(&self) -> async_graphql::Result<Option<Order>> {
+    async fn order(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Order>> {
         let Some(id) = &self.event.subject.order_id else {
             return Ok(None);
         };
-        Ok(self
-            .scope
-            .current()
-            .orders
-            .load_one(id.clone())
-            .await?
-            .map(Order))
+        load_order(ctx, id.clone()).await
     }
 
     /// The support case it is about, read fresh.
-    async fn support_case(&self) -> async_graphql::Result<Option<SupportCase>> {
+    async fn support_case(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<SupportCase>> {
         let Some(id) = &self.event.subject.case_id else {
             return Ok(None);
         };
-        Ok(self
-            .scope
-            .current()
-            .cases
-            .load_one(id.clone())
-            .await?
-            .map(SupportCase))
+        load_case(ctx, id.clone()).await
     }
 
     /// The task it is about, read fresh.
-    async fn task(&self) -> async_graphql::Result<Option<Task>> {
+    async fn task(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Task>> {
         let Some(id) = self.event.subject.task_id else {
             return Ok(None);
         };
-        Ok(settle(self.scope.current().tasks.load_one(id).await)?.map(Task))
+        load_task(ctx, id).await
     }
 }

@@ -12,7 +12,8 @@ use crate::ids::CustomerId;
 /// The signed-in user of a request.
 #[derive(Debug, Clone)]
 pub struct Viewer {
-    /// The user's id at the identity provider (`sub`); also their user id at the process server.
+    /// The user's id at the identity provider (`sub`). Not necessarily who they are at the
+    /// process server, which knows customers by their customer id.
     pub user_id: String,
     /// Display name, from the token.
     pub name: String,
@@ -31,7 +32,7 @@ pub enum Role {
 
 impl Viewer {
     /// Whether this viewer may see and act on `customer`'s data: `FORBIDDEN` otherwise.
-    pub fn authorize(&self, customer: &CustomerId) -> GraphResult<()> {
+    pub(crate) fn authorize(&self, customer: &CustomerId) -> GraphResult<()> {
         match &self.role {
             Role::Agent => Ok(()),
             Role::Customer(own) if own == customer => Ok(()),
@@ -41,16 +42,39 @@ impl Viewer {
         }
     }
 
+    /// For what concerns a customer only when it names one (tasks, process instances): agents
+    /// may see any; a customer only what names them, `FORBIDDEN` otherwise.
+    pub(crate) fn authorize_about(&self, customer: Option<&CustomerId>) -> GraphResult<()> {
+        match (&self.role, customer) {
+            (Role::Agent, _) => Ok(()),
+            (Role::Customer(_), Some(customer)) => self.authorize(customer),
+            (Role::Customer(_), None) => Err(GraphError::Forbidden(
+                "this does not concern you".to_owned(),
+            )),
+        }
+    }
+
     /// Agents only: `FORBIDDEN` for customers.
-    pub fn require_agent(&self) -> GraphResult<()> {
+    pub(crate) fn require_agent(&self) -> GraphResult<()> {
         match self.role {
             Role::Agent => Ok(()),
             Role::Customer(_) => Err(GraphError::Forbidden("only agents may do this".to_owned())),
         }
     }
 
+    /// Who the viewer is at the process server, the one identity every task read and action
+    /// uses: a customer by their customer id (the return process makes the customer it is for
+    /// the owner of their pick-up task, whatever their `sub` at the identity provider), an
+    /// agent by their user id.
+    pub(crate) fn process_user(&self) -> &str {
+        match &self.role {
+            Role::Customer(id) => process_user_of(id),
+            Role::Agent => &self.user_id,
+        }
+    }
+
     /// The customer a customer-role viewer is; `None` for agents.
-    pub fn customer_id(&self) -> Option<&CustomerId> {
+    pub(crate) fn customer_id(&self) -> Option<&CustomerId> {
         match &self.role {
             Role::Customer(id) => Some(id),
             Role::Agent => None,
@@ -59,7 +83,7 @@ impl Viewer {
 
     /// Whose data an operation is about: a customer always acts for themselves; an agent must
     /// name the customer.
-    pub fn acting_for(&self, named: Option<CustomerId>) -> GraphResult<CustomerId> {
+    pub(crate) fn acting_for(&self, named: Option<CustomerId>) -> GraphResult<CustomerId> {
         match (&self.role, named) {
             (Role::Customer(own), None) => Ok(own.clone()),
             (Role::Customer(own), Some(named)) => {
@@ -74,14 +98,22 @@ impl Viewer {
     }
 }
 
+/// Who a customer is at the process server: their customer id (see [`Viewer::process_user`]).
+pub(crate) fn process_user_of(customer: &CustomerId) -> &str {
+    customer.as_str()
+}
+
 /// The customer an operation is for: the signed-in customer, or the one an agent names
 /// (`customerId` arguments).
-pub fn acting_for(ctx: &Context<'_>, named: Option<&ID>) -> async_graphql::Result<CustomerId> {
+pub(crate) fn acting_for(
+    ctx: &Context<'_>,
+    named: Option<&ID>,
+) -> async_graphql::Result<CustomerId> {
     let named = named.map(|id| CustomerId::parse(id)).transpose()?;
     Ok(viewer(ctx)?.acting_for(named)?)
 }
 
 /// The signed-in viewer of this request, or `UNAUTHENTICATED`.
-pub fn viewer<'a>(ctx: &Context<'a>) -> GraphResult<&'a Viewer> {
+pub(crate) fn viewer<'a>(ctx: &Context<'a>) -> GraphResult<&'a Viewer> {
     ctx.data_opt::<Viewer>().ok_or(GraphError::Unauthenticated)
 }

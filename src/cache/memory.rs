@@ -1,36 +1,69 @@
-//! An in-process cache with expiry and a size bound.
+//! An in-process cache with a size bound and a TTL per entry, on moka.
+//!
+//! moka keeps the bound: when the cache is full, a new entry is admitted if it is asked for
+//! at least as often as what it would evict (TinyLFU), so a cache full of live entries keeps
+//! taking in what becomes popular, and the bound is never exceeded for long. Its own
+//! maintenance runs in small steps on the callers' operations, never a sweep of the whole map
+//! under one lock. Each entry expires at the TTL it was stored with (an [`Expiry`] that moka
+//! evicts by), and reads check the same deadline on tokio's clock, so what a reader sees is
+//! exact (also under `tokio::time::pause()`, which moka's own clock does not follow).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
+use moka::Expiry;
+use resolvers::cache::Cache;
 use tokio::time::Instant;
 
-use async_trait::async_trait;
-use resolvers::cache::Cache;
-
-/// Entries in a map behind a std mutex (held only for map operations, never across an
-/// `.await`); expired entries are dropped when read, and swept when the map is full.
+/// Entries by key, bounded and expiring (see the module docs).
 pub struct MemoryCache {
-    /// Value and expiry by key.
-    entries: Mutex<HashMap<String, (Vec<u8>, Instant)>>,
-    /// Most entries kept; inserts beyond it (after a sweep of the expired) are skipped.
-    max_entries: usize,
+    /// moka's concurrent cache; values are `Arc`s since moka hands out a clone on every read.
+    entries: moka::future::Cache<String, Arc<Entry>>,
+}
+
+/// One stored value and how long it lives.
+struct Entry {
+    bytes: Vec<u8>,
+    /// The TTL it was stored with: what moka evicts it by.
+    ttl: Duration,
+    /// When it stops being served, on tokio's clock: what reads check.
+    expires_at: Instant,
+}
+
+/// Tells moka that each entry lives for its own TTL, from when it was last written.
+struct PerEntryTtl;
+
+impl Expiry<String, Arc<Entry>> for PerEntryTtl {
+    fn expire_after_create(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        _created_at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &String,
+        entry: &Arc<Entry>,
+        _updated_at: std::time::Instant,
+        _remaining: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(entry.ttl)
+    }
 }
 
 impl MemoryCache {
     /// A cache holding at most `max_entries`.
     pub fn new(max_entries: usize) -> Self {
         Self {
-            entries: Mutex::new(HashMap::new()),
-            max_entries,
+            entries: moka::future::Cache::builder()
+                .max_capacity(u64::try_from(max_entries).unwrap_or(u64::MAX))
+                .expire_after(PerEntryTtl)
+                .build(),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Vec<u8>, Instant)>> {
-        self.entries
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -38,35 +71,33 @@ impl MemoryCache {
 impl Cache for MemoryCache {
     async fn get_many(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
         let now = Instant::now();
-        let entries = self.lock();
-        keys.iter()
-            .map(|k| {
-                entries
-                    .get(k)
-                    .filter(|(_, expires)| *expires > now)
-                    .map(|(v, _)| v.clone())
-            })
-            .collect()
+        let mut found = Vec::with_capacity(keys.len());
+        for key in keys {
+            let live = self
+                .entries
+                .get(key)
+                .await
+                .filter(|entry| entry.expires_at > now);
+            found.push(live.map(|entry| entry.bytes.clone()));
+        }
+        found
     }
 
     async fn put_many(&self, new: Vec<(String, Vec<u8>)>, ttl: Duration) {
-        let now = Instant::now();
-        let mut entries = self.lock();
-        if entries.len() + new.len() > self.max_entries {
-            entries.retain(|_, (_, expires)| *expires > now);
-        }
-        for (key, value) in new {
-            if entries.len() >= self.max_entries && !entries.contains_key(&key) {
-                break;
-            }
-            entries.insert(key, (value, now + ttl));
+        let expires_at = Instant::now() + ttl;
+        for (key, bytes) in new {
+            let entry = Entry {
+                bytes,
+                ttl,
+                expires_at,
+            };
+            self.entries.insert(key, Arc::new(entry)).await;
         }
     }
 
     async fn delete(&self, keys: &[String]) {
-        let mut entries = self.lock();
         for key in keys {
-            entries.remove(key);
+            self.entries.invalidate(key).await;
         }
     }
 }
@@ -75,18 +106,30 @@ impl Cache for MemoryCache {
 mod tests {
     use super::*;
 
+    fn k(s: &str) -> String {
+        s.to_owned()
+    }
+
+    /// How many entries the cache holds, once moka has applied what is pending.
+    async fn held(cache: &MemoryCache) -> u64 {
+        cache.entries.run_pending_tasks().await;
+        cache.entries.entry_count()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn entries_expire_and_can_be_deleted() {
+    async fn entries_expire_at_their_own_ttl_and_can_be_deleted() {
         let cache = MemoryCache::new(10);
-        let k = |s: &str| s.to_owned();
         cache
             .put_many(
                 vec![(k("a"), b"1".to_vec()), (k("b"), b"2".to_vec())],
                 Duration::from_secs(5),
             )
             .await;
+        cache
+            .put_many(vec![(k("c"), b"3".to_vec())], Duration::from_secs(60))
+            .await;
         assert_eq!(
-            cache.get_many(&[k("a"), k("c")]).await,
+            cache.get_many(&[k("a"), k("x")]).await,
             [Some(b"1".to_vec()), None]
         );
         cache.delete(&[k("a")]).await;
@@ -94,15 +137,87 @@ mod tests {
             cache.get_many(&[k("a"), k("b")]).await,
             [None, Some(b"2".to_vec())]
         );
+
         tokio::time::advance(Duration::from_secs(6)).await;
-        assert_eq!(cache.get_many(&[k("b")]).await, [None]);
+        assert_eq!(
+            cache.get_many(&[k("b"), k("c")]).await,
+            [None, Some(b"3".to_vec())],
+            "b lived its 5 s, c has 54 s left"
+        );
+        // Storing again starts a new life with the new TTL.
+        cache
+            .put_many(vec![(k("b"), b"2'".to_vec())], Duration::from_secs(60))
+            .await;
+        tokio::time::advance(Duration::from_secs(55)).await;
+        assert_eq!(
+            cache.get_many(&[k("b"), k("c")]).await,
+            [Some(b"2'".to_vec()), None]
+        );
+    }
+
+    #[tokio::test]
+    async fn each_entry_tells_moka_its_own_ttl() {
+        let entry = |ttl| {
+            Arc::new(Entry {
+                bytes: Vec::new(),
+                ttl,
+                expires_at: Instant::now() + ttl,
+            })
+        };
+        let now = std::time::Instant::now();
+        let short = entry(Duration::from_secs(5));
+        let long = entry(Duration::from_secs(300));
+        assert_eq!(
+            PerEntryTtl.expire_after_create(&k("a"), &short, now),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(
+            PerEntryTtl.expire_after_update(&k("a"), &long, now, Some(Duration::from_secs(1))),
+            Some(Duration::from_secs(300)),
+            "a rewrite lives its new TTL, not what was left of the old one"
+        );
     }
 
     #[tokio::test]
     async fn never_holds_more_than_its_bound() {
-        let cache = MemoryCache::new(2);
-        let entries = (0..5).map(|i| (i.to_string(), vec![i])).collect();
+        let cache = MemoryCache::new(20);
+        let entries = (0..100).map(|i| (i.to_string(), vec![i])).collect();
         cache.put_many(entries, Duration::from_secs(60)).await;
-        assert_eq!(cache.lock().len(), 2);
+        assert!(held(&cache).await <= 20);
+    }
+
+    #[tokio::test]
+    async fn a_cache_full_of_live_entries_still_takes_in_what_is_asked_for() {
+        let cache = MemoryCache::new(20);
+        let old: Vec<String> = (0..20).map(|i| format!("old-{i}")).collect();
+        cache
+            .put_many(
+                old.iter()
+                    .map(|key| (key.clone(), b"old".to_vec()))
+                    .collect(),
+                Duration::from_secs(3600),
+            )
+            .await;
+        assert_eq!(held(&cache).await, 20);
+
+        // New keys, each asked for (and missed) a few times, as read-through does, then
+        // stored: they get in, and the cache stays within its bound.
+        let new: Vec<String> = (0..10).map(|i| format!("new-{i}")).collect();
+        for _ in 0..3 {
+            assert!(cache.get_many(&new).await.iter().all(Option::is_none));
+        }
+        cache
+            .put_many(
+                new.iter()
+                    .map(|key| (key.clone(), b"new".to_vec()))
+                    .collect(),
+                Duration::from_secs(3600),
+            )
+            .await;
+        assert!(held(&cache).await <= 20);
+        assert_eq!(
+            cache.get_many(&new).await,
+            vec![Some(b"new".to_vec()); new.len()]
+        );
     }
 }

@@ -15,9 +15,10 @@ use std::time::Duration;
 use tokio::sync::Mutex;
 
 use async_trait::async_trait;
-use resolvers::events::{BusError, DomainEvent, EventBus, EventHub};
+use resolvers::events::{DomainEvent, EventHub};
 use tokio::time::Instant;
 
+use super::{BusError, EventBus};
 use crate::config::EventsConfig;
 
 /// The bus of a lone instance.

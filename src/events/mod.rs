@@ -68,14 +68,29 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::bail;
-use resolvers::events::{EventBus, EventHub};
+use async_trait::async_trait;
+use resolvers::events::{DomainEvent, EventHub};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::EventsConfig;
 
-#[cfg(doc)]
-use resolvers::events::DomainEvent;
+/// The durable, shared log of events (Redis Streams or memory behind it), where ingestion
+/// publishes.
+#[async_trait]
+pub trait EventBus: Send + Sync + 'static {
+    /// Appends an event durably. `Ok(false)` when an event with the same id was already
+    /// accepted (a duplicate delivery), which is not an error.
+    async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError>;
+}
+
+/// Why the bus refused an event.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The bus's store could not be reached; the event was not accepted.
+    #[error("event bus unavailable: {0}")]
+    Unavailable(String),
+}
 
 /// The running event bus of this replica: where to publish, and this replica's reader.
 pub struct Events {

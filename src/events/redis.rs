@@ -29,10 +29,11 @@ use anyhow::{Context, anyhow};
 use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, RedisError, Value};
-use resolvers::events::{BusError, DomainEvent, EventBus, EventHub};
+use resolvers::events::{DomainEvent, EventHub};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::{BusError, EventBus};
 use crate::config::EventsConfig;
 
 /// How long one `XREAD` waits for new entries before it returns empty and is sent again.

@@ -10,10 +10,11 @@
 use chrono::{DateTime, Utc};
 use resolvers::events::{DomainEvent, EventKind, Subject};
 use resolvers::ids::{CustomerId, OrderId};
+use resolvers::ports::Source;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{EventError, Source, checked_id, decode, discriminator, event_id, label};
+use super::{EventError, checked_id, decode, discriminator, event_id, label};
 
 /// The one event type the backend sends.
 const ORDER_STATUS_CHANGED: &str = "order.status_changed";
@@ -53,7 +54,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
     Ok(DomainEvent {
         id: event_id(Source::Backend, "id", &envelope.id)?,
         kind: EventKind::OrderUpdated,
-        source: Source::Backend.as_str().to_owned(),
+        source: Source::Backend,
         summary: format!("Order {order_id} is now {status}"),
         customer_id: Some(customer_id),
         subject: Subject {
@@ -90,7 +91,7 @@ mod tests {
             Ok(DomainEvent {
                 id: "backend:evt_01JGZ3".into(),
                 kind: EventKind::OrderUpdated,
-                source: "backend".into(),
+                source: Source::Backend,
                 customer_id: Some(CustomerId::from_upstream("cust-0001")),
                 subject: Subject {
                     order_id: Some(OrderId::from_upstream("ord-000123")),

@@ -14,10 +14,11 @@
 use chrono::{DateTime, Utc};
 use resolvers::events::{DomainEvent, EventKind, Subject};
 use resolvers::ids::{CustomerId, OrderId};
+use resolvers::ports::Source;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{EventError, Source, checked_id, decode, discriminator, event_id, label};
+use super::{EventError, checked_id, decode, discriminator, event_id, label};
 
 /// The one event type the carrier sends.
 const TRACKING_UPDATED: &str = "tracking.updated";
@@ -74,7 +75,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
     Ok(DomainEvent {
         id: event_id(Source::Carrier, "id", &envelope.id)?,
         kind: EventKind::ShipmentUpdated,
-        source: Source::Carrier.as_str().to_owned(),
+        source: Source::Carrier,
         summary: summary(&tracking_number, status),
         customer_id,
         subject: Subject {
@@ -126,7 +127,7 @@ mod tests {
             Ok(DomainEvent {
                 id: "carrier:whk_9f2c41".into(),
                 kind: EventKind::ShipmentUpdated,
-                source: "carrier".into(),
+                source: Source::Carrier,
                 customer_id: Some(CustomerId::from_upstream("cust-0001")),
                 subject: Subject {
                     order_id: Some(OrderId::from_upstream("ord-000123")),

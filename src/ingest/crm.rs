@@ -24,10 +24,11 @@
 
 use resolvers::events::{DomainEvent, EventKind, Subject};
 use resolvers::ids::{CaseId, CustomerId};
+use resolvers::ports::Source;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::{EventError, Source, checked_id, decode, discriminator, event_id, from_millis, label};
+use super::{EventError, checked_id, decode, discriminator, event_id, from_millis, label};
 
 const CASE: &str = "Case";
 const CASE_COMMENT: &str = "CaseComment";
@@ -152,7 +153,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
     Ok(DomainEvent {
         id: event_id(Source::Crm, "event.EventUuid", &meta.event_uuid)?,
         kind,
-        source: Source::Crm.as_str().to_owned(),
+        source: Source::Crm,
         customer_id,
         subject: Subject {
             case_id: Some(case_id),
@@ -209,7 +210,7 @@ mod tests {
             Ok(DomainEvent {
                 id: "crm:6f0c1d8e-2b1a-4c57-9e7a-0d3f5b2a9c11".into(),
                 kind: EventKind::CaseUpdated,
-                source: "crm".into(),
+                source: Source::Crm,
                 customer_id: Some(CustomerId::from_upstream("cust-0001")),
                 subject: Subject {
                     case_id: Some(CaseId::from_upstream("500000000000001AAA")),
@@ -243,7 +244,7 @@ mod tests {
             DomainEvent {
                 id: "crm:0b6a2f4e-1111-4c57-9e7a-0d3f5b2a9c12".into(),
                 kind: EventKind::CaseCommentAdded,
-                source: "crm".into(),
+                source: Source::Crm,
                 customer_id: Some(CustomerId::from_upstream("cust-0001")),
                 subject: Subject {
                     case_id: Some(CaseId::from_upstream("500000000000001AAA")),

@@ -39,11 +39,13 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, TimeZone, Utc};
 use futures::StreamExt;
 use resolvers::error::GraphError;
-use resolvers::events::{DomainEvent, EventBus};
+use resolvers::events::DomainEvent;
+use resolvers::ports::Source;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::{Secret, WebhooksConfig};
+use crate::events::EventBus;
 use crate::transport::AppState;
 use signature::SignatureError;
 
@@ -62,55 +64,16 @@ const MAX_LABEL_LEN: usize = 64;
 /// Most potential owners a task event may name.
 const MAX_OWNERS: usize = 100;
 
-/// An upstream that posts webhooks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Source {
-    Backend,
-    Crm,
-    Process,
-    Carrier,
-}
-
-impl Source {
-    const ALL: [Source; 4] = [
-        Source::Backend,
-        Source::Crm,
-        Source::Process,
-        Source::Carrier,
-    ];
-
-    /// The name in the route and in event ids.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Source::Backend => "backend",
-            Source::Crm => "crm",
-            Source::Process => "process",
-            Source::Carrier => "carrier",
-        }
-    }
-
-    fn parse(name: &str) -> Option<Source> {
-        Source::ALL.into_iter().find(|s| s.as_str() == name)
-    }
-
-    /// Parses a verified body in this source's shape; the body itself becomes the event's
-    /// payload.
-    fn normalize(self, body: &[u8]) -> Result<DomainEvent, EventError> {
-        let mut event = match self {
-            Source::Backend => backend::normalize(body),
-            Source::Crm => crm::normalize(body),
-            Source::Process => process::normalize(body),
-            Source::Carrier => carrier::normalize(body),
-        }?;
-        event.payload = serde_json::from_slice(body).unwrap_or_default();
-        Ok(event)
-    }
-}
-
-impl fmt::Display for Source {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
+/// Parses a verified body in `source`'s shape; the body itself becomes the event's payload.
+fn normalize(source: Source, body: &[u8]) -> Result<DomainEvent, EventError> {
+    let mut event = match source {
+        Source::Backend => backend::normalize(body),
+        Source::Crm => crm::normalize(body),
+        Source::Process => process::normalize(body),
+        Source::Carrier => carrier::normalize(body),
+    }?;
+    event.payload = serde_json::from_slice(body).unwrap_or_default();
+    Ok(event)
 }
 
 /// Why a verified body does not make an event.
@@ -292,9 +255,7 @@ impl Webhooks {
             self.tolerance_secs,
         )
         .map_err(|e| reject(Rejection::Signature(e)))?;
-        let event = source
-            .normalize(&body)
-            .map_err(|e| reject(Rejection::Event(e)))?;
+        let event = normalize(source, &body).map_err(|e| reject(Rejection::Event(e)))?;
 
         let outcome = self.bus.publish(&event).await;
         let (status, duplicate) = match outcome {
@@ -469,8 +430,8 @@ fn clip(text: &str) -> String {
 mod tests {
     use std::sync::Mutex;
 
+    use crate::events::BusError;
     use async_trait::async_trait;
-    use resolvers::events::BusError;
 
     use super::*;
 

@@ -19,11 +19,12 @@
 
 use resolvers::events::{DomainEvent, EventKind, Subject};
 use resolvers::ids::{CustomerId, OrderId};
+use resolvers::ports::Source;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{
-    EventError, MAX_OWNERS, Source, checked_id, decode, discriminator, event_id, from_millis, label,
+    EventError, MAX_OWNERS, checked_id, decode, discriminator, event_id, from_millis, label,
 };
 
 const TASK_TYPES: [&str; 5] = [
@@ -142,7 +143,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
     Ok(DomainEvent {
         id: event_id(Source::Process, "eventId", &event.event_id)?,
         kind,
-        source: Source::Process.as_str().to_owned(),
+        source: Source::Process,
         customer_id,
         subject: Subject {
             order_id,
@@ -224,7 +225,7 @@ mod tests {
             Ok(DomainEvent {
                 id: "process:3d1f6a2e-8c4b-4f0a-9b7e-5a2c1d0e9f33".into(),
                 kind: EventKind::TaskUpdated,
-                source: "process".into(),
+                source: Source::Process,
                 customer_id: Some(CustomerId::from_upstream("cust-0001")),
                 subject: Subject {
                     order_id: Some(OrderId::from_upstream("ord-000123")),
@@ -274,7 +275,7 @@ mod tests {
             Ok(DomainEvent {
                 id: "process:e-1".into(),
                 kind: EventKind::ProcessUpdated,
-                source: "process".into(),
+                source: Source::Process,
                 customer_id: Some(CustomerId::from_upstream("cust-0001")),
                 subject: Subject {
                     order_id: Some(OrderId::from_upstream("ord-000123")),

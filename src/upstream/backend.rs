@@ -8,8 +8,9 @@
 
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
-use resolvers::error::{Source, UpstreamError, UpstreamErrorKind};
+use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CustomerId, OrderId, ProductId};
+use resolvers::ports::Source;
 use resolvers::ports::{Backend, UpstreamResult};
 use resolvers::records::{
     AddressRecord, CustomerRecord, LoyaltyTier, NewOrderLine, OrderLineRecord, OrderPageQuery,

@@ -5,7 +5,8 @@
 //!   fetch. Salesforce does not say when a token expires: an API call answers 401 instead, and
 //!   the call is sent once more with a new token.
 //! - Reads are SOQL (`IN` lists of at most 200 ids, literals quoted and escaped, the query
-//!   URL-encoded), following `nextRecordsUrl` until `done`.
+//!   URL-encoded), following `nextRecordsUrl` until `done`. A customer's cases are filtered
+//!   (`IsClosed = false`) and bounded (`LIMIT`, the newest first) in the SOQL.
 //! - Writes are sObject creates (`Case`, `CaseComment`).
 //! - Every API answer carries `Sforce-Limit-Info: api-usage=USED/MAX`: the last figures are kept
 //!   ([`CrmClient::api_usage`]) and a warning is logged past 90 % of the org's daily quota; past
@@ -22,11 +23,12 @@ use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
-use resolvers::error::{Source, UpstreamError, UpstreamErrorKind};
+use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CaseId, CustomerId, OrderId};
+use resolvers::ports::Source;
 use resolvers::ports::{Crm, UpstreamResult};
 use resolvers::records::{
-    CaseCommentRecord, CasePriority, CaseRecord, CaseStatus, ContactRecord, NewCase,
+    CaseCommentRecord, CasePriority, CaseQuery, CaseRecord, CaseStatus, ContactRecord, NewCase,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -385,6 +387,71 @@ impl CrmClient {
         Ok(answers.into_iter().flatten().collect())
     }
 
+    /// The newest `query.per_customer` cases that `query` selects of each of `customers` (at
+    /// most [`MAX_IDS_PER_QUERY`], distinct), newest first per customer.
+    ///
+    /// One query, filtered in the SOQL and bounded to `per_customer` times the customers,
+    /// newest first. When the CRM had no more than that, the answer holds every case asked
+    /// for. When it had more, the answer still holds every case newer than its oldest one, so
+    /// a customer with `per_customer` cases in it has their newest; each customer with fewer
+    /// is read again on their own (rare: one customer's many recent cases crowding the
+    /// others out of the batch).
+    async fn newest_cases(
+        &self,
+        customers: &[&str],
+        query: &CaseQuery,
+    ) -> UpstreamResult<Vec<CaseRecord>> {
+        let per_customer = query.per_customer;
+        if per_customer == 0 || customers.is_empty() {
+            return Ok(Vec::new());
+        }
+        let limit = per_customer.saturating_mul(customers.len());
+        let in_list = format!("IN {}", soql_in_list(customers));
+        let cases = self
+            .query(&cases_soql(&in_list, query.open_only, limit), case_record)
+            .await?;
+        let bounded = cases.len() >= limit;
+        let mut by_customer: std::collections::HashMap<String, Vec<CaseRecord>> =
+            std::collections::HashMap::new();
+        for case in cases {
+            by_customer
+                .entry(case.customer_id.as_str().to_owned())
+                .or_default()
+                .push(case);
+        }
+        let short: Vec<&str> = if bounded {
+            customers
+                .iter()
+                .copied()
+                .filter(|c| by_customer.get(*c).map_or(0, Vec::len) < per_customer)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let again = try_join_all(short.iter().map(|customer| {
+            let one = format!("= {}", soql_literal(customer));
+            async move {
+                self.query(
+                    &cases_soql(&one, query.open_only, per_customer),
+                    case_record,
+                )
+                .await
+            }
+        }))
+        .await?;
+        for (customer, cases) in short.iter().zip(again) {
+            by_customer.insert((*customer).to_owned(), cases);
+        }
+        Ok(customers
+            .iter()
+            .filter_map(|c| by_customer.remove(*c))
+            .flat_map(|mut cases| {
+                cases.truncate(per_customer);
+                cases
+            })
+            .collect())
+    }
+
     /// Creates an sObject; answers its id.
     async fn create(&self, sobject: &str, fields: &impl Serialize) -> UpstreamResult<String> {
         let client = self.http.client();
@@ -421,19 +488,19 @@ impl Crm for CrmClient {
         .await
     }
 
-    async fn cases_by_customer_ids(&self, ids: &[CustomerId]) -> UpstreamResult<Vec<CaseRecord>> {
+    async fn cases_by_customer_ids(
+        &self,
+        ids: &[CustomerId],
+        query: &CaseQuery,
+    ) -> UpstreamResult<Vec<CaseRecord>> {
         let ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
-        self.query_in(
-            &ids,
-            |list| {
-                format!(
-                    "SELECT {CASE_FIELDS} FROM Case WHERE Contact.Customer_Id__c IN {list} \
-                     ORDER BY CreatedDate DESC"
-                )
-            },
-            case_record,
+        let ids = distinct(&ids);
+        let chunks = try_join_all(
+            ids.chunks(MAX_IDS_PER_QUERY)
+                .map(|chunk| self.newest_cases(chunk, query)),
         )
-        .await
+        .await?;
+        Ok(chunks.into_iter().flatten().collect())
     }
 
     async fn cases_by_ids(&self, ids: &[CaseId]) -> UpstreamResult<Vec<CaseRecord>> {
@@ -554,6 +621,20 @@ fn soql_literal(value: &str) -> String {
     }
     quoted.push('\'');
     quoted
+}
+
+/// The cases whose contact's customer id matches `customers` (`IN (...)` or `= '...'`), only
+/// those not closed when `open_only`, newest first, at most `limit`.
+fn cases_soql(customers: &str, open_only: bool, limit: usize) -> String {
+    let open = if open_only {
+        " AND IsClosed = false"
+    } else {
+        ""
+    };
+    format!(
+        "SELECT {CASE_FIELDS} FROM Case WHERE Contact.Customer_Id__c {customers}{open} \
+         ORDER BY CreatedDate DESC, Id DESC LIMIT {limit}"
+    )
 }
 
 /// `('a', 'b')`.

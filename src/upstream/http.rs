@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
-use resolvers::error::{Source, UpstreamError};
+use resolvers::error::UpstreamError;
+use resolvers::ports::Source;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;

@@ -11,8 +11,9 @@
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
-use resolvers::error::{Source, UpstreamError, UpstreamErrorKind};
+use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CustomerId, OrderId};
+use resolvers::ports::Source;
 use resolvers::ports::{ProcessServer, UpstreamResult};
 use resolvers::records::{ProcessInstanceRecord, ProcessState, TaskRecord, TaskStatus};
 use serde::Deserialize;

@@ -1,7 +1,9 @@
 //! An OIDC issuer of the tests' own (a discovery document, a JWKS, P-256 keys), for what the
-//! sandbox's dev issuer does not do: tokens of any lifetime and any claims, key rotation, a
-//! discovery document that names another issuer, and a JWKS endpoint that can be held back
-//! to see who waits for a refresh.
+//! sandbox's dev issuer does not do: tokens of any lifetime and any claims (a `sub` that is
+//! not the customer id, as real identity providers have), key rotation, a discovery document
+//! that names another issuer, and a JWKS endpoint that can be held back to see who waits for
+//! a refresh.
+#![allow(dead_code, unreachable_pub)]
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -14,7 +16,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use switchyard::Config;
 use tokio::sync::{Mutex, Notify};
 use url::Url;
@@ -142,36 +144,35 @@ impl Issuer {
         self.shared.release.notify_waiters();
     }
 
-    /// A customer's token that expires `lifetime_secs` from now (negative: in the past).
+    /// A customer's token (`sub` is the customer id) that expires `lifetime_secs` from now
+    /// (negative: in the past).
     pub fn token(&self, customer: &str, lifetime_secs: i64) -> String {
-        let now = chrono::Utc::now().timestamp();
-        self.sign(
-            "k1",
-            self.customer_claims(customer, json!(now + lifetime_secs)),
-        )
+        let mut claims = customer_claims(customer);
+        claims["exp"] = json!(chrono::Utc::now().timestamp() + lifetime_secs);
+        self.sign(claims)
     }
 
-    /// The claims of a customer's token: `sub` and `customer_id` are the customer, `exp` as
-    /// given. Change them and [`Issuer::sign`].
-    pub fn customer_claims(&self, customer: &str, exp: Value) -> Map<String, Value> {
-        let now = chrono::Utc::now().timestamp();
-        let claims = json!({
-            "iss": self.base, "aud": AUDIENCE, "sub": customer, "name": customer,
-            "iat": now, "exp": exp, "roles": ["customer"], "customer_id": customer,
-        });
-        claims.as_object().unwrap().clone()
+    /// A token with these claims, signed with the first key, valid for an hour unless they
+    /// say otherwise: `iss`, `aud`, `iat` and `exp` are added where `claims` has none.
+    pub fn sign(&self, claims: Value) -> String {
+        self.sign_with("k1", claims)
     }
 
-    /// These claims, signed with the key `kid`.
-    pub fn sign(&self, kid: &str, claims: Map<String, Value>) -> String {
+    /// The same, signed with the key `kid`.
+    pub fn sign_with(&self, kid: &str, claims: Value) -> String {
         let key = self
             .keys
             .iter()
             .find(|k| k.kid == kid)
             .unwrap_or_else(|| panic!("no key {kid}"));
+        let now = chrono::Utc::now().timestamp();
+        let mut full = json!({"iss": self.base, "aud": AUDIENCE, "iat": now, "exp": now + 3600});
+        full.as_object_mut()
+            .unwrap()
+            .extend(claims.as_object().expect("claims are an object").clone());
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
-        jsonwebtoken::encode(&header, &claims, &key.signer).unwrap()
+        jsonwebtoken::encode(&header, &full, &key.signer).unwrap()
     }
 
     /// The JWKS URL.
@@ -184,6 +185,11 @@ impl Drop for Issuer {
     fn drop(&mut self) {
         self.server.abort();
     }
+}
+
+/// The claims of a customer whose `sub` is their customer id.
+pub fn customer_claims(customer: &str) -> Value {
+    json!({"sub": customer, "name": customer, "roles": ["customer"], "customer_id": customer})
 }
 
 type IssuerState = (Arc<Shared>, String);

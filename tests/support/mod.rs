@@ -126,11 +126,49 @@ impl TestApp {
         body["data"].clone()
     }
 
+    /// POSTs a webhook body from `source` (`backend`, `crm`, `process`, `carrier`) to
+    /// `/webhooks/{source}`, signed now with the secret the sandbox signs that source's
+    /// webhooks with (which this Switchyard verifies), as the upstream would; answers status
+    /// and body.
+    pub async fn post_webhook(&self, source: &str, body: &Value) -> (u16, Value) {
+        use hmac::{Hmac, KeyInit, Mac};
+        let hooks = self
+            .sandbox
+            .config()
+            .webhooks
+            .as_ref()
+            .expect("the sandbox's webhooks are wired to this Switchyard");
+        let secret = match source {
+            "backend" => &hooks.backend_secret,
+            "crm" => &hooks.crm_secret,
+            "process" => &hooks.process_secret,
+            "carrier" => &hooks.carrier_secret,
+            other => panic!("no webhooks from {other}"),
+        };
+        let body = body.to_string();
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{timestamp}.{body}").as_bytes());
+        let signature = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+        let response = self
+            .http
+            .post(self.url(&format!("/webhooks/{source}")))
+            .header("content-type", "application/json")
+            .header("x-webhook-timestamp", timestamp)
+            .header("x-webhook-signature", signature)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Request counts per upstream, by route, since the last reset.
     pub fn counts(&self) -> BTreeMap<&'static str, BTreeMap<String, u64>> {
         UPSTREAMS
             .iter()
-            .map(|u| (upstream_name(*u), self.sandbox.requests(*u)))
+            .map(|u| (u.name(), self.sandbox.requests(*u)))
             .filter(|(_, m)| !m.is_empty())
             .collect()
     }
@@ -146,16 +184,6 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.unwrap().unwrap();
         }
-    }
-}
-
-pub fn upstream_name(u: Upstream) -> &'static str {
-    match u {
-        Upstream::Backend => "backend",
-        Upstream::Crm => "crm",
-        Upstream::Process => "process",
-        Upstream::Carrier => "carrier",
-        Upstream::Oidc => "oidc",
     }
 }
 

@@ -5,25 +5,26 @@ use chrono::{DateTime, Utc};
 use super::{Order, ProcessInstance, SupportCase, Task, loaders};
 use crate::error::GraphError;
 use crate::loaders::settle;
-use crate::records::{CaseStatus, CustomerRecord, LoyaltyTier, OrderPageQuery, OrderStatus};
+use crate::records::{CustomerRecord, LoyaltyTier, OrderPageQuery, OrderStatus};
+use crate::viewer::process_user_of;
 
 /// Most orders in one page of `Customer.orders`.
 pub(crate) const MAX_ORDERS_PAGE: i32 = 50;
 
 /// A customer of the company, with everything the apps show about them.
-pub struct Customer(pub CustomerRecord);
+pub(crate) struct Customer(pub(crate) CustomerRecord);
 
 /// A postal address.
 #[derive(SimpleObject)]
-pub struct Address {
+pub(crate) struct Address {
     /// Street and number.
-    pub line1: String,
+    pub(crate) line1: String,
     /// City.
-    pub city: String,
+    pub(crate) city: String,
     /// Postal code.
-    pub postal_code: String,
+    pub(crate) postal_code: String,
     /// ISO 3166-1 alpha-2 country code.
-    pub country: String,
+    pub(crate) country: String,
 }
 
 /// A customer of the company, with everything the apps show about them.
@@ -117,18 +118,19 @@ impl Customer {
         Ok(Some(connection))
     }
 
-    /// The customer's support cases, newest first.
+    /// The customer's support cases, newest first (the 50 newest).
     async fn support_cases(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = false, desc = "Only cases that are not closed.")] open_only: bool,
     ) -> async_graphql::Result<Option<Vec<SupportCase>>> {
-        let mut cases = loaders(ctx)?
-            .customer_cases
-            .load_one(self.0.id.clone())
-            .await?
-            .unwrap_or_default();
-        cases.retain(|c| !open_only || c.status != CaseStatus::Closed);
+        let loaders = loaders(ctx)?;
+        let cases = if open_only {
+            &loaders.customer_open_cases
+        } else {
+            &loaders.customer_cases
+        };
+        let mut cases = cases.load_one(self.0.id.clone()).await?.unwrap_or_default();
         cases.sort_by_key(|c| std::cmp::Reverse(c.created_at));
         Ok(Some(cases.into_iter().map(SupportCase).collect()))
     }
@@ -138,7 +140,7 @@ impl Customer {
         let tasks = settle(
             loaders(ctx)?
                 .user_tasks
-                .load_one(self.0.id.to_string())
+                .load_one(process_user_of(&self.0.id).to_owned())
                 .await,
         )?
         .unwrap_or_default();

@@ -8,12 +8,12 @@ mod process;
 mod product;
 mod support_case;
 
-pub use customer::{Address, Customer};
-pub use money::Money;
-pub use order::{Order, OrderLine, Shipment, TrackingEvent};
-pub use process::{ProcessInstance, Task};
-pub use product::Product;
-pub use support_case::{CaseComment, SupportCase};
+pub(crate) use customer::Customer;
+pub(crate) use money::Money;
+pub(crate) use order::{Order, Shipment};
+pub(crate) use process::{ProcessInstance, Task};
+pub(crate) use product::Product;
+pub(crate) use support_case::{CaseComment, SupportCase};
 
 use std::sync::Arc;
 

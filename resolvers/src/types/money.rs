@@ -3,7 +3,7 @@ use async_graphql::Object;
 use crate::records::MoneyRecord;
 
 /// An amount of money in a currency.
-pub struct Money(pub MoneyRecord);
+pub(crate) struct Money(pub(crate) MoneyRecord);
 
 /// Digits after the decimal point of a currency's minor unit (ISO 4217).
 fn minor_digits(currency: &str) -> u32 {

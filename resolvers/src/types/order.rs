@@ -3,13 +3,15 @@ use chrono::{DateTime, Utc};
 
 use super::{Customer, Money, Product, loaders};
 use crate::loaders::settle;
+use crate::query::load_customer;
 use crate::records::{
     OrderLineRecord, OrderRecord, OrderStatus, ShipmentRef, ShipmentStatus, TrackingEventRecord,
     TrackingRecord,
 };
+use crate::viewer::viewer;
 
 /// An order a customer placed.
-pub struct Order(pub OrderRecord);
+pub(crate) struct Order(pub(crate) OrderRecord);
 
 /// An order a customer placed.
 #[Object]
@@ -56,16 +58,12 @@ impl Order {
 
     /// Who placed it.
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
-        let customer = loaders(ctx)?
-            .customers
-            .load_one(self.0.customer_id.clone())
-            .await?;
-        Ok(customer.map(Customer))
+        load_customer(ctx, viewer(ctx)?, self.0.customer_id.clone()).await
     }
 }
 
 /// One line of an order.
-pub struct OrderLine(pub OrderLineRecord);
+pub(crate) struct OrderLine(pub(crate) OrderLineRecord);
 
 /// One line of an order.
 #[Object]
@@ -104,7 +102,7 @@ impl OrderLine {
 }
 
 /// A parcel on its way, with live tracking from the carrier.
-pub struct Shipment(pub ShipmentRef);
+pub(crate) struct Shipment(pub(crate) ShipmentRef);
 
 impl Shipment {
     async fn tracking(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<TrackingRecord>> {
@@ -152,7 +150,7 @@ impl Shipment {
 }
 
 /// One scan of a parcel by the carrier.
-pub struct TrackingEvent(pub TrackingEventRecord);
+pub(crate) struct TrackingEvent(pub(crate) TrackingEventRecord);
 
 /// One scan of a parcel by the carrier.
 #[Object]

@@ -3,10 +3,12 @@ use chrono::{DateTime, Utc};
 
 use super::{Order, loaders};
 use crate::loaders::settle;
+use crate::query::load_order;
 use crate::records::{ProcessInstanceRecord, ProcessState, TaskRecord, TaskStatus};
+use crate::viewer::viewer;
 
 /// A running or finished business process, such as a return request.
-pub struct ProcessInstance(pub ProcessInstanceRecord);
+pub(crate) struct ProcessInstance(pub(crate) ProcessInstanceRecord);
 
 /// A running or finished business process, such as a return request.
 #[Object]
@@ -51,14 +53,13 @@ impl ProcessInstance {
         let Some(id) = &self.0.order_id else {
             return Ok(None);
         };
-        let order = loaders(ctx)?.orders.load_one(id.clone()).await?;
-        Ok(order.map(Order))
+        load_order(ctx, id.clone()).await
     }
 }
 
 /// A step of a process that waits for a person: an agent approving a return, a customer
 /// confirming a pick-up.
-pub struct Task(pub TaskRecord);
+pub(crate) struct Task(pub(crate) TaskRecord);
 
 /// A step of a process that waits for a person: an agent approving a return, a customer
 /// confirming a pick-up.
@@ -100,6 +101,10 @@ impl Task {
             .process_instances
             .load_one(self.0.process_instance_id)
             .await;
-        Ok(settle(loaded)?.map(ProcessInstance))
+        let Some(instance) = settle(loaded)? else {
+            return Ok(None);
+        };
+        viewer(ctx)?.authorize_about(instance.customer_id.as_ref())?;
+        Ok(Some(ProcessInstance(instance)))
     }
 }

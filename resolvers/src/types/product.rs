@@ -4,7 +4,7 @@ use super::Money;
 use crate::records::ProductRecord;
 
 /// A product of the catalogue.
-pub struct Product(pub ProductRecord);
+pub(crate) struct Product(pub(crate) ProductRecord);
 
 /// A product of the catalogue.
 #[Object]

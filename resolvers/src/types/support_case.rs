@@ -2,11 +2,12 @@ use async_graphql::{Context, ID, Object};
 use chrono::{DateTime, Utc};
 
 use super::{Customer, Order, loaders};
+use crate::query::{load_customer, load_order};
 use crate::records::{CaseCommentRecord, CasePriority, CaseRecord, CaseStatus};
 use crate::viewer::{Role, viewer};
 
 /// A support case the customer opened with customer service.
-pub struct SupportCase(pub CaseRecord);
+pub(crate) struct SupportCase(pub(crate) CaseRecord);
 
 /// A support case the customer opened with customer service.
 #[Object]
@@ -66,17 +67,12 @@ impl SupportCase {
         let Some(id) = &self.0.order_id else {
             return Ok(None);
         };
-        let order = loaders(ctx)?.orders.load_one(id.clone()).await?;
-        Ok(order.map(Order))
+        load_order(ctx, id.clone()).await
     }
 
     /// The customer who opened it.
     async fn customer(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Customer>> {
-        let customer = loaders(ctx)?
-            .customers
-            .load_one(self.0.customer_id.clone())
-            .await?;
-        Ok(customer.map(Customer))
+        load_customer(ctx, viewer(ctx)?, self.0.customer_id.clone()).await
     }
 
     /// The conversation, oldest first. Customers see the public comments; agents also see
@@ -95,7 +91,7 @@ impl SupportCase {
 }
 
 /// A message on a support case.
-pub struct CaseComment(pub CaseCommentRecord);
+pub(crate) struct CaseComment(pub(crate) CaseCommentRecord);
 
 /// A message on a support case.
 #[Object]
