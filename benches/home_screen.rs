@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use sandbox::{Sandbox, SandboxConfig, Upstream};
 use serde_json::json;
 use switchyard::Config;
-use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream};
 
 const REQUESTS: usize = 2_000;
 const CONCURRENCY: usize = 16;

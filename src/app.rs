@@ -21,10 +21,10 @@ use crate::config::{
     AuthConfig, BackendConfig, CallPolicy, CarrierConfig, Config, CrmConfig, ProcessConfig, Secret,
     UpstreamsConfig, WebhooksConfig,
 };
-use crate::sandbox::{Sandbox, SandboxConfig, SandboxWebhooks};
 use crate::transport::{self, AppState};
 use resolvers::cache::Cache;
 use resolvers::events::{EventBus, EventHub};
+use sandbox::{Sandbox, SandboxConfig, SandboxWebhooks};
 
 /// Longest the server waits at shutdown for live connections to close.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);

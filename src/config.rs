@@ -16,7 +16,7 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 use url::Url;
 
-use crate::sandbox::SandboxConfig;
+use sandbox::SandboxConfig;
 
 /// Everything Switchyard reads at start.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -1,5 +1,6 @@
 //! Switchyard: a GraphQL backend-for-frontend. This crate is the server around the graph
-//! (the `resolvers` crate): configuration, transport, auth, upstream adapters, the sandbox.
+//! (the `resolvers` crate): configuration, transport, auth, upstream adapters, and the startup
+//! of the embedded sandbox (the `sandbox` crate).
 //!
 //! # Layout
 //! - [`app`]: startup; [`app::run`] is the seam shared by `main`, tests and benchmarks.
@@ -10,7 +11,6 @@
 //! - [`cache`]: the entity cache's adapters (memory or Redis).
 //! - [`auth`]: bearer token (OIDC JWT) validation against the provider's JWKS.
 //! - [`upstream`]: adapters that implement the graph's ports over HTTP, one per upstream.
-//! - [`sandbox`]: the upstreams as real HTTP servers with demo data, for dev, tests, benchmarks.
 //! - [`telemetry`]: structured logs.
 
 pub mod app;
@@ -19,7 +19,6 @@ pub mod cache;
 pub mod config;
 pub mod events;
 pub mod ingest;
-pub mod sandbox;
 pub mod telemetry;
 pub mod transport;
 pub mod upstream;

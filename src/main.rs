@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use sandbox::Sandbox;
 use switchyard::config::Config;
-use switchyard::sandbox::Sandbox;
 
 /// Switchyard: one GraphQL API over the company's backend, CRM, process server and carrier.
 ///

@@ -8,11 +8,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use sandbox::{Sandbox, SandboxConfig, Upstream};
 use serde_json::{Value, json};
 use support::redis::{RedisServer, TcpProxy};
 use switchyard::Config;
 use switchyard::config::Secret;
-use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

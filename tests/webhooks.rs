@@ -18,14 +18,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
+use sandbox::{
+    DEV_BACKEND_WEBHOOK_SECRET, DEV_CARRIER_WEBHOOK_SECRET, DEV_CRM_WEBHOOK_SECRET,
+    DEV_PROCESS_WEBHOOK_SECRET, Sandbox, SandboxConfig, SandboxWebhooks,
+};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use switchyard::Config;
 use switchyard::config::Secret;
-use switchyard::sandbox::{
-    DEV_BACKEND_WEBHOOK_SECRET, DEV_CARRIER_WEBHOOK_SECRET, DEV_CRM_WEBHOOK_SECRET,
-    DEV_PROCESS_WEBHOOK_SECRET, Sandbox, SandboxConfig, SandboxWebhooks,
-};
 use tokio::sync::{mpsc, oneshot};
 
 use support::TestApp;

@@ -152,8 +152,8 @@ mod tests {
         verify(SECRET, timestamp, signature, BODY, NOW, 300)
     }
 
-    /// The contract's test vector; the sandbox's webhook sender, which shares no code with
-    /// this module, pins the same one (`sign` in the sandbox's `webhooks`).
+    /// The contract's example (`docs/upstreams.md`, "Signing"); the sandbox's webhook sender,
+    /// which shares no code with this module, pins the same one (`sandbox/src/webhooks.rs`).
     #[test]
     fn signs_the_timestamp_and_the_raw_body() {
         // printf '1767225600.{"id":"evt_1"}' | openssl dgst -sha256 -hmac whsec-test

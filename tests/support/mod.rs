@@ -7,9 +7,9 @@ pub mod redis;
 
 use std::collections::BTreeMap;
 
+use sandbox::{Sandbox, SandboxConfig, Upstream};
 use serde_json::{Value, json};
 use switchyard::Config;
-use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream};
 use tokio::sync::oneshot;
 
 /// A running Switchyard with its own sandbox.

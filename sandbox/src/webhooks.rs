@@ -123,7 +123,7 @@ impl SandboxWebhooks {
     }
 
     /// The secret one source signs with; `None` for the OIDC issuer, which posts nothing.
-    pub fn secret(&self, source: Upstream) -> Option<&str> {
+    pub(crate) fn secret(&self, source: Upstream) -> Option<&str> {
         match source {
             Upstream::Backend => Some(&self.backend_secret),
             Upstream::Crm => Some(&self.crm_secret),
@@ -134,7 +134,7 @@ impl SandboxWebhooks {
     }
 
     /// Where one source posts: `<url>/<source>`.
-    pub fn endpoint(&self, source: Upstream) -> String {
+    pub(crate) fn endpoint(&self, source: Upstream) -> String {
         format!("{}/{}", self.url.trim_end_matches('/'), source.name())
     }
 
@@ -568,7 +568,9 @@ mod tests {
         "2026-01-01T10:00:00Z".parse().unwrap()
     }
 
-    /// The contract's test vector; Switchyard's webhook ingestion pins the same one.
+    /// The contract's example (`docs/upstreams.md`, "Signing"); Switchyard's webhook
+    /// verifier (`src/ingest/signature.rs`), which shares no code with this crate, pins the
+    /// same one.
     #[test]
     fn signs_the_timestamp_and_the_raw_body() {
         // printf '1767225600.{"id":"evt_1"}' | openssl dgst -sha256 -hmac whsec-test
