@@ -199,9 +199,6 @@ pub struct AuthConfig {
     pub roles_claim: Option<String>,
     /// Claim holding a customer's customer id; default `customer_id`.
     pub customer_id_claim: Option<String>,
-    /// The sandbox's dev issuer: enables the demo sign-in (`/dev/users`, `/dev/token`) that the
-    /// playground uses. Set automatically with the embedded sandbox; never in production.
-    pub dev_issuer: Option<Url>,
 }
 
 /// All upstreams.

@@ -5,7 +5,9 @@
 //! # Layout
 //! - [`app`]: startup; [`app::run`] is the seam shared by `main`, tests and benchmarks.
 //! - [`config`]: typed configuration from a TOML file and `SWITCHYARD_*` variables.
-//! - [`transport`]: HTTP routes: GraphQL over HTTP, the playground, demo sign-in, health.
+//! - [`embedded`]: the embedded sandbox (feature `sandbox`): its startup, the config that points
+//!   at it, the demo sign-in.
+//! - [`transport`]: HTTP routes: GraphQL over HTTP, websockets, SSE, the playground, health.
 //! - [`events`]: the event bus (Redis Streams or memory) and this replica's reader.
 //! - [`ingest`]: webhooks from the upstreams: verified, normalized, published on the bus.
 //! - [`cache`]: the entity cache's adapters (memory or Redis).
@@ -17,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+pub mod embedded;
 pub mod events;
 pub mod ingest;
 pub mod telemetry;

@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Sandbox => {
             let sandbox = Sandbox::start(config.sandbox.clone()).await?;
-            println!("{}", switchyard::app::sandbox_summary(&sandbox)?);
+            println!("{}", switchyard::embedded::sandbox_summary(&sandbox)?);
             shutdown_signal().await;
             sandbox.shutdown().await;
             Ok(())

@@ -137,13 +137,13 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
         ..SandboxConfig::default()
     };
     let mut a_config = Config::default();
-    switchyard::app::connect_sandbox_webhooks(
+    switchyard::embedded::connect_sandbox_webhooks(
         &mut sandbox_config,
         &mut a_config.webhooks,
         a_listener.local_addr().unwrap(),
     );
     let sandbox = Sandbox::start(sandbox_config).await.unwrap();
-    let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).unwrap();
+    let (upstreams, auth) = switchyard::embedded::sandbox_wiring(&sandbox).unwrap();
     a_config.upstreams = upstreams;
     a_config.auth = auth;
     a_config.log.filter = "warn".into();
@@ -154,16 +154,7 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
     let b = start(b_listener, b_config).await;
 
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{}/dev/token", a.base))
-        .json(&json!({ "user": "cust-0001" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ada = token["access_token"].as_str().unwrap().to_owned();
+    let ada = support::issuer_token(&sandbox, "cust-0001").await;
 
     // Ada listens on B; she orders through A.
     let mut feed = subscribe(&b, &ada, FEED).await;

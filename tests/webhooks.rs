@@ -609,7 +609,7 @@ async fn switchyard_accepts_every_webhook_the_simulated_sandbox_posts() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut receiver = Receiver::start().await;
     let sandbox = sandbox_posting_to(&receiver, 20).await;
-    let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).unwrap();
+    let (upstreams, auth) = switchyard::embedded::sandbox_wiring(&sandbox).unwrap();
     let mut config = Config {
         upstreams,
         auth,

@@ -4,14 +4,13 @@
 //! |---|---|
 //! | `POST /graphql`, `GET /graphql` | GraphQL over HTTP ([`graphql`]) |
 //! | `GET /playground/` | the playground ([`playground`]) |
-//! | `GET /dev/users`, `POST /dev/token` | demo sign-in, sandbox only ([`dev_sign_in`]) |
+//! | `GET /dev/users`, `POST /dev/token` | demo sign-in: not here, added only with the embedded sandbox (`crate::embedded`) |
 //! | `GET /graphql/ws` | subscriptions over websockets: graphql-transport-ws and the legacy graphql-ws ([`ws`]) |
 //! | `POST /graphql/stream`, `GET /graphql/stream` | subscriptions over Server-Sent Events ([`sse`]) |
 //! | `POST /webhooks/{source}` | signed webhooks from the upstreams ([`crate::ingest`]) |
 //! | `GET /healthz` | liveness: the process answers |
 //! | `GET /` | redirects to the playground |
 
-mod dev_sign_in;
 mod document;
 mod graphql;
 pub mod playground;
@@ -46,10 +45,6 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Longest a GraphQL request may run.
     pub request_timeout: Duration,
-    /// The sandbox's dev issuer base URL, when the sandbox runs (enables `/dev/*`).
-    pub dev_issuer: Option<String>,
-    /// For forwarding `/dev/*` to the issuer.
-    pub http: reqwest::Client,
     /// Webhook reception (verification, normalization, publishing).
     pub webhooks: Arc<crate::ingest::Webhooks>,
     /// This replica's fan-out of events to its subscriptions (also in the schema's data).
@@ -72,9 +67,7 @@ pub fn router(state: AppState, max_body_bytes: usize, playground_enabled: bool) 
             "/webhooks/{source}",
             axum::routing::post(crate::ingest::receive),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/dev/users", get(dev_sign_in::users))
-        .route("/dev/token", axum::routing::post(dev_sign_in::token));
+        .route("/healthz", get(|| async { "ok" }));
     if playground_enabled {
         router = router
             .route("/", get(|| async { Redirect::temporary("/playground/") }))

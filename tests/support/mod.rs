@@ -38,6 +38,9 @@ impl TestApp {
     }
 
     /// Switchyard over a sandbox with these knobs; `tweak` may change Switchyard's config.
+    ///
+    /// Built as the embedded sandbox builds it (webhooks, wiring, the demo sign-in), except that
+    /// the test starts the sandbox itself, to read its request counters.
     pub async fn spawn_with(
         sandbox_config: SandboxConfig,
         tweak: impl FnOnce(&mut Config),
@@ -57,18 +60,28 @@ impl TestApp {
             ..sandbox_config
         };
         let mut config = Config::default();
-        switchyard::app::connect_sandbox_webhooks(&mut sandbox_config, &mut config.webhooks, addr);
+        switchyard::embedded::connect_sandbox_webhooks(
+            &mut sandbox_config,
+            &mut config.webhooks,
+            addr,
+        );
         let sandbox = Sandbox::start(sandbox_config)
             .await
             .expect("sandbox starts");
-        let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).expect("wiring");
+        let (upstreams, auth) = switchyard::embedded::sandbox_wiring(&sandbox).expect("wiring");
         config.upstreams = upstreams;
         config.auth = auth;
         tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(switchyard::run(listener, config, async {
-            let _ = rx.await;
-        }));
+        let sign_in = switchyard::embedded::DevSignIn::of(&sandbox);
+        let server = tokio::spawn(switchyard::embedded::serve(
+            listener,
+            config,
+            sign_in,
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestApp {
             base,
             sandbox,
@@ -146,6 +159,26 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
+}
+
+/// A bearer token for a demo user straight from the sandbox's OIDC issuer (`POST /token`), the
+/// way a deployment without the demo sign-in gets one from its identity provider.
+pub async fn issuer_token(sandbox: &Sandbox, user: &str) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/token", sandbox.urls().oidc))
+        .json(&json!({ "user": user }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("the issuer signs a token")
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
 }
 
 pub fn upstream_name(u: Upstream) -> &'static str {
