@@ -30,17 +30,46 @@ pub const DEFAULT_AUDIENCE: &str = "switchyard";
 /// Serves Switchyard on `listener` until `shutdown` completes, then drains in-flight requests.
 ///
 /// With no upstream configured, starts the embedded sandbox first and points every upstream
-/// (and the token issuer) at it ([`crate::embedded`]).
+/// (and the token issuer) at it (`crate::embedded`); a build without the `sandbox` feature
+/// fails then (see [`preflight`]).
 pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    config.validate()?;
-    if config.uses_sandbox() {
+    preflight(&config)?;
+    #[cfg(feature = "sandbox")]
+    if !config.has_upstreams() {
         return crate::embedded::run(listener, config, shutdown).await;
     }
     serve(listener, config, None, shutdown).await
+}
+
+/// What [`run`] checks before it starts anything: the config is consistent, and in a build
+/// without the `sandbox` feature it names the upstreams and the token issuer. `main` calls it
+/// before binding, so a config that cannot start fails with its own message.
+pub fn preflight(config: &Config) -> anyhow::Result<()> {
+    config.validate()?;
+    #[cfg(not(feature = "sandbox"))]
+    if !config.has_upstreams() {
+        let mut missing = vec![
+            "[upstreams.backend]",
+            "[upstreams.crm]",
+            "[upstreams.process]",
+            "[upstreams.carrier]",
+        ];
+        if config.auth.issuer.is_none() {
+            missing.push("[auth] issuer");
+        }
+        let last = missing.pop().unwrap_or_default();
+        anyhow::bail!(
+            "no upstreams are configured, and this build has no embedded sandbox to stand in \
+             for them (it was built without the `sandbox` feature): configure {} and {last} \
+             in the config file (--config) or as SWITCHYARD_* variables",
+            missing.join(", ")
+        );
+    }
+    Ok(())
 }
 
 /// Serves `config` (its upstreams configured) on `listener`, with `extra_routes` (the embedded

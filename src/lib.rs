@@ -1,12 +1,12 @@
 //! Switchyard: a GraphQL backend-for-frontend. This crate is the server around the graph
-//! (the `resolvers` crate): configuration, transport, auth, upstream adapters, and the startup
-//! of the embedded sandbox (the `sandbox` crate).
+//! (the `resolvers` crate): configuration, transport, auth, upstream adapters, and with the
+//! `sandbox` feature (on by default) the embedded sandbox (the `sandbox` crate).
 //!
 //! # Layout
 //! - [`app`]: startup; [`app::run`] is the seam shared by `main`, tests and benchmarks.
 //! - [`config`]: typed configuration from a TOML file and `SWITCHYARD_*` variables.
-//! - [`embedded`]: the embedded sandbox (feature `sandbox`): its startup, the config that points
-//!   at it, the demo sign-in.
+//! - `embedded` (feature `sandbox`): all the server has for the embedded sandbox: its startup,
+//!   the config that points at it, the demo sign-in.
 //! - [`transport`]: HTTP routes: GraphQL over HTTP, websockets, SSE, the playground, health.
 //! - [`events`]: the event bus (Redis Streams or memory) and this replica's reader.
 //! - [`ingest`]: webhooks from the upstreams: verified, normalized, published on the bus.
@@ -19,6 +19,7 @@ pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "sandbox")]
 pub mod embedded;
 pub mod events;
 pub mod ingest;
