@@ -18,7 +18,8 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
-use sandbox::{Sandbox, SandboxConfig, SandboxWebhooks};
+use sandbox::{Sandbox, SandboxConfig, SandboxUrls, SandboxWebhooks};
+use serde::Serialize;
 use tokio::net::TcpListener;
 use url::Url;
 
@@ -111,8 +112,13 @@ pub fn connect_sandbox_webhooks(
 /// The upstream and auth config that points at a running sandbox, exactly as an operator
 /// would write it for real systems.
 pub fn sandbox_wiring(sandbox: &Sandbox) -> anyhow::Result<(UpstreamsConfig, AuthConfig)> {
-    let urls = sandbox.urls();
-    let creds = sandbox.config();
+    wiring(sandbox.urls(), sandbox.config())
+}
+
+fn wiring(
+    urls: &SandboxUrls,
+    creds: &SandboxConfig,
+) -> anyhow::Result<(UpstreamsConfig, AuthConfig)> {
     let url = |u: &dyn std::fmt::Display| -> anyhow::Result<Url> {
         Url::parse(&u.to_string()).context("sandbox URL")
     };
@@ -155,41 +161,304 @@ pub fn sandbox_wiring(sandbox: &Sandbox) -> anyhow::Result<(UpstreamsConfig, Aut
     Ok((upstreams, auth))
 }
 
-/// What `switchyard sandbox` prints: the URLs, and the config a replica needs to use them.
+/// What `switchyard sandbox` prints: a header of comments (dev credentials, how to get a
+/// token, where the webhooks go), then the config a replica needs to use the sandbox, as TOML.
+/// It holds what [`sandbox_wiring`] sets, and no demo sign-in: replicas get their tokens from
+/// the sandbox's issuer, the way a real deployment gets them from its identity provider.
 pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
-    let (u, auth) = sandbox_wiring(sandbox)?;
-    let (Some(b), Some(c), Some(p), Some(k)) = (u.backend, u.crm, u.process, u.carrier) else {
+    summary(sandbox.urls(), sandbox.config())
+}
+
+fn summary(urls: &SandboxUrls, creds: &SandboxConfig) -> anyhow::Result<String> {
+    let (upstreams, auth) = wiring(urls, creds)?;
+    let (Some(backend), Some(crm), Some(process), Some(carrier)) = (
+        &upstreams.backend,
+        &upstreams.crm,
+        &upstreams.process,
+        &upstreams.carrier,
+    ) else {
         anyhow::bail!("sandbox wiring is incomplete");
     };
-    let issuer = auth.issuer.map(|i| i.to_string()).unwrap_or_default();
-    let webhooks = match &sandbox.config().webhooks {
-        Some(w) => format!(
-            "\n# The sandbox posts its webhooks to {}/<source>, signed with:\n\
-             [webhooks]\nbackend_secret = \"{}\"\ncrm_secret = \"{}\"\n\
-             process_secret = \"{}\"\ncarrier_secret = \"{}\"\n",
-            w.url, w.backend_secret, w.crm_secret, w.process_secret, w.carrier_secret
-        ),
-        None => "\n# No webhooks are posted: set sandbox.webhooks.url to have live updates.\n"
-            .to_owned(),
+    let printed = PrintedConfig {
+        auth: PrintedAuth {
+            issuer: auth.issuer.as_ref().map(Url::as_str).unwrap_or_default(),
+            audience: auth.audience.as_deref().unwrap_or_default(),
+        },
+        upstreams: PrintedUpstreams {
+            backend: PrintedBackend {
+                url: backend.url.as_str(),
+                token: backend.token.expose(),
+            },
+            crm: PrintedCrm {
+                login_url: crm.login_url.as_str(),
+                client_id: &crm.client_id,
+                client_secret: crm.client_secret.expose(),
+                api_version: &crm.api_version,
+            },
+            process: PrintedProcess {
+                url: process.url.as_str(),
+                user: &process.user,
+                password: process.password.expose(),
+                container: &process.container,
+                return_process: &process.return_process,
+            },
+            carrier: PrintedCarrier {
+                url: carrier.url.as_str(),
+                api_key: carrier.api_key.expose(),
+            },
+        },
+        webhooks: creds.webhooks.as_ref().map(|hooks| PrintedWebhooks {
+            backend_secret: &hooks.backend_secret,
+            crm_secret: &hooks.crm_secret,
+            process_secret: &hooks.process_secret,
+            carrier_secret: &hooks.carrier_secret,
+        }),
     };
-    Ok(format!(
+    let body = toml::to_string(&printed).context("writing the sandbox's config as TOML")?;
+
+    let issuer = comment_text(printed.auth.issuer.trim_end_matches('/'));
+    let mut header = format!(
         "# Switchyard sandbox upstreams are running. Point replicas at them with this config\n\
          # (or the matching SWITCHYARD_* variables); these are dev credentials.\n\
-         [auth]\nissuer = \"{issuer}\"\naudience = \"{aud}\"\n\n\
-         [upstreams.backend]\nurl = \"{}\"\ntoken = \"{}\"\n\n\
-         [upstreams.crm]\nlogin_url = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\n\n\
-         [upstreams.process]\nurl = \"{}\"\nuser = \"{}\"\npassword = \"{}\"\n\n\
-         [upstreams.carrier]\nurl = \"{}\"\napi_key = \"{}\"\n{webhooks}",
-        b.url,
-        b.token.expose(),
-        c.login_url,
-        c.client_id,
-        c.client_secret.expose(),
-        p.url,
-        p.user,
-        p.password.expose(),
-        k.url,
-        k.api_key.expose(),
-        aud = auth.audience.unwrap_or_default(),
-    ))
+         #\n\
+         # This config has no demo sign-in. Replicas take tokens from the sandbox's OIDC issuer,\n\
+         # as a real deployment takes them from its identity provider. A token for cust-0001\n\
+         # (or any seeded customer, agent-01, agent-02):\n\
+         #   curl -s -XPOST {issuer}/token -H 'content-type: application/json' \\\n\
+         #     -d '{{\"user\":\"cust-0001\"}}' | jq -r .access_token\n\
+         # The demo users: curl -s {issuer}/users\n\
+         #\n"
+    );
+    match &creds.webhooks {
+        Some(hooks) => header.push_str(&format!(
+            "# The sandbox posts its webhooks to {}/<source>, signed with the\n\
+             # [webhooks] secrets below.\n",
+            comment_text(hooks.url.trim_end_matches('/'))
+        )),
+        None => header
+            .push_str("# No webhooks are posted: set sandbox.webhooks.url to have live updates.\n"),
+    }
+    Ok(format!("{header}\n{body}"))
+}
+
+/// `text` fit for a TOML comment: control characters (a line break would end the comment)
+/// become `?`.
+fn comment_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// The config `switchyard sandbox` prints; the keys are [`Config`]'s.
+#[derive(Serialize)]
+struct PrintedConfig<'a> {
+    auth: PrintedAuth<'a>,
+    upstreams: PrintedUpstreams<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    webhooks: Option<PrintedWebhooks<'a>>,
+}
+
+/// `[auth]`.
+#[derive(Serialize)]
+struct PrintedAuth<'a> {
+    issuer: &'a str,
+    audience: &'a str,
+}
+
+/// `[upstreams.*]`.
+#[derive(Serialize)]
+struct PrintedUpstreams<'a> {
+    backend: PrintedBackend<'a>,
+    crm: PrintedCrm<'a>,
+    process: PrintedProcess<'a>,
+    carrier: PrintedCarrier<'a>,
+}
+
+/// `[upstreams.backend]`.
+#[derive(Serialize)]
+struct PrintedBackend<'a> {
+    url: &'a str,
+    token: &'a str,
+}
+
+/// `[upstreams.crm]`.
+#[derive(Serialize)]
+struct PrintedCrm<'a> {
+    login_url: &'a str,
+    client_id: &'a str,
+    client_secret: &'a str,
+    api_version: &'a str,
+}
+
+/// `[upstreams.process]`.
+#[derive(Serialize)]
+struct PrintedProcess<'a> {
+    url: &'a str,
+    user: &'a str,
+    password: &'a str,
+    container: &'a str,
+    return_process: &'a str,
+}
+
+/// `[upstreams.carrier]`.
+#[derive(Serialize)]
+struct PrintedCarrier<'a> {
+    url: &'a str,
+    api_key: &'a str,
+}
+
+/// `[webhooks]`: the secrets the sandbox signs with.
+#[derive(Serialize)]
+struct PrintedWebhooks<'a> {
+    backend_secret: &'a str,
+    crm_secret: &'a str,
+    process_secret: &'a str,
+    carrier_secret: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::*;
+
+    fn urls() -> SandboxUrls {
+        SandboxUrls {
+            backend: "http://127.0.0.1:41001".into(),
+            crm: "http://127.0.0.1:41002".into(),
+            process: "http://127.0.0.1:41003/kie-server/services/rest/server".into(),
+            carrier: "http://127.0.0.1:41004".into(),
+            oidc: "http://127.0.0.1:41005".into(),
+        }
+    }
+
+    /// Credentials a hand-written TOML string would break on.
+    fn awkward_credentials() -> SandboxConfig {
+        let mut hooks = SandboxWebhooks::dev("http://127.0.0.1:4001/webhooks");
+        hooks.backend_secret = r#"quote " and backslash \"#.into();
+        hooks.crm_secret = "line\nbreak".into();
+        hooks.process_secret = "tab\tand 'single' quotes".into();
+        hooks.carrier_secret = "#not-a-comment = [x]".into();
+        SandboxConfig {
+            backend_token: r#"tok"en\"#.into(),
+            crm_client_id: "client \"id\"".into(),
+            crm_client_secret: "se\ncret".into(),
+            kie_user: "kie\\user".into(),
+            kie_password: "kieserver1!\"".into(),
+            carrier_api_key: "key = \"value\"".into(),
+            oidc_audience: "aud\"ience".into(),
+            webhooks: Some(hooks),
+            ..SandboxConfig::default()
+        }
+    }
+
+    /// Reads TOML the way `Config::load` reads the file.
+    fn parse(text: &str) -> Config {
+        let config: Config = Figment::from(Toml::string(text))
+            .extract()
+            .unwrap_or_else(|e| panic!("the printed config does not load: {e}\n{text}"));
+        config.validate().expect("the printed config is valid");
+        config
+    }
+
+    #[test]
+    fn the_printed_config_loads_back_into_the_wiring_the_embedded_sandbox_uses() {
+        let creds = awkward_credentials();
+        // The replicas recipe (README, "Several replicas") appends [events] and starts
+        // replicas with --config.
+        let text = summary(&urls(), &creds).unwrap()
+            + "[events]\nredis_url = \"redis://127.0.0.1:6379/0\"\nstream_key = \"demo:events\"\n";
+        let config = parse(&text);
+
+        let (upstreams, auth) = wiring(&urls(), &creds).unwrap();
+        assert_eq!(config.auth.issuer, auth.issuer);
+        assert_eq!(config.auth.audience.as_deref(), Some(r#"aud"ience"#));
+        let (backend, expected) = (
+            config.upstreams.backend.unwrap(),
+            upstreams.backend.unwrap(),
+        );
+        assert_eq!(backend.url, expected.url);
+        assert_eq!(backend.token.expose(), r#"tok"en\"#);
+        let (crm, expected) = (config.upstreams.crm.unwrap(), upstreams.crm.unwrap());
+        assert_eq!(crm.login_url, expected.login_url);
+        assert_eq!(crm.client_id, "client \"id\"");
+        assert_eq!(crm.client_secret.expose(), "se\ncret");
+        assert_eq!(crm.api_version, expected.api_version);
+        let (process, expected) = (
+            config.upstreams.process.unwrap(),
+            upstreams.process.unwrap(),
+        );
+        assert_eq!(process.url, expected.url);
+        assert_eq!(process.user, "kie\\user");
+        assert_eq!(process.password.expose(), "kieserver1!\"");
+        assert_eq!(process.container, expected.container);
+        assert_eq!(process.return_process, expected.return_process);
+        let (carrier, expected) = (
+            config.upstreams.carrier.unwrap(),
+            upstreams.carrier.unwrap(),
+        );
+        assert_eq!(carrier.url, expected.url);
+        assert_eq!(carrier.api_key.expose(), "key = \"value\"");
+
+        let hooks = creds.webhooks.as_ref().unwrap();
+        let secret = |s: &Option<Secret>| s.as_ref().map(|s| s.expose().to_owned());
+        assert_eq!(
+            [
+                secret(&config.webhooks.backend_secret),
+                secret(&config.webhooks.crm_secret),
+                secret(&config.webhooks.process_secret),
+                secret(&config.webhooks.carrier_secret),
+            ],
+            [
+                Some(hooks.backend_secret.clone()),
+                Some(hooks.crm_secret.clone()),
+                Some(hooks.process_secret.clone()),
+                Some(hooks.carrier_secret.clone()),
+            ]
+        );
+        assert_eq!(
+            config.events.redis_url.map(|u| u.expose().to_owned()),
+            Some("redis://127.0.0.1:6379/0".to_owned())
+        );
+        assert_eq!(config.events.stream_key, "demo:events");
+    }
+
+    #[test]
+    fn the_printed_config_has_no_demo_sign_in() {
+        let text = summary(&urls(), &SandboxConfig::default()).unwrap();
+        parse(&text);
+        assert!(!text.contains("dev_issuer"), "{text}");
+        assert!(!text.contains("/dev/"), "{text}");
+        // It says where tokens come from instead.
+        assert!(
+            text.contains("curl -s -XPOST http://127.0.0.1:41005/token"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn without_webhooks_the_printed_config_has_no_secrets_to_verify_them() {
+        let text = summary(&urls(), &SandboxConfig::default()).unwrap();
+        let config = parse(&text);
+        assert!(config.webhooks.backend_secret.is_none(), "{text}");
+        assert!(!text.contains("[webhooks]"), "{text}");
+        assert!(text.contains("# No webhooks are posted"), "{text}");
+    }
+
+    #[test]
+    fn a_webhook_url_cannot_break_out_of_its_comment() {
+        let mut creds = SandboxConfig::default();
+        let mut hooks = SandboxWebhooks::dev("http://127.0.0.1:4001/web\nhooks");
+        hooks
+            .url
+            .push_str("\n[auth]\nissuer = \"https://evil.example\"");
+        creds.webhooks = Some(hooks);
+        let text = summary(&urls(), &creds).unwrap();
+        let config = parse(&text);
+        assert_eq!(
+            config.auth.issuer.map(|u| u.to_string()),
+            Some("http://127.0.0.1:41005/".to_owned())
+        );
+    }
 }
