@@ -181,6 +181,19 @@ pub async fn issuer_token(sandbox: &Sandbox, user: &str) -> String {
         .to_owned()
 }
 
+/// A replica's config as the README's replicas recipe makes it: what `switchyard sandbox`
+/// prints, with `extra` (e.g. an `[events]` section) appended, read the way `--config` reads
+/// its file (but not the `SWITCHYARD_*` environment, which belongs to whoever runs the tests).
+pub fn replica_config(printed: &str, extra: &str) -> Config {
+    use figment::providers::{Format, Toml};
+    let text = format!("{printed}\n{extra}");
+    let config: Config = figment::Figment::from(Toml::string(&text))
+        .extract()
+        .unwrap_or_else(|e| panic!("the printed config does not load: {e}\n{text}"));
+    config.validate().expect("the printed config is valid");
+    config
+}
+
 pub fn upstream_name(u: Upstream) -> &'static str {
     match u {
         Upstream::Backend => "backend",
