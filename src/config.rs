@@ -424,7 +424,7 @@ impl Config {
         ];
         if given.iter().any(|g| *g) && !given.iter().all(|g| *g) {
             anyhow::bail!(
-                "configure all four upstreams (backend, crm, process, carrier) or none (none starts the sandbox)"
+                "configure all four upstreams (backend, crm, process, carrier) or none (none starts the embedded sandbox, in a build that has it)"
             );
         }
         if self.has_upstreams() && self.auth.issuer.is_none() {
