@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use sandbox::{Sandbox, SandboxConfig, Upstream};
 use serde_json::json;
 use switchyard::Config;
-use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream};
 
 const REQUESTS: usize = 2_000;
 const CONCURRENCY: usize = 16;
@@ -35,7 +35,7 @@ async fn scenario(latency_ms: u64) -> anyhow::Result<()> {
     }
     sandbox_config.carrier_rate_per_sec = 0;
     let sandbox = Sandbox::start(sandbox_config).await?;
-    let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox)?;
+    let (upstreams, auth) = switchyard::embedded::sandbox_wiring(&sandbox)?;
     let mut config = Config {
         upstreams,
         auth,
@@ -52,8 +52,9 @@ async fn scenario(latency_ms: u64) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(CONCURRENCY)
         .build()?;
+    // Straight from the sandbox's issuer: this Switchyard has no demo sign-in.
     let token: serde_json::Value = http
-        .post(format!("{base}/dev/token"))
+        .post(format!("{}/token", sandbox.urls().oidc))
         .json(&json!({ "user": "cust-0001" }))
         .send()
         .await?

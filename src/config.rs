@@ -4,7 +4,8 @@
 //! Environment variables are `SWITCHYARD_` + the path with `__` between levels, e.g.
 //! `SWITCHYARD_SERVER__LISTEN=0.0.0.0:4000` or `SWITCHYARD_UPSTREAMS__CRM__CLIENT_SECRET=...`.
 //! With no upstream configured at all, Switchyard starts the embedded sandbox and points every
-//! upstream at it.
+//! upstream at it; a build without the `sandbox` feature refuses to start then, and has no
+//! `[sandbox]` section.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -16,7 +17,8 @@ use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 use url::Url;
 
-use crate::sandbox::SandboxConfig;
+#[cfg(feature = "sandbox")]
+use sandbox::SandboxConfig;
 
 /// Everything Switchyard reads at start.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,6 +31,7 @@ pub struct Config {
     /// The upstream systems. All absent: the embedded sandbox is started.
     pub upstreams: UpstreamsConfig,
     /// Knobs of the embedded sandbox (latency, faults, seed); ignored with real upstreams.
+    #[cfg(feature = "sandbox")]
     pub sandbox: SandboxConfig,
     /// Log format and filter.
     pub log: LogConfig,
@@ -203,9 +206,6 @@ pub struct AuthConfig {
     pub roles_claim: Option<String>,
     /// Claim holding a customer's customer id; default `customer_id`.
     pub customer_id_claim: Option<String>,
-    /// The sandbox's dev issuer: enables the demo sign-in (`/dev/users`, `/dev/token`) that the
-    /// playground uses. Set automatically with the embedded sandbox; never in production.
-    pub dev_issuer: Option<Url>,
 }
 
 /// All upstreams.
@@ -400,9 +400,17 @@ impl Config {
             }
             figment = figment.merge(Toml::file(file));
         }
+        // SWITCHYARD_CONFIG names the file itself (see main), not a setting.
+        figment = figment.merge(Env::prefixed("SWITCHYARD_").ignore(&["CONFIG"]).split("__"));
+        #[cfg(not(feature = "sandbox"))]
+        if figment.contains("sandbox") {
+            anyhow::bail!(
+                "invalid configuration: this build of Switchyard has no sandbox (it was built \
+                 without the `sandbox` feature): remove the [sandbox] section and any \
+                 SWITCHYARD_SANDBOX__* variables"
+            );
+        }
         let config: Config = figment
-            // SWITCHYARD_CONFIG names the file itself (see main), not a setting.
-            .merge(Env::prefixed("SWITCHYARD_").ignore(&["CONFIG"]).split("__"))
             .extract()
             .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
         config.validate()?;
@@ -420,11 +428,11 @@ impl Config {
         ];
         if given.iter().any(|g| *g) && !given.iter().all(|g| *g) {
             anyhow::bail!(
-                "configure all four upstreams (backend, crm, process, carrier) or none (none starts the sandbox)"
+                "configure all four upstreams (backend, crm, process, carrier) or none (none starts the embedded sandbox, in a build that has it)"
             );
         }
         match &self.auth.issuer {
-            None if !self.uses_sandbox() => {
+            None if self.has_upstreams() => {
                 anyhow::bail!("auth.issuer is required with real upstreams")
             }
             Some(issuer) if Url::parse(issuer).is_err() => {
@@ -435,9 +443,10 @@ impl Config {
         Ok(())
     }
 
-    /// Whether the embedded sandbox stands in for the upstreams.
-    pub fn uses_sandbox(&self) -> bool {
-        self.upstreams.backend.is_none()
+    /// Whether the upstreams are configured (all four, once [`Config::validate`] passed).
+    /// Without them the embedded sandbox stands in, in a build that has it.
+    pub fn has_upstreams(&self) -> bool {
+        self.upstreams.backend.is_some()
     }
 }
 

@@ -1,25 +1,28 @@
 //! Switchyard: a GraphQL backend-for-frontend. This crate is the server around the graph
-//! (the `resolvers` crate): configuration, transport, auth, upstream adapters, the sandbox.
+//! (the `resolvers` crate): configuration, transport, auth, upstream adapters, and with the
+//! `sandbox` feature (on by default) the embedded sandbox (the `sandbox` crate).
 //!
 //! # Layout
 //! - [`app`]: startup; [`app::run`] is the seam shared by `main`, tests and benchmarks.
 //! - [`config`]: typed configuration from a TOML file and `SWITCHYARD_*` variables.
-//! - [`transport`]: HTTP routes: GraphQL over HTTP, the playground, demo sign-in, health.
+//! - `embedded` (feature `sandbox`): all the server has for the embedded sandbox: its startup,
+//!   the config that points at it, the demo sign-in.
+//! - [`transport`]: HTTP routes: GraphQL over HTTP, websockets, SSE, the playground, health.
 //! - [`events`]: the event bus (Redis Streams or memory) and this replica's reader.
 //! - [`ingest`]: webhooks from the upstreams: verified, normalized, published on the bus.
 //! - [`cache`]: the entity cache's adapters (memory or Redis).
 //! - [`auth`]: bearer token (OIDC JWT) validation against the provider's JWKS.
 //! - [`upstream`]: adapters that implement the graph's ports over HTTP, one per upstream.
-//! - [`sandbox`]: the upstreams as real HTTP servers with demo data, for dev, tests, benchmarks.
 //! - [`telemetry`]: structured logs.
 
 pub mod app;
 pub mod auth;
 pub mod cache;
 pub mod config;
+#[cfg(feature = "sandbox")]
+pub mod embedded;
 pub mod events;
 pub mod ingest;
-pub mod sandbox;
 pub mod telemetry;
 pub mod transport;
 pub mod upstream;

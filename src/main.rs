@@ -5,14 +5,24 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchyard::config::Config;
-use switchyard::sandbox::Sandbox;
 
 /// Switchyard: one GraphQL API over the company's backend, CRM, process server and carrier.
-///
-/// With no upstream configured it starts the embedded sandbox (demo upstreams with seeded
-/// data) and the playground at http://127.0.0.1:4000/playground/.
 #[derive(Parser)]
 #[command(version, about)]
+#[cfg_attr(
+    feature = "sandbox",
+    command(
+        after_help = "With no upstream configured it starts the embedded sandbox (demo upstreams \
+                      with seeded data) and the playground at http://127.0.0.1:4000/playground/."
+    )
+)]
+#[cfg_attr(
+    not(feature = "sandbox"),
+    command(
+        after_help = "The upstreams ([upstreams.backend], [upstreams.crm], [upstreams.process], \
+                      [upstreams.carrier]) and the token issuer ([auth] issuer) must be configured."
+    )
+)]
 struct Cli {
     /// Config file (TOML). `SWITCHYARD_*` environment variables override it, e.g.
     /// SWITCHYARD_SERVER__LISTEN=0.0.0.0:4000.
@@ -28,6 +38,7 @@ enum Command {
     Serve,
     /// Run only the sandbox upstreams, and print their URLs and credentials, so that several
     /// replicas, a load generator or other tools can share one set of upstreams.
+    #[cfg(feature = "sandbox")]
     Sandbox,
     /// Print the schema's SDL (Federation v2 subgraph) to stdout.
     Schema,
@@ -42,14 +53,16 @@ async fn main() -> anyhow::Result<()> {
     switchyard::telemetry::init(&config.log);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            switchyard::app::preflight(&config)?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("binding {}", config.server.listen))?;
             switchyard::run(listener, config, shutdown_signal()).await
         }
+        #[cfg(feature = "sandbox")]
         Command::Sandbox => {
-            let sandbox = Sandbox::start(config.sandbox.clone()).await?;
-            println!("{}", switchyard::app::sandbox_summary(&sandbox)?);
+            let sandbox = sandbox::Sandbox::start(config.sandbox.clone()).await?;
+            println!("{}", switchyard::embedded::sandbox_summary(&sandbox)?);
             shutdown_signal().await;
             sandbox.shutdown().await;
             Ok(())

@@ -5,10 +5,10 @@ mod support;
 
 use std::time::Duration;
 
+use sandbox::SandboxConfig;
 use serde_json::{Value, json};
 use support::TestApp;
 use support::issuer::{Issuer, customer_claims};
-use switchyard::sandbox::SandboxConfig;
 
 const ADA: &str = "cust-0001";
 /// Longest a request may take here before the test calls it hung.

@@ -5,9 +5,9 @@ mod support;
 
 use std::collections::BTreeSet;
 
+use sandbox::SandboxConfig;
 use serde_json::{Value, json};
 use support::{TestApp, counts, operation};
-use switchyard::sandbox::SandboxConfig;
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";

@@ -406,8 +406,8 @@ async fn a_failed_field_is_null_and_non_null_failures_propagate() {
 #[tokio::test]
 async fn a_field_failing_in_list_items_is_null_in_each_item() {
     let app = TestApp::spawn_with(
-        switchyard::sandbox::SandboxConfig {
-            carrier: switchyard::sandbox::UpstreamKnobs {
+        sandbox::SandboxConfig {
+            carrier: sandbox::UpstreamKnobs {
                 error_rate: 1.0,
                 ..Default::default()
             },

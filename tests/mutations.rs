@@ -2,10 +2,10 @@
 
 mod support;
 
+use sandbox::SandboxConfig;
 use serde_json::{Value, json};
 use support::issuer::Issuer;
 use support::{TestApp, operation};
-use switchyard::sandbox::SandboxConfig;
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";

@@ -1,6 +1,7 @@
-//! Two Switchyard replicas on one Redis: an upstream event ingested by one reaches a
-//! subscriber on the other, invalidates the other's cache, and survives the other's Redis
-//! connection being cut (delivered after it reconnects, none twice).
+//! Two Switchyard replicas on one Redis, started as the README's recipe starts them (from the
+//! config `switchyard sandbox` prints): an upstream event ingested by one reaches a subscriber
+//! on the other, invalidates the other's cache, and survives the other's Redis connection
+//! being cut (delivered after it reconnects, none twice). Such replicas have no demo sign-in.
 
 mod support;
 
@@ -8,11 +9,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use sandbox::{Sandbox, SandboxConfig, SandboxWebhooks, Upstream};
 use serde_json::{Value, json};
 use support::redis::{RedisServer, TcpProxy};
 use switchyard::Config;
-use switchyard::config::Secret;
-use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -128,42 +128,37 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
     let redis = RedisServer::start();
     let proxy = TcpProxy::start(redis.addr()).await;
 
-    // One set of upstreams; its webhooks go to replica A. Replica B reaches Redis through a
-    // proxy the test can cut.
+    // One set of upstreams, as `switchyard sandbox` runs them; its webhooks go to replica A.
+    // Both replicas start from the config it prints plus [events] (the README's recipe);
+    // replica B reaches Redis through a proxy the test can cut.
     let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut sandbox_config = SandboxConfig {
+    let sandbox = Sandbox::start(SandboxConfig {
         simulator_interval_ms: 0,
+        webhooks: Some(SandboxWebhooks::dev(format!(
+            "http://{}/webhooks",
+            a_listener.local_addr().unwrap()
+        ))),
         ..SandboxConfig::default()
-    };
-    let mut a_config = Config::default();
-    switchyard::app::connect_sandbox_webhooks(
-        &mut sandbox_config,
-        &mut a_config.webhooks,
-        a_listener.local_addr().unwrap(),
-    );
-    let sandbox = Sandbox::start(sandbox_config).await.unwrap();
-    let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).unwrap();
-    a_config.upstreams = upstreams;
-    a_config.auth = auth;
-    a_config.log.filter = "warn".into();
-    let mut b_config = a_config.clone();
-    a_config.events.redis_url = Some(Secret::new(redis.url()));
-    b_config.events.redis_url = Some(Secret::new(proxy.redis_url()));
-    let a = start(a_listener, a_config).await;
-    let b = start(b_listener, b_config).await;
+    })
+    .await
+    .unwrap();
+    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
+    let events = |url: String| format!("[events]\nredis_url = \"{url}\"\n");
+    let a = start(
+        a_listener,
+        support::replica_config(&printed, &events(redis.url())),
+    )
+    .await;
+    let b = start(
+        b_listener,
+        support::replica_config(&printed, &events(proxy.redis_url())),
+    )
+    .await;
 
+    // No demo sign-in on the replicas: Ada's token comes from the issuer.
     let http = reqwest::Client::new();
-    let token: Value = http
-        .post(format!("{}/dev/token", a.base))
-        .json(&json!({ "user": "cust-0001" }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ada = token["access_token"].as_str().unwrap().to_owned();
+    let ada = support::issuer_token(&sandbox, "cust-0001").await;
 
     // Ada listens on B; she orders through A.
     let mut feed = subscribe(&b, &ada, FEED).await;
@@ -226,5 +221,52 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
             .unwrap()
             .unwrap();
     }
+    sandbox.shutdown().await;
+}
+
+/// A replica started from the config `switchyard sandbox` prints has no demo sign-in: it
+/// signs nobody in (404), and serves the tokens of the sandbox's issuer like a real
+/// provider's.
+#[tokio::test]
+async fn a_replica_from_the_printed_config_serves_no_demo_sign_in() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let sandbox = Sandbox::start(SandboxConfig {
+        simulator_interval_ms: 0,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
+    let replica = start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        support::replica_config(&printed, ""),
+    )
+    .await;
+    let http = reqwest::Client::new();
+
+    let token = http
+        .post(format!("{}/dev/token", replica.base))
+        .json(&json!({ "user": "agent-01" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(token.status(), 404);
+    let users = http
+        .get(format!("{}/dev/users", replica.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), 404);
+
+    let ada = support::issuer_token(&sandbox, "cust-0001").await;
+    let me = graphql(&http, &replica, &ada, "{ me { name } }", json!({})).await;
+    assert_eq!(me["me"]["name"], "Ada Lovelace");
+
+    let _ = replica.stop.send(());
+    tokio::time::timeout(WAIT, replica.server)
+        .await
+        .expect("the replica stops within the timeout")
+        .unwrap()
+        .unwrap();
     sandbox.shutdown().await;
 }

@@ -13,11 +13,11 @@ use resolvers::records::{
     CasePriority, CaseQuery, CaseStatus, LoyaltyTier, NewCase, NewOrderLine, OrderPageQuery,
     OrderStatus, ProcessState, ShipmentStatus, TaskStatus,
 };
+use sandbox::{Sandbox, SandboxConfig, Upstream, UpstreamKnobs};
 use serde_json::{Map, json};
 use switchyard::config::{
     BackendConfig, CallPolicy, CarrierConfig, CrmConfig, ProcessConfig, Secret,
 };
-use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream, UpstreamKnobs};
 use switchyard::upstream::{ApiUsage, CrmClient};
 use url::Url;
 

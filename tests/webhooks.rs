@@ -18,14 +18,14 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, KeyInit, Mac};
+use sandbox::{
+    DEV_BACKEND_WEBHOOK_SECRET, DEV_CARRIER_WEBHOOK_SECRET, DEV_CRM_WEBHOOK_SECRET,
+    DEV_PROCESS_WEBHOOK_SECRET, Sandbox, SandboxConfig, SandboxWebhooks,
+};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use switchyard::Config;
 use switchyard::config::Secret;
-use switchyard::sandbox::{
-    DEV_BACKEND_WEBHOOK_SECRET, DEV_CARRIER_WEBHOOK_SECRET, DEV_CRM_WEBHOOK_SECRET,
-    DEV_PROCESS_WEBHOOK_SECRET, Sandbox, SandboxConfig, SandboxWebhooks,
-};
 use tokio::sync::{mpsc, oneshot};
 
 use support::TestApp;
@@ -609,7 +609,7 @@ async fn switchyard_accepts_every_webhook_the_simulated_sandbox_posts() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut receiver = Receiver::start().await;
     let sandbox = sandbox_posting_to(&receiver, 20).await;
-    let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).unwrap();
+    let (upstreams, auth) = switchyard::embedded::sandbox_wiring(&sandbox).unwrap();
     let mut config = Config {
         upstreams,
         auth,

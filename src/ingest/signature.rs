@@ -46,7 +46,9 @@ pub(crate) enum SignatureError {
     },
 }
 
-/// The `v1=<hex>` value for `body` signed at `timestamp` (unix seconds) with `secret`.
+/// The `v1=<hex>` value for `body` signed at `timestamp` (unix seconds) with `secret`: what a
+/// sender puts in `X-Webhook-Signature` (this side only receives; tests sign with it).
+#[cfg(test)]
 pub(crate) fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
     let digest = mac(secret, timestamp.to_string().as_bytes(), body)
         .finalize()
@@ -150,6 +152,8 @@ mod tests {
         verify(SECRET, timestamp, signature, BODY, NOW, 300)
     }
 
+    /// The contract's example (`docs/upstreams.md`, "Signing"); the sandbox's webhook sender,
+    /// which shares no code with this module, pins the same one (`sandbox/src/webhooks.rs`).
     #[test]
     fn signs_the_timestamp_and_the_raw_body() {
         // printf '1767225600.{"id":"evt_1"}' | openssl dgst -sha256 -hmac whsec-test

@@ -10,14 +10,13 @@
 //! |---|---|
 //! | `POST /graphql`, `GET /graphql` | GraphQL over HTTP ([`http`]) |
 //! | `GET /playground/` | the playground ([`playground`]) |
-//! | `GET /dev/users`, `POST /dev/token` | demo sign-in, sandbox only ([`dev_sign_in`]) |
+//! | `GET /dev/users`, `POST /dev/token` | demo sign-in: not here, added only with the embedded sandbox (`crate::embedded`) |
 //! | `GET /graphql/ws` | subscriptions over websockets: graphql-transport-ws and the legacy graphql-ws ([`ws`]) |
 //! | `POST /graphql/stream`, `GET /graphql/stream` | subscriptions over Server-Sent Events ([`sse`]) |
 //! | `POST /webhooks/{source}` | signed webhooks from the upstreams ([`crate::ingest`]) |
 //! | `GET /healthz` | liveness: the process answers |
 //! | `GET /` | redirects to the playground |
 
-mod dev_sign_in;
 mod document;
 mod error;
 mod http;
@@ -64,10 +63,6 @@ pub(crate) struct AppState {
     pub(crate) request_timeout: Duration,
     /// Largest request body taken (`server.max_body_bytes`).
     pub(crate) max_body_bytes: usize,
-    /// The sandbox's dev issuer base URL, when the sandbox runs (enables `/dev/*`).
-    pub(crate) dev_issuer: Option<String>,
-    /// For forwarding `/dev/*` to the issuer.
-    pub(crate) http: reqwest::Client,
     /// Webhook reception (verification, normalization, publishing).
     pub(crate) webhooks: Arc<crate::ingest::Webhooks>,
     /// Limits and timeouts of websocket and SSE subscriptions.
@@ -89,9 +84,7 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
             "/webhooks/{source}",
             axum::routing::post(crate::ingest::receive),
         )
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/dev/users", get(dev_sign_in::users))
-        .route("/dev/token", axum::routing::post(dev_sign_in::token));
+        .route("/healthz", get(|| async { "ok" }));
     if playground_enabled {
         router = router
             .route("/", get(|| async { Redirect::temporary("/playground/") }))

@@ -8,9 +8,9 @@ pub mod redis;
 
 use std::collections::BTreeMap;
 
+use sandbox::{Sandbox, SandboxConfig, Upstream};
 use serde_json::{Value, json};
 use switchyard::Config;
-use switchyard::sandbox::{Sandbox, SandboxConfig, Upstream};
 use tokio::sync::oneshot;
 
 /// A running Switchyard with its own sandbox.
@@ -39,6 +39,9 @@ impl TestApp {
     }
 
     /// Switchyard over a sandbox with these knobs; `tweak` may change Switchyard's config.
+    ///
+    /// Built as the embedded sandbox builds it (webhooks, wiring, the demo sign-in), except that
+    /// the test starts the sandbox itself, to read its request counters.
     pub async fn spawn_with(
         sandbox_config: SandboxConfig,
         tweak: impl FnOnce(&mut Config),
@@ -58,18 +61,28 @@ impl TestApp {
             ..sandbox_config
         };
         let mut config = Config::default();
-        switchyard::app::connect_sandbox_webhooks(&mut sandbox_config, &mut config.webhooks, addr);
+        switchyard::embedded::connect_sandbox_webhooks(
+            &mut sandbox_config,
+            &mut config.webhooks,
+            addr,
+        );
         let sandbox = Sandbox::start(sandbox_config)
             .await
             .expect("sandbox starts");
-        let (upstreams, auth) = switchyard::app::sandbox_wiring(&sandbox).expect("wiring");
+        let (upstreams, auth) = switchyard::embedded::sandbox_wiring(&sandbox).expect("wiring");
         config.upstreams = upstreams;
         config.auth = auth;
         tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
-        let server = tokio::spawn(switchyard::run(listener, config, async {
-            let _ = rx.await;
-        }));
+        let sign_in = switchyard::embedded::DevSignIn::of(&sandbox);
+        let server = tokio::spawn(switchyard::embedded::serve(
+            listener,
+            config,
+            sign_in,
+            async {
+                let _ = rx.await;
+            },
+        ));
         TestApp {
             base,
             sandbox,
@@ -185,6 +198,39 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
+}
+
+/// A bearer token for a demo user straight from the sandbox's OIDC issuer (`POST /token`), the
+/// way a deployment without the demo sign-in gets one from its identity provider.
+pub async fn issuer_token(sandbox: &Sandbox, user: &str) -> String {
+    let answer: Value = reqwest::Client::new()
+        .post(format!("{}/token", sandbox.urls().oidc))
+        .json(&json!({ "user": user }))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .expect("the issuer signs a token")
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_owned()
+}
+
+/// A replica's config as the README's replicas recipe makes it: what `switchyard sandbox`
+/// prints, with `extra` (e.g. an `[events]` section) appended, read the way `--config` reads
+/// its file (but not the `SWITCHYARD_*` environment, which belongs to whoever runs the tests).
+pub fn replica_config(printed: &str, extra: &str) -> Config {
+    use figment::providers::{Format, Toml};
+    let text = format!("{printed}\n{extra}");
+    let config: Config = figment::Figment::from(Toml::string(&text))
+        .extract()
+        .unwrap_or_else(|e| panic!("the printed config does not load: {e}\n{text}"));
+    config.validate().expect("the printed config is valid");
+    config
 }
 
 /// The text of an example operation in `schema/operations/`.

@@ -29,7 +29,7 @@ pub(crate) const CARRIER_NAME: &str = "PARCELCO";
 /// How many changes a slow receiver may lag behind before it misses some.
 const CHANGE_CHANNEL_CAPACITY: usize = 1024;
 
-/// Something that changed in the sandbox's world, announced on [`crate::sandbox::Sandbox::changes`].
+/// Something that changed in the sandbox's world, announced on [`crate::Sandbox::changes`].
 ///
 /// Status values are the upstream's own wire names (`"SHIPPED"`, `"Working"`, `"Ready"`).
 /// Receivers that lag more than 1,024 changes behind miss the oldest ones.
@@ -150,7 +150,7 @@ pub enum TaskEvent {
 
 impl TaskEvent {
     /// The listener's event name, e.g. `TaskClaimed`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Self::Created => "TaskCreated",
             Self::Claimed => "TaskClaimed",

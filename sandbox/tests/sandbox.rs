@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use reqwest::{Client, Response, StatusCode};
+use sandbox::{Sandbox, SandboxChange, SandboxConfig, Upstream, UpstreamKnobs};
 use serde_json::{Value, json};
-use switchyard::sandbox::{Sandbox, SandboxChange, SandboxConfig, Upstream, UpstreamKnobs};
 
 const BACKEND_TOKEN: &str = "sandbox-backend-token";
 const CARRIER_KEY: &str = "sandbox-carrier-key";

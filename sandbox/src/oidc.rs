@@ -210,7 +210,7 @@ async fn token(State(state): State<Arc<OidcState>>, body: Bytes) -> Response {
             StatusCode::NOT_FOUND,
             "unknown_user",
             format!(
-                "{:?} is neither a seeded customer nor a demo agent; GET /dev/users lists the demo users",
+                "{:?} is neither a seeded customer nor a demo agent; the issuer's GET /users lists the demo users",
                 request.user
             ),
         );

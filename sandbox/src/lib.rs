@@ -1,10 +1,16 @@
 //! The sandbox: the company's upstream systems as real HTTP servers on local ports, seeded with
-//! deterministic demo data.
+//! deterministic demo data. Switchyard embeds it (its default `sandbox` feature) for `cargo
+//! run`, the tests and the benchmarks, and runs it alone as `switchyard sandbox`.
 //!
 //! Each upstream speaks the wire contract of `docs/upstreams.md` (the real system's API shape),
 //! so Switchyard's adapters cannot tell the sandbox from the real thing. [`Sandbox::start`] binds
 //! the five servers (port 0 each, or [`SandboxConfig::ports`] for the standalone
 //! `switchyard sandbox` mode), and [`Sandbox::urls`] says where they are.
+//!
+//! This crate knows nothing of the server: it talks to Switchyard only over HTTP, like the
+//! real systems. Where both sides must agree without an HTTP answer to check (the webhook
+//! signature), the contract is written down on each side and each side's tests pin the same
+//! values.
 //!
 //! Layout:
 //! - `world`: the one [`World`](world::World) every server reads and writes, its mutations, and
@@ -21,8 +27,9 @@
 //!   `/_sandbox/requests` control routes.
 //! - `simulator`: moves the world on its own every [`SandboxConfig::simulator_interval_ms`]
 //!   (orders ship, parcels are scanned, agents answer cases and decide returns).
-//! - `webhooks`: posts every change, signed, to [`SandboxConfig::webhooks`] in the shape of the
-//!   upstream that owns it, retrying like a real sender.
+//! - `webhooks`: posts every change, signed (HMAC-SHA256 over `<timestamp>.<body>`), to
+//!   [`SandboxConfig::webhooks`] in the shape of the upstream that owns it, retrying like a
+//!   real sender.
 
 mod backend;
 mod carrier;
@@ -299,19 +306,6 @@ pub struct SandboxUrls {
     pub carrier: String,
     /// The dev OIDC issuer; exactly the `iss` of its tokens.
     pub oidc: String,
-}
-
-impl SandboxUrls {
-    /// The base URL of one upstream.
-    pub fn get(&self, upstream: Upstream) -> &str {
-        match upstream {
-            Upstream::Backend => &self.backend,
-            Upstream::Crm => &self.crm,
-            Upstream::Process => &self.process,
-            Upstream::Carrier => &self.carrier,
-            Upstream::Oidc => &self.oidc,
-        }
-    }
 }
 
 /// The running sandbox: five HTTP servers over one seeded world.

@@ -15,7 +15,7 @@
 //! Each change gets its own event id when it is mapped (unique per sandbox run, so a restarted
 //! sandbox never reuses one), and the same body is sent on every retry. Like real senders:
 //! - each delivery is `POST <url>/<source>`, signed per attempt (`X-Webhook-Timestamp`,
-//!   `X-Webhook-Signature: v1=...`, see `crate::ingest::signature`) with the source's secret;
+//!   `X-Webhook-Signature: v1=...`, see [`sign`]) with the source's secret;
 //! - deliveries of one source go out in order, one at a time; sources are independent;
 //! - a connection error, a timeout or any non-2xx answer is retried after 100 ms, doubling up
 //!   to 5 s, for at most 10 attempts; then the delivery is logged as an error and dropped;
@@ -26,9 +26,11 @@
 //! On shutdown, queued and retrying deliveries are abandoned.
 
 use std::fmt;
+use std::fmt::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context as _, bail};
+use aws_lc_rs::hmac;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -40,7 +42,6 @@ use super::data::SplitMix64;
 use super::world::{
     CARRIER_NAME, RETURN_PROCESS_ID, RETURNS_CONTAINER, SandboxChange, integration_user_id,
 };
-use crate::ingest::signature;
 
 /// Dev secret the sandbox signs the backend's webhooks with, unless configured otherwise.
 pub const DEV_BACKEND_WEBHOOK_SECRET: &str = "sandbox-webhook-backend";
@@ -50,6 +51,11 @@ pub const DEV_CRM_WEBHOOK_SECRET: &str = "sandbox-webhook-crm";
 pub const DEV_PROCESS_WEBHOOK_SECRET: &str = "sandbox-webhook-process";
 /// Dev secret of the carrier's webhooks.
 pub const DEV_CARRIER_WEBHOOK_SECRET: &str = "sandbox-webhook-carrier";
+
+/// The header with the unix time (seconds) the delivery was signed at.
+const TIMESTAMP_HEADER: &str = "x-webhook-timestamp";
+/// The header with the `v1=<hex>` signature.
+const SIGNATURE_HEADER: &str = "x-webhook-signature";
 
 /// Deliveries one source may have waiting before new ones are dropped.
 pub(crate) const QUEUE_CAPACITY: usize = 1024;
@@ -117,7 +123,7 @@ impl SandboxWebhooks {
     }
 
     /// The secret one source signs with; `None` for the OIDC issuer, which posts nothing.
-    pub fn secret(&self, source: Upstream) -> Option<&str> {
+    pub(crate) fn secret(&self, source: Upstream) -> Option<&str> {
         match source {
             Upstream::Backend => Some(&self.backend_secret),
             Upstream::Crm => Some(&self.crm_secret),
@@ -128,7 +134,7 @@ impl SandboxWebhooks {
     }
 
     /// Where one source posts: `<url>/<source>`.
-    pub fn endpoint(&self, source: Upstream) -> String {
+    pub(crate) fn endpoint(&self, source: Upstream) -> String {
         format!("{}/{}", self.url.trim_end_matches('/'), source.name())
     }
 
@@ -308,13 +314,13 @@ impl Sender {
 
     async fn attempt(&self, delivery: &Delivery) -> Result<(), String> {
         let timestamp = Utc::now().timestamp();
-        let signature = signature::sign(self.secret.as_bytes(), timestamp, &delivery.body);
+        let signature = sign(self.secret.as_bytes(), timestamp, &delivery.body);
         let response = self
             .client
             .post(&self.endpoint)
             .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header(signature::TIMESTAMP_HEADER, timestamp.to_string())
-            .header(signature::SIGNATURE_HEADER, signature)
+            .header(TIMESTAMP_HEADER, timestamp.to_string())
+            .header(SIGNATURE_HEADER, signature)
             .body(delivery.body.clone())
             .send()
             .await
@@ -326,6 +332,25 @@ impl Sender {
             Err(format!("answered {status}"))
         }
     }
+}
+
+/// The `X-Webhook-Signature` value of `body` signed at `timestamp` (unix seconds, the value of
+/// `X-Webhook-Timestamp`) with `secret`: `v1=` and the lowercase hex HMAC-SHA256 of
+/// `"<timestamp>.<raw body>"`.
+///
+/// This is the contract with the receiver (Switchyard's webhook ingestion), not shared code:
+/// each side implements it on its own and pins the same test vector.
+fn sign(secret: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let mut context = hmac::Context::with_key(&key);
+    context.update(timestamp.to_string().as_bytes());
+    context.update(b".");
+    context.update(body);
+    let mut header = String::from("v1=");
+    for byte in context.sign().as_ref() {
+        let _ = write!(header, "{byte:02x}");
+    }
+    header
 }
 
 /// Builds each upstream's payload for a change, with a fresh event id.
@@ -541,6 +566,18 @@ mod tests {
 
     fn at() -> DateTime<Utc> {
         "2026-01-01T10:00:00Z".parse().unwrap()
+    }
+
+    /// The contract's example (`docs/upstreams.md`, "Signing"); Switchyard's webhook
+    /// verifier (`src/ingest/signature.rs`), which shares no code with this crate, pins the
+    /// same one.
+    #[test]
+    fn signs_the_timestamp_and_the_raw_body() {
+        // printf '1767225600.{"id":"evt_1"}' | openssl dgst -sha256 -hmac whsec-test
+        assert_eq!(
+            sign(b"whsec-test", 1_767_225_600, br#"{"id":"evt_1"}"#),
+            "v1=47fde13e33c77f7070054ef39f95d6d71ae1c43b0d080834cd232657892f7923"
+        );
     }
 
     #[test]
