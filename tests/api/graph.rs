@@ -1,13 +1,11 @@
 //! The graph end to end: real HTTP into Switchyard, real HTTP from it to the sandbox
 //! upstreams. Upstream request counts come from the sandbox's own counters.
 
-mod support;
-
 use std::collections::BTreeSet;
 
+use crate::support::{TestApp, counts, operation};
 use sandbox::SandboxConfig;
 use serde_json::{Value, json};
-use support::{TestApp, counts, operation};
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";

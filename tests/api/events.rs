@@ -1,8 +1,6 @@
 //! The event bus against a real Redis (a private `redis-server` per test) and in memory:
 //! delivery to every replica exactly once and in order, dedup, reconnects, shutdown.
 
-mod support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +12,7 @@ use switchyard::events::{self, Events};
 use tokio::sync::{broadcast, watch};
 use tokio::time::timeout;
 
-use support::redis::{RedisServer, TcpProxy, free_port};
+use crate::support::redis::{RedisServer, TcpProxy, free_port};
 
 const STREAM: &str = "test:events";
 /// Longest any single wait in these tests may take.
@@ -449,7 +447,7 @@ fn a_tls_url_works() {
     let test_binary = std::env::current_exe().expect("the test binary's path");
     let output = std::process::Command::new(test_binary)
         .args([
-            "tls_round_trip_in_a_process_that_trusts_the_test_ca",
+            "events::tls_round_trip_in_a_process_that_trusts_the_test_ca",
             "--exact",
         ])
         .args(["--ignored", "--nocapture", "--test-threads", "1"])

@@ -1,14 +1,12 @@
 //! Who is calling: bearer tokens against the identity provider, as a platform team would
 //! check them (key rotation, exact issuers, discovery).
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::TestApp;
+use crate::support::issuer::{Issuer, customer_claims};
 use sandbox::SandboxConfig;
 use serde_json::{Value, json};
-use support::TestApp;
-use support::issuer::{Issuer, customer_claims};
 
 const ADA: &str = "cust-0001";
 /// Longest a request may take here before the test calls it hung.

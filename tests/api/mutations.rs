@@ -1,11 +1,9 @@
 //! What apps change, end to end: orders, support cases, returns and their tasks.
 
-mod support;
-
+use crate::support::issuer::Issuer;
+use crate::support::{TestApp, operation};
 use sandbox::SandboxConfig;
 use serde_json::{Value, json};
-use support::issuer::Issuer;
-use support::{TestApp, operation};
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";

@@ -1,17 +1,29 @@
 //! Test harness: spawns the real server on `127.0.0.1:0` against a private sandbox, and talks
-//! to it over real HTTP, as an app would.
+//! to it over real HTTP, websockets and SSE, as an app would.
+//!
+//! - [`TestApp`]: one Switchyard over its own sandbox, with request helpers;
+//! - `ws`, `sse`: the live transports' clients;
+//! - `issuer`: an OIDC issuer of the tests' own (any claims, key rotation, a slow JWKS);
+//! - `redis`: a private `redis-server` (never the one on 6379), and a proxy to cut it off;
+//! - `browser`: headless Chromium over CDP, for the playground.
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
 pub mod issuer;
 pub mod redis;
+pub mod sse;
+pub mod ws;
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use sandbox::{Sandbox, SandboxConfig, Upstream};
 use serde_json::{Value, json};
 use switchyard::Config;
 use tokio::sync::oneshot;
+
+/// Longest any single wait of a test may take before it counts as a hang.
+pub const WAIT: Duration = Duration::from_secs(15);
 
 /// A running Switchyard with its own sandbox.
 pub struct TestApp {
@@ -144,7 +156,6 @@ impl TestApp {
     /// webhooks with (which this Switchyard verifies), as the upstream would; answers status
     /// and body.
     pub async fn post_webhook(&self, source: &str, body: &Value) -> (u16, Value) {
-        use hmac::{Hmac, KeyInit, Mac};
         let hooks = self
             .sandbox
             .config()
@@ -160,9 +171,7 @@ impl TestApp {
         };
         let body = body.to_string();
         let timestamp = chrono::Utc::now().timestamp().to_string();
-        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-        mac.update(format!("{timestamp}.{body}").as_bytes());
-        let signature = format!("v1={}", hex::encode(mac.finalize().into_bytes()));
+        let signature = sign_webhook(secret, &timestamp, body.as_bytes());
         let response = self
             .http
             .post(self.url(&format!("/webhooks/{source}")))
@@ -231,6 +240,17 @@ pub fn replica_config(printed: &str, extra: &str) -> Config {
         .unwrap_or_else(|e| panic!("the printed config does not load: {e}\n{text}"));
     config.validate().expect("the printed config is valid");
     config
+}
+
+/// A webhook signature as `docs/upstreams.md` specifies it, written from the spec (not with
+/// the sandbox's or the ingest's code): `v1=` + hex HMAC-SHA256(secret, "<timestamp>.<body>").
+pub fn sign_webhook(secret: &str, timestamp: &str, body: &[u8]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 /// The text of an example operation in `schema/operations/`.

@@ -1,5 +1,5 @@
 //! `schema/schema.graphql` is the schema the code builds: this fails when it is stale.
-//! Regenerate with `UPDATE_SCHEMA=1 cargo test --test schema` (or `switchyard schema`).
+//! Regenerate with `UPDATE_SCHEMA=1 cargo test --test api schema::` (or `switchyard schema`).
 
 use std::path::PathBuf;
 
@@ -15,7 +15,7 @@ fn checked_in_schema_matches_the_code() {
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         checked_in == sdl,
-        "schema/schema.graphql is stale: run `UPDATE_SCHEMA=1 cargo test --test schema` and commit it"
+        "schema/schema.graphql is stale: run `UPDATE_SCHEMA=1 cargo test --test api schema::` and commit it"
     );
 }
 

@@ -7,178 +7,22 @@
 //! webhooks -> ingest -> bus -> hub) and cover results driven by changes upstream, including
 //! what a slow client does to its own subscriptions (and to nobody else's).
 
-mod support;
-
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures::{SinkExt, StreamExt};
 use sandbox::{SandboxConfig, Upstream};
 use serde_json::{Value, json};
-use tokio::net::{TcpSocket, TcpStream};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use support::issuer::{Issuer, customer_claims};
-use support::{TestApp, operation};
+use crate::support::issuer::{Issuer, customer_claims};
+use crate::support::sse::{SseResponse, sse};
+use crate::support::ws::{
+    LEGACY, MODERN, connect, connect_slow_reader, refused_status, signed_in, try_connect,
+};
+use crate::support::{TestApp, WAIT, operation};
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";
-const MODERN: &str = "graphql-transport-ws";
-const LEGACY: &str = "graphql-ws";
-/// Longest any single wait in these tests may take.
-const WAIT: Duration = Duration::from_secs(10);
 /// A subscription that stays open without events (agents see every task offered to them).
 const TASKS: &str = "subscription { taskAssigned { id name } }";
-
-// ---------------------------------------------------------------------------------------
-// A websocket client
-// ---------------------------------------------------------------------------------------
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A websocket to `/graphql/ws`, speaking JSON messages.
-struct Client {
-    socket: Socket,
-    /// The subprotocol the server chose.
-    protocol: Option<String>,
-}
-
-/// Opens a websocket offering these subprotocols (none: no header).
-async fn try_connect(app: &TestApp, protocols: &[&str]) -> Result<Client, tungstenite::Error> {
-    let url = app.url("/graphql/ws").replacen("http", "ws", 1);
-    let mut request = url.into_client_request()?;
-    if !protocols.is_empty() {
-        request.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(&protocols.join(", ")).unwrap(),
-        );
-    }
-    let (socket, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("the handshake within the timeout")?;
-    let protocol = response
-        .headers()
-        .get("Sec-WebSocket-Protocol")
-        .map(|v| v.to_str().unwrap().to_owned());
-    Ok(Client { socket, protocol })
-}
-
-async fn connect(app: &TestApp, protocol: &str) -> Client {
-    let client = try_connect(app, &[protocol])
-        .await
-        .expect("websocket opens");
-    assert_eq!(client.protocol.as_deref(), Some(protocol));
-    client
-}
-
-/// A graphql-transport-ws websocket whose TCP receive buffer is tiny: when the test does not
-/// read it, the server's writes stall after a few frames, as with a slow client.
-async fn connect_slow_reader(app: &TestApp) -> Client {
-    let addr: SocketAddr = app.base.trim_start_matches("http://").parse().unwrap();
-    let tcp = TcpSocket::new_v4().unwrap();
-    tcp.set_recv_buffer_size(4096).unwrap();
-    let stream = tcp.connect(addr).await.unwrap();
-    let url = app.url("/graphql/ws").replacen("http", "ws", 1);
-    let mut request = url.into_client_request().unwrap();
-    request
-        .headers_mut()
-        .insert("Sec-WebSocket-Protocol", HeaderValue::from_static(MODERN));
-    let (socket, _) = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream))
-        .await
-        .expect("websocket opens");
-    Client {
-        socket,
-        protocol: Some(MODERN.to_owned()),
-    }
-}
-
-/// A graphql-transport-ws connection, acknowledged for `user`.
-async fn signed_in(app: &TestApp, user: &str) -> Client {
-    let mut client = connect(app, MODERN).await;
-    client.init(&app.token(user).await).await;
-    client
-}
-
-/// The HTTP status of a refused websocket handshake.
-fn refused_status(result: Result<Client, tungstenite::Error>) -> u16 {
-    match result {
-        Err(tungstenite::Error::Http(response)) => response.status().as_u16(),
-        Err(other) => panic!("expected an HTTP refusal, got {other}"),
-        Ok(_) => panic!("expected an HTTP refusal, the websocket opened"),
-    }
-}
-
-impl Client {
-    async fn send(&mut self, message: Value) {
-        self.send_text(&message.to_string()).await;
-    }
-
-    async fn send_text(&mut self, text: &str) {
-        self.socket
-            .send(Message::text(text))
-            .await
-            .expect("send to the server");
-    }
-
-    /// Sends `connection_init` with the token and expects `connection_ack`.
-    async fn init(&mut self, token: &str) {
-        self.send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}))
-            .await;
-        assert_eq!(self.recv().await, json!({"type": "connection_ack"}));
-    }
-
-    async fn subscribe(&mut self, id: &str, query: &str) {
-        self.send(json!({"type": "subscribe", "id": id, "payload": {"query": query}}))
-            .await;
-    }
-
-    /// The next frame, whatever it is.
-    async fn frame(&mut self) -> Message {
-        match tokio::time::timeout(WAIT, self.socket.next()).await {
-            Ok(Some(Ok(frame))) => frame,
-            Ok(Some(Err(e))) => panic!("the websocket failed: {e}"),
-            Ok(None) => panic!("the websocket ended without a close frame"),
-            Err(_) => panic!("nothing from the server within {WAIT:?}"),
-        }
-    }
-
-    /// The next message, which must be a JSON text message.
-    async fn recv(&mut self) -> Value {
-        match self.frame().await {
-            Message::Text(text) => serde_json::from_str(text.as_str()).expect("JSON message"),
-            other => panic!("expected a text message, got {other:?}"),
-        }
-    }
-
-    /// The next frame must be a close frame with exactly this code and reason.
-    async fn expect_close(&mut self, code: u16, reason: &str) {
-        assert_eq!(self.close_frame().await, (code, reason.to_owned()));
-    }
-
-    /// The next frame, which must be a close frame: its code and reason.
-    async fn close_frame(&mut self) -> (u16, String) {
-        match self.frame().await {
-            Message::Close(Some(frame)) => {
-                (u16::from(frame.code), frame.reason.as_str().to_owned())
-            }
-            other => panic!("expected a close frame, got {other:?}"),
-        }
-    }
-
-    /// Proves the server has sent nothing else (no `complete`, no `error`) before answering a
-    /// ping sent now: it handles messages in order, and answers them in order.
-    async fn expect_quiet(&mut self) {
-        self.send(json!({"type": "ping", "payload": {"quiet": true}}))
-            .await;
-        assert_eq!(
-            self.recv().await,
-            json!({"type": "pong", "payload": {"quiet": true}})
-        );
-    }
-}
 
 fn codes(errors: &Value) -> Vec<&str> {
     errors
@@ -687,114 +531,6 @@ async fn the_legacy_keepalive_repeats() {
 // GraphQL over SSE
 // ---------------------------------------------------------------------------------------
 
-/// A POST to `/graphql/stream` with `Accept: text/event-stream`.
-async fn sse(app: &TestApp, token: Option<&str>, body: Value) -> SseResponse {
-    let mut request = app
-        .http
-        .post(app.url("/graphql/stream"))
-        .header("accept", "text/event-stream")
-        .json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    SseResponse(request.send().await.expect("the request is answered"))
-}
-
-struct SseResponse(reqwest::Response);
-
-impl SseResponse {
-    /// A JSON refusal: status and body.
-    async fn json_error(self) -> (u16, Value) {
-        let status = self.0.status().as_u16();
-        let content_type = self.0.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .to_owned();
-        assert_eq!(content_type, "application/graphql-response+json");
-        (status, self.0.json().await.expect("a JSON body"))
-    }
-
-    /// The event stream (the answer must be one).
-    fn stream(self) -> EventStream {
-        let response = self.0;
-        assert_eq!(response.status(), 200);
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        assert_eq!(response.headers()["cache-control"], "no-cache");
-        EventStream {
-            response,
-            buffer: String::new(),
-        }
-    }
-}
-
-/// Reads an SSE body as it comes.
-struct EventStream {
-    response: reqwest::Response,
-    buffer: String,
-}
-
-impl EventStream {
-    /// The next block (an event, or a comment), raw; `None` when the body ends.
-    async fn block(&mut self) -> Option<String> {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block = self.buffer[..end + 2].to_owned();
-                self.buffer.drain(..end + 2);
-                return Some(block);
-            }
-            let chunk = tokio::time::timeout(WAIT, self.response.chunk())
-                .await
-                .expect("more of the stream within the timeout")
-                .expect("the stream reads");
-            match chunk {
-                Some(bytes) => self.buffer.push_str(std::str::from_utf8(&bytes).unwrap()),
-                None => {
-                    assert!(self.buffer.is_empty(), "a cut event: {:?}", self.buffer);
-                    return None;
-                }
-            }
-        }
-    }
-
-    /// The next event (skipping keep-alive comments): its name and data.
-    async fn event(&mut self) -> Option<(String, String)> {
-        loop {
-            let block = self.block().await?;
-            let mut name = None;
-            let mut data = Vec::new();
-            for line in block.lines() {
-                if let Some(value) = line.strip_prefix("event: ") {
-                    name = Some(value.to_owned());
-                } else if let Some(value) = line.strip_prefix("data: ") {
-                    data.push(value);
-                } else {
-                    assert!(
-                        line.starts_with(':') || line.is_empty(),
-                        "unexpected line {line:?}"
-                    );
-                }
-            }
-            if let Some(name) = name {
-                return Some((name, data.join("\n")));
-            }
-        }
-    }
-
-    /// The next event must be `next`: its data.
-    async fn next(&mut self) -> Value {
-        match self.event().await {
-            Some((name, data)) if name == "next" => serde_json::from_str(&data).unwrap(),
-            other => panic!("expected a next event, got {other:?}"),
-        }
-    }
-
-    /// The stream must complete now, and end.
-    async fn complete(&mut self) {
-        assert_eq!(self.block().await.as_deref(), Some("event: complete\n\n"));
-        assert_eq!(self.block().await, None);
-    }
-}
-
 #[tokio::test]
 async fn an_sse_query_is_one_next_then_complete() {
     let app = TestApp::spawn().await;
@@ -950,7 +686,7 @@ async fn connections_beyond_the_limit_are_refused_with_503() {
     })
     .await;
     let ada = app.token(ADA).await;
-    let mut first = connect(&app, MODERN).await;
+    let first = connect(&app, MODERN).await;
     assert_eq!(refused_status(try_connect(&app, &[MODERN]).await), 503);
     let response = sse(&app, Some(&ada), json!({"query": "{ me { id } }"})).await;
     assert_eq!(response.0.headers()["retry-after"], "5");
@@ -959,13 +695,14 @@ async fn connections_beyond_the_limit_are_refused_with_503() {
     assert_eq!(codes(&body["errors"]), ["TOO_MANY_CONNECTIONS"]);
 
     // A closed connection frees its place.
-    first.socket.close(None).await.unwrap();
-    while first.socket.next().await.is_some() {}
+    first.close().await;
     let deadline = Instant::now() + WAIT;
     loop {
         match try_connect(&app, &[MODERN]).await {
             Ok(_) => break,
-            Err(tungstenite::Error::Http(r)) if r.status() == 503 && Instant::now() < deadline => {
+            Err(tokio_tungstenite::tungstenite::Error::Http(r))
+                if r.status() == 503 && Instant::now() < deadline =>
+            {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(e) => panic!("the place was not freed: {e}"),

@@ -6,8 +6,6 @@
 //! - the simulator moves the sandbox on its own, and its webhooks are accepted by a real
 //!   Switchyard.
 
-mod support;
-
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,18 +15,16 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use hmac::{Hmac, KeyInit, Mac};
 use sandbox::{
     DEV_BACKEND_WEBHOOK_SECRET, DEV_CARRIER_WEBHOOK_SECRET, DEV_CRM_WEBHOOK_SECRET,
     DEV_PROCESS_WEBHOOK_SECRET, Sandbox, SandboxConfig, SandboxWebhooks,
 };
 use serde_json::{Value, json};
-use sha2::Sha256;
 use switchyard::Config;
 use switchyard::config::Secret;
 use tokio::sync::{mpsc, oneshot};
 
-use support::TestApp;
+use crate::support::{TestApp, sign_webhook};
 
 /// Longest any single wait in these tests may take.
 const WAIT: Duration = Duration::from_secs(20);
@@ -123,15 +119,6 @@ fn dev_secret(source: &str) -> &'static str {
     }
 }
 
-/// `v1=` + hex HMAC-SHA256(secret, "<timestamp>.<body>"), as documented.
-fn sign(secret: &str, timestamp: &str, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
-    mac.update(timestamp.as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
-}
-
 async fn receive(
     State(state): State<Arc<ReceiverState>>,
     Path(source): Path<String>,
@@ -154,7 +141,7 @@ async fn receive(
         && header("content-type") == "application/json"
         && signature
             .split(',')
-            .any(|s| s.trim() == sign(dev_secret(&source), &timestamp, &body));
+            .any(|s| s.trim() == sign_webhook(dev_secret(&source), &timestamp, &body));
 
     let scripted = state.script.lock().unwrap().pop_front();
     let forward_to = state.forward_to.lock().unwrap().clone();
@@ -356,7 +343,7 @@ async fn deliver(
         .header("x-webhook-timestamp", &timestamp)
         .header(
             "x-webhook-signature",
-            sign(secret, &timestamp, body.as_bytes()),
+            sign_webhook(secret, &timestamp, body.as_bytes()),
         )
         .body(body.to_owned())
         .timeout(Duration::from_secs(10))

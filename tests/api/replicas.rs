@@ -3,28 +3,19 @@
 //! on the other, invalidates the other's cache, and survives the other's Redis connection
 //! being cut (delivered after it reconnects, none twice). Such replicas have no demo sign-in.
 
-mod support;
-
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures::{SinkExt, StreamExt};
 use sandbox::{Sandbox, SandboxConfig, SandboxWebhooks, Upstream};
 use serde_json::{Value, json};
-use support::redis::{RedisServer, TcpProxy};
 use switchyard::Config;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-const WAIT: Duration = Duration::from_secs(15);
-
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+use crate::support::WAIT;
+use crate::support::redis::{RedisServer, TcpProxy};
+use crate::support::ws::{Client, MODERN, try_connect_to};
 
 struct Replica {
     base: String,
-    addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
     server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -37,7 +28,6 @@ async fn start(listener: TcpListener, config: Config) -> Replica {
     }));
     Replica {
         base: format!("http://{addr}"),
-        addr,
         stop,
         server,
     }
@@ -64,56 +54,23 @@ async fn graphql(
     body["data"].clone()
 }
 
-async fn subscribe(replica: &Replica, token: &str, query: &str) -> Socket {
-    let mut request = format!("ws://{}/graphql/ws", replica.addr)
-        .into_client_request()
-        .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let init =
-        json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}});
-    ws.send(Message::text(init.to_string())).await.unwrap();
-    assert_eq!(next_message(&mut ws).await["type"], "connection_ack");
-    let subscribe = json!({"id": "n", "type": "subscribe", "payload": {"query": query}});
-    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+async fn subscribe(replica: &Replica, token: &str, query: &str) -> Client {
+    let mut ws = try_connect_to(&replica.base, &[MODERN]).await.unwrap();
+    ws.init(token).await;
+    ws.subscribe("n", query).await;
     ws
 }
 
-/// The next protocol message other than pings (answered).
-async fn next_message(ws: &mut Socket) -> Value {
-    loop {
-        let frame = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message within the timeout")
-            .expect("the socket stays open")
-            .unwrap();
-        let Message::Text(text) = frame else { continue };
-        let message: Value = serde_json::from_str(&text).unwrap();
-        if message["type"] == "ping" {
-            ws.send(Message::text(r#"{"type":"pong"}"#)).await.unwrap();
-            continue;
-        }
-        return message;
-    }
-}
-
 /// The notification of the next `next` message.
-async fn notification(ws: &mut Socket) -> Value {
-    let message = next_message(ws).await;
+async fn notification(ws: &mut Client) -> Value {
+    let message = ws.recv_skipping_pings().await;
     assert_eq!(message["type"], "next", "{message:#}");
     message["payload"]["data"]["notifications"].clone()
 }
 
-/// Nothing more arrives for a while.
-async fn expect_quiet(ws: &mut Socket) {
-    if let Ok(Some(Ok(Message::Text(text)))) =
-        tokio::time::timeout(Duration::from_millis(700), ws.next()).await
-    {
-        panic!("expected nothing more, got {text}");
-    }
+/// Nothing more arrives for a while (an event may still be on its way from the other replica).
+async fn expect_quiet(ws: &mut Client) {
+    ws.expect_nothing_for(Duration::from_millis(700)).await;
 }
 
 const FEED: &str = "subscription { notifications { kind summary order { id status } } }";
@@ -147,18 +104,18 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
     let events = |url: String| format!("[events]\nredis_url = \"{url}\"\n");
     let a = start(
         a_listener,
-        support::replica_config(&printed, &events(redis.url())),
+        crate::support::replica_config(&printed, &events(redis.url())),
     )
     .await;
     let b = start(
         b_listener,
-        support::replica_config(&printed, &events(proxy.redis_url())),
+        crate::support::replica_config(&printed, &events(proxy.redis_url())),
     )
     .await;
 
     // No demo sign-in on the replicas: Ada's token comes from the issuer.
     let http = reqwest::Client::new();
-    let ada = support::issuer_token(&sandbox, "cust-0001").await;
+    let ada = crate::support::issuer_token(&sandbox, "cust-0001").await;
 
     // Ada listens on B; she orders through A.
     let mut feed = subscribe(&b, &ada, FEED).await;
@@ -239,7 +196,7 @@ async fn a_replica_from_the_printed_config_serves_no_demo_sign_in() {
     let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
     let replica = start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        support::replica_config(&printed, ""),
+        crate::support::replica_config(&printed, ""),
     )
     .await;
     let http = reqwest::Client::new();
@@ -258,7 +215,7 @@ async fn a_replica_from_the_printed_config_serves_no_demo_sign_in() {
         .unwrap();
     assert_eq!(users.status(), 404);
 
-    let ada = support::issuer_token(&sandbox, "cust-0001").await;
+    let ada = crate::support::issuer_token(&sandbox, "cust-0001").await;
     let me = graphql(&http, &replica, &ada, "{ me { name } }", json!({})).await;
     assert_eq!(me["me"]["name"], "Ada Lovelace");
 

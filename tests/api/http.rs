@@ -1,10 +1,8 @@
 //! GraphQL over HTTP as the spec says: methods, media types, status codes.
 
-mod support;
-
+use crate::support::TestApp;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
-use support::TestApp;
 
 #[tokio::test]
 async fn get_runs_queries_and_refuses_mutations() {

@@ -2,13 +2,11 @@
 //! other host contacted), sign in as the demo customer, run the home screen query, read the
 //! result.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::TestApp;
+use crate::support::browser::Browser;
 use serde_json::Value;
-use support::TestApp;
-use support::browser::Browser;
 
 const WAIT: Duration = Duration::from_secs(30);
 

@@ -1,0 +1,29 @@
+//! The integration tests, in one binary (one link, one copy of the support code): each
+//! module starts the real server on `127.0.0.1:0` against a private sandbox (and, where it
+//! needs one, a private `redis-server` and a headless Chromium), and talks to it with real
+//! HTTP, websocket and SSE clients, as apps do.
+//!
+//! - `support`: the harness: [`support::TestApp`], the websocket and SSE clients, an OIDC
+//!   issuer of the tests' own, a private Redis, a browser driver.
+//! - `http`: GraphQL over HTTP (methods, media types, status codes, limits, null semantics).
+//! - `auth`: bearer tokens against the identity provider.
+//! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
+//! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
+//! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
+//! - `upstream`: the adapters against the sandbox's upstreams, through the graph's ports.
+//! - `schema`: the checked-in SDL is the code's.
+//! - `playground`: the playground in headless Chromium.
+
+mod support;
+
+mod auth;
+mod events;
+mod graph;
+mod http;
+mod mutations;
+mod playground;
+mod replicas;
+mod schema;
+mod subscriptions;
+mod upstream;
+mod webhooks;
