@@ -26,7 +26,7 @@ use resolvers::events::EventHub;
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
 
 /// The audience tokens must carry unless configured otherwise.
-pub const DEFAULT_AUDIENCE: &str = "switchyard";
+pub(crate) const DEFAULT_AUDIENCE: &str = "switchyard";
 
 /// Serves Switchyard on `listener` until `shutdown` completes, then drains in-flight requests.
 ///

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use url::Url;
 
 /// Least time between two JWKS fetches triggered by unknown key ids, by default.
-pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+pub(crate) const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Algorithms accepted: asymmetric only (never `none` or a shared secret).
 const ALGORITHMS: [Algorithm; 6] = [
@@ -33,7 +33,7 @@ const ALGORITHMS: [Algorithm; 6] = [
 
 /// Why a token was refused. The message is safe to show the caller.
 #[derive(Debug, thiserror::Error)]
-pub enum AuthError {
+pub(crate) enum AuthError {
     /// The token is malformed, expired, for someone else or signed by a stranger.
     #[error("invalid token: {0}")]
     InvalidToken(String),
@@ -44,7 +44,7 @@ pub enum AuthError {
 
 /// A validated token: who, and until when.
 #[derive(Debug, Clone)]
-pub struct Session {
+pub(crate) struct Session {
     /// The signed-in user.
     pub viewer: Viewer,
     /// When the token expires (`exp`): long-lived connections end then.
@@ -64,7 +64,7 @@ struct Claims {
 
 /// Settings of the validator.
 #[derive(Debug, Clone)]
-pub struct AuthSettings {
+pub(crate) struct AuthSettings {
     /// Required `iss`.
     pub issuer: String,
     /// Required `aud`.
@@ -83,7 +83,7 @@ pub struct AuthSettings {
 
 /// Validates bearer tokens.
 #[derive(Clone)]
-pub struct Authenticator {
+pub(crate) struct Authenticator {
     inner: Arc<Inner>,
 }
 
@@ -102,7 +102,7 @@ struct Inner {
 
 impl Authenticator {
     /// A validator; keys are fetched on first use.
-    pub fn new(settings: AuthSettings) -> anyhow::Result<Self> {
+    pub(crate) fn new(settings: AuthSettings) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
             .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
@@ -118,7 +118,7 @@ impl Authenticator {
     }
 
     /// The session a bearer token stands for.
-    pub async fn authenticate(&self, token: &str) -> Result<Session, AuthError> {
+    pub(crate) async fn authenticate(&self, token: &str) -> Result<Session, AuthError> {
         let header = decode_header(token).map_err(|e| invalid(&e))?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(AuthError::InvalidToken(format!(

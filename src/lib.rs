@@ -16,15 +16,15 @@
 //! - [`telemetry`]: structured logs.
 
 pub mod app;
-pub mod auth;
-pub mod cache;
+pub(crate) mod auth;
+pub(crate) mod cache;
 pub mod config;
 #[cfg(feature = "sandbox")]
 pub mod embedded;
 pub mod events;
-pub mod ingest;
+pub(crate) mod ingest;
 pub mod telemetry;
-pub mod transport;
+pub(crate) mod transport;
 pub mod upstream;
 
 pub use app::run;

@@ -17,7 +17,7 @@ use resolvers::cache::Cache;
 use tokio::time::Instant;
 
 /// Entries by key, bounded and expiring (see the module docs).
-pub struct MemoryCache {
+pub(crate) struct MemoryCache {
     /// moka's concurrent cache; values are `Arc`s since moka hands out a clone on every read.
     entries: moka::future::Cache<String, Arc<Entry>>,
 }
@@ -57,7 +57,7 @@ impl Expiry<String, Arc<Entry>> for PerEntryTtl {
 
 impl MemoryCache {
     /// A cache holding at most `max_entries`.
-    pub fn new(max_entries: usize) -> Self {
+    pub(crate) fn new(max_entries: usize) -> Self {
         Self {
             entries: moka::future::Cache::builder()
                 .max_capacity(u64::try_from(max_entries).unwrap_or(u64::MAX))

@@ -11,13 +11,13 @@ use std::sync::Arc;
 
 use resolvers::cache::{Cache, NoCache};
 
-pub use memory::MemoryCache;
-pub use redis::RedisCache;
+pub(crate) use memory::MemoryCache;
+pub(crate) use redis::RedisCache;
 
 use crate::config::CacheConfig;
 
 /// The cache the config asks for.
-pub async fn build(config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
+pub(crate) async fn build(config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>> {
     if !config.enabled {
         return Ok(Arc::new(NoCache));
     }

@@ -7,7 +7,7 @@ use redis::aio::ConnectionManager;
 use resolvers::cache::Cache;
 
 /// A Redis-backed cache; keys are prefixed so several deployments can share one Redis.
-pub struct RedisCache {
+pub(crate) struct RedisCache {
     /// Reconnects on its own; cloned per call (cheap: a handle to one multiplexed connection).
     connection: ConnectionManager,
     /// Prepended to every key.
@@ -16,7 +16,7 @@ pub struct RedisCache {
 
 impl RedisCache {
     /// Connects (fails at start when Redis cannot be reached).
-    pub async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
+    pub(crate) async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)?;
         let connection = ConnectionManager::new(client).await?;
         Ok(Self {

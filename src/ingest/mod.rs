@@ -50,7 +50,7 @@ use crate::transport::AppState;
 use signature::SignatureError;
 
 /// Largest webhook body accepted.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// What a 503 asks the sender to wait before retrying, in seconds.
 const RETRY_AFTER_SECS: &str = "5";
@@ -151,7 +151,7 @@ impl IntoResponse for Rejection {
 }
 
 /// Receives the upstreams' webhooks.
-pub struct Webhooks {
+pub(crate) struct Webhooks {
     /// Where accepted events go.
     bus: Arc<dyn EventBus>,
     /// The signing secret of each source, in [`Source::ALL`] order; `None`: the source is off.
@@ -173,7 +173,7 @@ impl Webhooks {
     /// Webhook reception with these secrets, publishing to `bus`.
     ///
     /// Fails on a zero tolerance (nothing would ever verify) or an empty secret.
-    pub fn new(config: &WebhooksConfig, bus: Arc<dyn EventBus>) -> anyhow::Result<Self> {
+    pub(crate) fn new(config: &WebhooksConfig, bus: Arc<dyn EventBus>) -> anyhow::Result<Self> {
         if config.tolerance_secs == 0 {
             anyhow::bail!("webhooks.tolerance_secs must be at least 1");
         }

@@ -23,7 +23,7 @@ mod http;
 mod limits;
 mod live;
 mod pipeline;
-pub mod playground;
+pub(crate) mod playground;
 mod request;
 mod shape;
 mod sse;

@@ -19,7 +19,7 @@ struct Assets;
 /// The example operations (`Name.graphql`, with optional `Name.variables.json`).
 #[derive(RustEmbed)]
 #[folder = "schema/operations/"]
-pub struct Operations;
+pub(crate) struct Operations;
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
 font-src 'self' data:; img-src 'self' data:; connect-src 'self'; worker-src 'self' blob:; \
@@ -27,7 +27,7 @@ frame-ancestors 'none'";
 
 /// One example operation.
 #[derive(Debug, Clone, Serialize)]
-pub struct ExampleOperation {
+pub(crate) struct ExampleOperation {
     /// The operation's name (the file's stem).
     pub name: String,
     /// The document.
@@ -38,7 +38,7 @@ pub struct ExampleOperation {
 }
 
 /// All example operations, the home screen first, then by name.
-pub fn example_operations() -> Vec<ExampleOperation> {
+pub(crate) fn example_operations() -> Vec<ExampleOperation> {
     let mut ops: Vec<ExampleOperation> = Operations::iter()
         .filter_map(|path| {
             let name = path.strip_suffix(".graphql")?.to_owned();

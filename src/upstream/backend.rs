@@ -42,7 +42,7 @@ const REFUSALS: [(&str, &str); 8] = [
 ];
 
 /// The backend's client.
-pub struct BackendClient {
+pub(crate) struct BackendClient {
     http: UpstreamHttp,
     /// Base URL, e.g. `https://backend.internal/api`; routes are appended to its path.
     base: Url,
@@ -60,7 +60,7 @@ impl std::fmt::Debug for BackendClient {
 
 impl BackendClient {
     /// A client for the backend at `config.url`.
-    pub fn new(config: &BackendConfig) -> anyhow::Result<Self> {
+    pub(super) fn new(config: &BackendConfig) -> anyhow::Result<Self> {
         check_base_url("upstreams.backend.url", &config.url)?;
         Ok(Self {
             http: UpstreamHttp::new(Source::Backend, &config.policy)?,

@@ -22,7 +22,7 @@ use super::http::{Answer, UpstreamHttp, check_base_url, endpoint};
 use crate::config::{CarrierConfig, Secret};
 
 /// The carrier's client.
-pub struct CarrierClient {
+pub(crate) struct CarrierClient {
     http: UpstreamHttp,
     base: Url,
     /// Sent as `X-Api-Key`.
@@ -42,7 +42,7 @@ impl std::fmt::Debug for CarrierClient {
 
 impl CarrierClient {
     /// A client for the carrier at `config.url`.
-    pub fn new(config: &CarrierConfig) -> anyhow::Result<Self> {
+    pub(super) fn new(config: &CarrierConfig) -> anyhow::Result<Self> {
         check_base_url("upstreams.carrier.url", &config.url)?;
         Ok(Self {
             http: UpstreamHttp::new(Source::Carrier, &config.policy)?,

@@ -11,13 +11,13 @@
 //!   budget, retries of reads, logging, and the mapping of transport failures and unusable
 //!   answers to `Unavailable`.
 //! - `wire`: wire pieces several adapters read (money, enum names), validated strictly.
-//! - `backend`: [`BackendClient`], our own REST/JSON microservices (bearer token, bulk reads in
+//! - `backend`: `BackendClient`, our own REST/JSON microservices (bearer token, bulk reads in
 //!   chunks of 100, cursor paging, order placement and cancellation).
 //! - `crm`: [`CrmClient`], Salesforce REST (client-credentials token shared and renewed on 401,
 //!   SOQL with `nextRecordsUrl` paging, sObject creates, `Sforce-Limit-Info`).
-//! - `process`: [`ProcessClient`], jBPM KIE Server REST (Basic auth, return processes, human
+//! - `process`: `ProcessClient`, jBPM KIE Server REST (Basic auth, return processes, human
 //!   tasks).
-//! - `carrier`: [`CarrierClient`], the parcel carrier (API key, one parcel per call, 429 with
+//! - `carrier`: `CarrierClient`, the parcel carrier (API key, one parcel per call, 429 with
 //!   `Retry-After`).
 
 mod backend;
@@ -29,10 +29,10 @@ mod wire;
 
 use std::sync::Arc;
 
-pub use backend::BackendClient;
-pub use carrier::CarrierClient;
+use backend::BackendClient;
+use carrier::CarrierClient;
 pub use crm::{ApiUsage, CrmClient};
-pub use process::ProcessClient;
+use process::ProcessClient;
 
 use crate::config::{BackendConfig, CarrierConfig, CrmConfig, ProcessConfig};
 

@@ -34,7 +34,7 @@ const TASK_NOT_AVAILABLE: &str =
     "this task cannot be claimed or completed by you in its current state";
 
 /// The process server's client.
-pub struct ProcessClient {
+pub(crate) struct ProcessClient {
     http: UpstreamHttp,
     /// Up to and including `/kie-server/services/rest/server`.
     base: Url,
@@ -58,7 +58,7 @@ impl std::fmt::Debug for ProcessClient {
 
 impl ProcessClient {
     /// A client for the KIE server at `config.url`.
-    pub fn new(config: &ProcessConfig) -> anyhow::Result<Self> {
+    pub(super) fn new(config: &ProcessConfig) -> anyhow::Result<Self> {
         check_base_url("upstreams.process.url", &config.url)?;
         Ok(Self {
             http: UpstreamHttp::new(Source::Process, &config.policy)?,
