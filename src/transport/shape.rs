@@ -17,8 +17,8 @@ use std::collections::HashMap;
 
 use async_graphql::indexmap::IndexMap;
 use async_graphql::parser::types::{
-    BaseType, ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet,
-    Type, TypeKind, TypeSystemDefinition,
+    BaseType, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
+    SelectionSet, Type, TypeKind, TypeSystemDefinition,
 };
 use async_graphql::{Name, PathSegment, ServerError, Value};
 
@@ -297,14 +297,20 @@ fn declared_types<'a>(
     for segment in path {
         match segment {
             PathSegment::Field(key) => {
-                let mut found = Found::default();
+                let mut ty = None;
+                let mut subsets = Vec::new();
                 if let Some(parent) = parent {
                     for set in &sets {
-                        find_field(doc, types, set, parent, key, 0, &mut found);
+                        for_each_field(doc, set, parent, 0, &mut |field, on| {
+                            if field.response_key().node.as_str() == key {
+                                ty = ty.or_else(|| types.field(on, field.name.node.as_str()));
+                                subsets.push(&field.selection_set.node);
+                            }
+                        });
                     }
                 }
-                current = found.ty;
-                sets = found.sets;
+                current = ty;
+                sets = subsets;
             }
             PathSegment::Index(_) => {
                 current = current.and_then(|ty| match &ty.base {
@@ -319,67 +325,35 @@ fn declared_types<'a>(
     declared
 }
 
-/// What the selections of one response key say about it.
-#[derive(Default)]
-struct Found<'a> {
-    /// Its declared type (the first field found with a known type).
-    ty: Option<&'a Type>,
-    /// The selection sets of every field under that key (they merge).
-    sets: Vec<&'a SelectionSet>,
-}
-
-fn find_field<'a>(
+/// Calls `visit` with each field `set` selects, through its fragments, and the type it is
+/// selected on: the innermost fragment's type condition, else `on`. Bounded by
+/// [`MAX_SPREAD_DEPTH`] (the document was validated and counted before anything walks it).
+fn for_each_field<'a>(
     doc: &'a ExecutableDocument,
-    types: &'a Types,
     set: &'a SelectionSet,
-    parent: &'a str,
-    key: &str,
+    on: &'a str,
     spreads: usize,
-    found: &mut Found<'a>,
+    visit: &mut impl FnMut(&'a Field, &'a str),
 ) {
     if spreads > MAX_SPREAD_DEPTH {
         return;
     }
     for item in &set.items {
         match &item.node {
-            Selection::Field(f) => {
-                let field = &f.node;
-                if field.response_key().node.as_str() == key {
-                    if found.ty.is_none() {
-                        found.ty = types.field(parent, field.name.node.as_str());
-                    }
-                    found.sets.push(&field.selection_set.node);
-                }
-            }
+            Selection::Field(f) => visit(&f.node, on),
             Selection::InlineFragment(i) => {
                 let inline = &i.node;
                 let on = inline
                     .type_condition
                     .as_ref()
-                    .map_or(parent, |c| c.node.on.node.as_str());
-                find_field(
-                    doc,
-                    types,
-                    &inline.selection_set.node,
-                    on,
-                    key,
-                    spreads + 1,
-                    found,
-                );
+                    .map_or(on, |c| c.node.on.node.as_str());
+                for_each_field(doc, &inline.selection_set.node, on, spreads + 1, visit);
             }
             Selection::FragmentSpread(s) => {
                 if let Some(fragment) = doc.fragments.get(&s.node.fragment_name.node) {
                     let fragment = &fragment.node;
                     let on = fragment.type_condition.node.on.node.as_str();
-                    find_field(
-                        doc,
-                        types,
-                        &fragment.selection_set.node,
-                        on,
-                        key,
-                        spreads + 1,
-                        found,
-                    );
+                    for_each_field(doc, &fragment.selection_set.node, on, spreads + 1, visit);
                 }
             }
         }
@@ -405,7 +379,7 @@ fn reorder(value: &mut Value, doc: &ExecutableDocument, sets: &[&SelectionSet]) 
         Value::Object(fields) => {
             let mut keys: IndexMap<&Name, Vec<&SelectionSet>> = IndexMap::new();
             for set in sets {
-                collect_keys(doc, set, &mut keys, 0);
+                collect_keys(doc, set, &mut keys);
             }
             let mut ordered = IndexMap::with_capacity(fields.len());
             for (key, subsets) in &keys {
@@ -427,29 +401,12 @@ fn collect_keys<'a>(
     doc: &'a ExecutableDocument,
     set: &'a SelectionSet,
     keys: &mut IndexMap<&'a Name, Vec<&'a SelectionSet>>,
-    spreads: usize,
 ) {
-    if spreads > MAX_SPREAD_DEPTH {
-        return;
-    }
-    for item in &set.items {
-        match &item.node {
-            Selection::Field(f) => {
-                let field = &f.node;
-                keys.entry(&field.response_key().node)
-                    .or_default()
-                    .push(&field.selection_set.node);
-            }
-            Selection::InlineFragment(i) => {
-                collect_keys(doc, &i.node.selection_set.node, keys, spreads + 1)
-            }
-            Selection::FragmentSpread(s) => {
-                if let Some(fragment) = doc.fragments.get(&s.node.fragment_name.node) {
-                    collect_keys(doc, &fragment.node.selection_set.node, keys, spreads + 1);
-                }
-            }
-        }
-    }
+    for_each_field(doc, set, "", 0, &mut |field, _| {
+        keys.entry(&field.response_key().node)
+            .or_default()
+            .push(&field.selection_set.node);
+    });
 }
 
 #[cfg(test)]

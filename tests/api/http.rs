@@ -1,6 +1,6 @@
 //! GraphQL over HTTP as the spec says: methods, media types, status codes.
 
-use crate::support::TestApp;
+use crate::support::{TestApp, doubling_fragments};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 
@@ -245,14 +245,7 @@ async fn hostile_documents_are_refused_and_the_server_stays_up() {
         "]".repeat(1600)
     );
     // Under 1 KB, 2^22 fields once expanded.
-    let mut doubling = String::from("{ ...F0 }\n");
-    for level in 0..22 {
-        doubling.push_str(&format!(
-            "fragment F{level} on Query {{ ...F{n} ...F{n} }}\n",
-            n = level + 1
-        ));
-    }
-    doubling.push_str("fragment F22 on Query { __typename }");
+    let doubling = doubling_fragments("Query", 22);
     assert!(doubling.len() < 1024);
     let aliases: String = (0..2001).map(|i| format!("a{i}: __typename ")).collect();
     let alias_flood = format!("{{ {aliases} }}");

@@ -17,7 +17,7 @@ use crate::support::sse::{SseResponse, sse};
 use crate::support::ws::{
     LEGACY, MODERN, connect, connect_slow_reader, refused_status, signed_in, try_connect,
 };
-use crate::support::{TestApp, WAIT, operation};
+use crate::support::{TestApp, WAIT, doubling_fragments, operation};
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";
@@ -1067,14 +1067,7 @@ async fn hostile_documents_are_refused_on_websockets_and_sse() {
         "[".repeat(1600),
         "]".repeat(1600)
     );
-    let mut doubling = String::from("subscription { ...F0 }\n");
-    for level in 0..22 {
-        doubling.push_str(&format!(
-            "fragment F{level} on Subscription {{ ...F{n} ...F{n} }}\n",
-            n = level + 1
-        ));
-    }
-    doubling.push_str("fragment F22 on Subscription { __typename }");
+    let doubling = doubling_fragments("Subscription", 22);
     for (query, code) in [
         (&nested, "MAX_DEPTH_LIMIT"),
         (&doubling, "MAX_SELECTIONS_LIMIT"),

@@ -110,22 +110,7 @@ impl TestApp {
 
     /// A bearer token for a demo user, through the demo sign-in.
     pub async fn token(&self, user: &str) -> String {
-        let answer: Value = self
-            .http
-            .post(self.url("/dev/token"))
-            .json(&json!({ "user": user }))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .expect("demo sign-in")
-            .json()
-            .await
-            .unwrap();
-        answer["access_token"]
-            .as_str()
-            .expect("access_token")
-            .to_owned()
+        sign_in(&self.url("/dev/token"), user).await
     }
 
     /// POSTs an operation; answers status and body.
@@ -212,14 +197,19 @@ impl TestApp {
 /// A bearer token for a demo user straight from the sandbox's OIDC issuer (`POST /token`), the
 /// way a deployment without the demo sign-in gets one from its identity provider.
 pub async fn issuer_token(sandbox: &Sandbox, user: &str) -> String {
+    sign_in(&format!("{}/token", sandbox.urls().oidc), user).await
+}
+
+/// The `access_token` that `POST url {"user": user}` answers (the demo sign-in's shape).
+async fn sign_in(url: &str, user: &str) -> String {
     let answer: Value = reqwest::Client::new()
-        .post(format!("{}/token", sandbox.urls().oidc))
+        .post(url)
         .json(&json!({ "user": user }))
         .send()
         .await
         .unwrap()
         .error_for_status()
-        .expect("the issuer signs a token")
+        .unwrap_or_else(|e| panic!("signing in as {user} at {url}: {e}"))
         .json()
         .await
         .unwrap();
@@ -227,6 +217,25 @@ pub async fn issuer_token(sandbox: &Sandbox, user: &str) -> String {
         .as_str()
         .expect("access_token")
         .to_owned()
+}
+
+/// A document under 1 KB that selects 2^`levels` fields once its fragments are expanded:
+/// each fragment spreads the next one twice.
+pub fn doubling_fragments(on: &str, levels: usize) -> String {
+    let keyword = if on == "Subscription" {
+        "subscription"
+    } else {
+        "query"
+    };
+    let mut doc = format!("{keyword} {{ ...F0 }}\n");
+    for level in 0..levels {
+        let next = level + 1;
+        doc.push_str(&format!(
+            "fragment F{level} on {on} {{ ...F{next} ...F{next} }}\n"
+        ));
+    }
+    doc.push_str(&format!("fragment F{levels} on {on} {{ __typename }}"));
+    doc
 }
 
 /// A replica's config as the README's replicas recipe makes it: what `switchyard sandbox`
