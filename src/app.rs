@@ -41,9 +41,28 @@ pub async fn run(
     preflight(&config)?;
     #[cfg(feature = "sandbox")]
     if !config.has_upstreams() {
-        return crate::embedded::run(listener, config, shutdown).await;
+        let mut config = config;
+        let sandbox = crate::embedded::start(&mut config, listener.local_addr()?).await?;
+        let sign_in = crate::embedded::DevSignIn::of(&sandbox);
+        let served = serve_with_dev_sign_in(listener, config, sign_in, shutdown).await;
+        sandbox.shutdown().await;
+        return served;
     }
     serve(listener, config, None, shutdown).await
+}
+
+/// Serves Switchyard with the demo sign-in of a sandbox running in this process, as the
+/// embedded sandbox does: for tests and benchmarks that start the sandbox themselves (to read
+/// its request counters, or to tune it) and wire `config` to it with
+/// [`crate::embedded::sandbox_wiring`].
+#[cfg(feature = "sandbox")]
+pub async fn serve_with_dev_sign_in(
+    listener: TcpListener,
+    config: Config,
+    sign_in: crate::embedded::DevSignIn,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve(listener, config, Some(sign_in.routes()?), shutdown).await
 }
 
 /// What [`run`] checks before it starts anything: the config is consistent, and in a build

@@ -1,5 +1,5 @@
-//! The cross-request entity cache (the port), what is cached for how long, and which entries
-//! an event makes stale.
+//! The cross-request entity cache (the port), what is cached for how long, and under which
+//! keys (an event's stale keys, `DomainEvent::stale_keys` in `events`, are built from them).
 //!
 //! Loaders read through it: hits skip the upstream, misses are fetched in one batch and
 //! stored. Only entities read by id are cached (customers, products, orders, parcel
@@ -11,8 +11,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-
-use crate::events::{DomainEvent, EventKind};
 
 /// A key-value store with expiry (Redis, or memory for one instance).
 #[async_trait]
@@ -59,22 +57,6 @@ impl Cached {
         };
         format!("entity:v1:{kind}:{id}")
     }
-}
-
-/// The cache entries an event makes stale.
-pub(crate) fn stale_keys(event: &DomainEvent) -> Vec<String> {
-    let s = &event.subject;
-    let mut keys = Vec::new();
-    if matches!(
-        event.kind,
-        EventKind::OrderUpdated | EventKind::ShipmentUpdated
-    ) {
-        keys.extend(s.order_id.iter().map(|id| Cached::Order.key(id.as_str())));
-    }
-    if event.kind == EventKind::ShipmentUpdated {
-        keys.extend(s.tracking_number.iter().map(|n| Cached::Tracking.key(n)));
-    }
-    keys
 }
 
 /// A cache that stores nothing: every read misses.

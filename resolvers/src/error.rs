@@ -6,62 +6,7 @@
 
 use async_graphql::ErrorExtensions;
 
-use crate::ports::Source;
-
-/// A failed call to an upstream, as an adapter reports it.
-///
-/// Deliberately not `Display`: async-graphql turns any `Display` error into a GraphQL error
-/// without our extensions, so an `UpstreamError` can only reach a client through
-/// [`GraphError`], which sets `code` and `source`.
-#[derive(Debug, Clone)]
-pub struct UpstreamError {
-    /// Which upstream failed.
-    pub source: Source,
-    /// How it failed.
-    pub kind: UpstreamErrorKind,
-}
-
-/// How an upstream call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamErrorKind {
-    /// Could not get a usable answer: connection refused, timeout, 5xx, a malformed body, our
-    /// own credentials refused. `detail` is for logs only.
-    #[error("unavailable: {detail}")]
-    Unavailable { detail: String },
-    /// The upstream is rate limiting or out of quota.
-    #[error("rate limited: {detail}")]
-    RateLimited { detail: String },
-    /// The upstream refused the request for a business reason the client can act on. `code`
-    /// is one of ours (e.g. `OUT_OF_STOCK`), `message` is safe to show.
-    #[error("rejected ({code}): {message}")]
-    Rejected { code: &'static str, message: String },
-    /// The thing asked for does not exist upstream.
-    #[error("not found")]
-    NotFound,
-}
-
-impl UpstreamError {
-    /// An upstream that gave no usable answer.
-    pub fn unavailable(source: Source, detail: impl Into<String>) -> Self {
-        Self {
-            source,
-            kind: UpstreamErrorKind::Unavailable {
-                detail: detail.into(),
-            },
-        }
-    }
-
-    /// An upstream that refused for a business reason.
-    pub fn rejected(source: Source, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            source,
-            kind: UpstreamErrorKind::Rejected {
-                code,
-                message: message.into(),
-            },
-        }
-    }
-}
+use crate::ports::{UpstreamError, UpstreamErrorKind};
 
 /// An error a resolver returns.
 ///

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
-use crate::cache::{Cache, stale_keys};
+use crate::cache::{Cache, Cached};
 use crate::ids::{CaseId, CustomerId, OrderId};
 use crate::ports::Source;
 
@@ -69,6 +69,25 @@ pub struct DomainEvent {
     pub payload: serde_json::Value,
 }
 
+impl DomainEvent {
+    /// The entity cache entries this event makes stale (the hub deletes them before anyone
+    /// reads the event).
+    pub(crate) fn stale_keys(&self) -> Vec<String> {
+        let s = &self.subject;
+        let mut keys = Vec::new();
+        if matches!(
+            self.kind,
+            EventKind::OrderUpdated | EventKind::ShipmentUpdated
+        ) {
+            keys.extend(s.order_id.iter().map(|id| Cached::Order.key(id.as_str())));
+        }
+        if self.kind == EventKind::ShipmentUpdated {
+            keys.extend(s.tracking_number.iter().map(|n| Cached::Tracking.key(n)));
+        }
+        keys
+    }
+}
+
 /// Where an event enters this replica: it first deletes the cache entries the event makes
 /// stale, then fans the event out to this replica's subscriptions, so nothing resolved for
 /// the event can read the stale copy.
@@ -96,7 +115,7 @@ impl EventHub {
     /// Invalidates what the event makes stale, then hands it to every current subscription
     /// of this replica.
     pub async fn deliver(&self, event: Arc<DomainEvent>) {
-        let stale = stale_keys(&event);
+        let stale = event.stale_keys();
         if !stale.is_empty() {
             self.cache.delete(&stale).await;
         }

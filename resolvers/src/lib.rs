@@ -11,8 +11,8 @@
 //! - [`records`]: the plain data the ports return.
 //! - [`ports`]: traits for each upstream (backend, CRM, process server, carrier), and
 //!   [`ports::Source`], which upstream.
-//! - [`cache`]: the cross-request entity cache port, TTLs, and what events make stale.
-//! - [`events`]: domain events and this replica's hub.
+//! - [`cache`]: the cross-request entity cache port, its keys and TTLs.
+//! - [`events`]: domain events (and the cache entries each makes stale) and this replica's hub.
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
 //!
 //! Inside the crate:

@@ -16,8 +16,8 @@ use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use futures::future::join_all;
 
 use crate::cache::{Cache, Cached};
-use crate::error::UpstreamError;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
+use crate::ports::UpstreamError;
 use crate::ports::{Backend, Carrier, Crm, Ports, ProcessServer, UpstreamResult};
 use crate::records::*;
 

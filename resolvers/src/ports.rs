@@ -2,7 +2,8 @@
 //!
 //! The server (`src/upstream/`) implements each with an HTTP adapter for the real system.
 //! The graph only ever sees these traits and the records in [`crate::records`], so a resolver
-//! never knows which wire format or which replica of an upstream answered.
+//! never knows which wire format or which replica of an upstream answered; a failed call is an
+//! [`UpstreamError`] of its [`Source`], which `crate::error` turns into a GraphQL error.
 
 use std::fmt;
 use std::sync::Arc;
@@ -10,7 +11,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::error::UpstreamError;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
 use crate::records::*;
 
@@ -57,6 +57,61 @@ impl Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A failed call to an upstream, as an adapter reports it.
+///
+/// Deliberately not `Display`: async-graphql turns any `Display` error into a GraphQL error
+/// without our extensions, so an `UpstreamError` can only reach a client through
+/// [`GraphError`], which sets `code` and `source`.
+#[derive(Debug, Clone)]
+pub struct UpstreamError {
+    /// Which upstream failed.
+    pub source: Source,
+    /// How it failed.
+    pub kind: UpstreamErrorKind,
+}
+
+/// How an upstream call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamErrorKind {
+    /// Could not get a usable answer: connection refused, timeout, 5xx, a malformed body, our
+    /// own credentials refused. `detail` is for logs only.
+    #[error("unavailable: {detail}")]
+    Unavailable { detail: String },
+    /// The upstream is rate limiting or out of quota.
+    #[error("rate limited: {detail}")]
+    RateLimited { detail: String },
+    /// The upstream refused the request for a business reason the client can act on. `code`
+    /// is one of ours (e.g. `OUT_OF_STOCK`), `message` is safe to show.
+    #[error("rejected ({code}): {message}")]
+    Rejected { code: &'static str, message: String },
+    /// The thing asked for does not exist upstream.
+    #[error("not found")]
+    NotFound,
+}
+
+impl UpstreamError {
+    /// An upstream that gave no usable answer.
+    pub fn unavailable(source: Source, detail: impl Into<String>) -> Self {
+        Self {
+            source,
+            kind: UpstreamErrorKind::Unavailable {
+                detail: detail.into(),
+            },
+        }
+    }
+
+    /// An upstream that refused for a business reason.
+    pub fn rejected(source: Source, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            source,
+            kind: UpstreamErrorKind::Rejected {
+                code,
+                message: message.into(),
+            },
+        }
     }
 }
 

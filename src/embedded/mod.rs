@@ -14,13 +14,11 @@
 
 mod dev_sign_in;
 
-use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
 use sandbox::{Sandbox, SandboxConfig, SandboxUrls, SandboxWebhooks};
 use serde::Serialize;
-use tokio::net::TcpListener;
 use url::Url;
 
 use crate::config::{
@@ -30,14 +28,11 @@ use crate::config::{
 
 pub use dev_sign_in::DevSignIn;
 
-/// What [`crate::run`] does when no upstream is configured: starts the sandbox, wires `config`
-/// to it and serves with its demo sign-in until `shutdown` completes; then stops the sandbox.
-pub(crate) async fn run(
-    listener: TcpListener,
-    mut config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let addr = listener.local_addr()?;
+/// What [`crate::run`] does first when no upstream is configured: starts the sandbox and
+/// wires `config` to it (upstreams, token issuer, webhook secrets), exactly as an operator
+/// would write it for real systems. The caller serves with [`DevSignIn::of`] the sandbox, then
+/// stops it.
+pub(crate) async fn start(config: &mut Config, addr: SocketAddr) -> anyhow::Result<Sandbox> {
     let mut sandbox_config = config.sandbox.clone();
     connect_sandbox_webhooks(&mut sandbox_config, &mut config.webhooks, addr);
     let sandbox = Sandbox::start(sandbox_config)
@@ -48,7 +43,7 @@ pub(crate) async fn run(
     config.auth = AuthConfig {
         issuer: auth.issuer,
         audience: config.auth.audience.clone().or(auth.audience),
-        ..config.auth
+        ..config.auth.clone()
     };
     tracing::info!(
         backend = %sandbox.urls().backend,
@@ -58,21 +53,7 @@ pub(crate) async fn run(
         oidc = %sandbox.urls().oidc,
         "embedded sandbox started"
     );
-    let served = serve(listener, config, DevSignIn::of(&sandbox), shutdown).await;
-    sandbox.shutdown().await;
-    served
-}
-
-/// Serves Switchyard with the demo sign-in of a sandbox running in this process, as the
-/// embedded sandbox does: for tests and benchmarks that start the sandbox themselves (to read
-/// its request counters, or to tune it) and wire `config` to it with [`sandbox_wiring`].
-pub async fn serve(
-    listener: TcpListener,
-    config: Config,
-    sign_in: DevSignIn,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    crate::app::serve(listener, config, Some(sign_in.routes()?), shutdown).await
+    Ok(sandbox)
 }
 
 /// Points a sandbox's webhooks at the Switchyard listening on `addr` (unless the sandbox

@@ -46,7 +46,6 @@ use serde_json::{Value, json};
 
 use crate::config::{Secret, WebhooksConfig};
 use crate::events::EventBus;
-use crate::transport::AppState;
 use signature::SignatureError;
 
 /// Largest webhook body accepted.
@@ -286,12 +285,12 @@ impl Webhooks {
 
 /// `POST /webhooks/{source}`.
 pub(crate) async fn receive(
-    State(state): State<AppState>,
+    State(webhooks): State<Arc<Webhooks>>,
     Path(source): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    state.webhooks.handle(&source, &headers, body).await
+    webhooks.handle(&source, &headers, body).await
 }
 
 /// The body, refusing more than [`MAX_BODY_BYTES`] (by `Content-Length` before reading, and

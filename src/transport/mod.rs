@@ -73,6 +73,13 @@ pub(crate) struct AppState {
     pub(crate) shutdown: tokio::sync::watch::Receiver<bool>,
 }
 
+/// The webhook route takes only what it needs.
+impl axum::extract::FromRef<AppState> for Arc<crate::ingest::Webhooks> {
+    fn from_ref(state: &AppState) -> Self {
+        state.webhooks.clone()
+    }
+}
+
 /// All routes.
 pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
     let max_body_bytes = state.max_body_bytes;

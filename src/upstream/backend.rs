@@ -8,10 +8,10 @@
 
 use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
-use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CustomerId, OrderId, ProductId};
 use resolvers::ports::Source;
 use resolvers::ports::{Backend, UpstreamResult};
+use resolvers::ports::{UpstreamError, UpstreamErrorKind};
 use resolvers::records::{
     AddressRecord, CustomerRecord, LoyaltyTier, NewOrderLine, OrderLineRecord, OrderPageQuery,
     OrderRecord, OrderStatus, Page, ProductRecord, ShipmentRef,

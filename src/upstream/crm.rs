@@ -23,10 +23,10 @@ use chrono::{DateTime, Utc};
 use futures::future::try_join_all;
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
-use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CaseId, CustomerId, OrderId};
 use resolvers::ports::Source;
 use resolvers::ports::{Crm, UpstreamResult};
+use resolvers::ports::{UpstreamError, UpstreamErrorKind};
 use resolvers::records::{
     CaseCommentRecord, CasePriority, CaseQuery, CaseRecord, CaseStatus, ContactRecord, NewCase,
 };

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
-use resolvers::error::UpstreamError;
 use resolvers::ports::Source;
+use resolvers::ports::UpstreamError;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;

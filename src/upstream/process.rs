@@ -11,10 +11,10 @@
 use chrono::{DateTime, Utc};
 use reqwest::StatusCode;
 use reqwest::header::ACCEPT;
-use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CustomerId, OrderId};
 use resolvers::ports::Source;
 use resolvers::ports::{ProcessServer, UpstreamResult};
+use resolvers::ports::{UpstreamError, UpstreamErrorKind};
 use resolvers::records::{ProcessInstanceRecord, ProcessState, TaskRecord, TaskStatus};
 use serde::Deserialize;
 use serde_json::{Map, Value};

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use resolvers::Ports;
-use resolvers::error::{UpstreamError, UpstreamErrorKind};
 use resolvers::ids::{CaseId, CustomerId, OrderId, ProductId};
 use resolvers::ports::Source;
+use resolvers::ports::{UpstreamError, UpstreamErrorKind};
 use resolvers::records::{
     CasePriority, CaseQuery, CaseStatus, LoyaltyTier, NewCase, NewOrderLine, OrderPageQuery,
     OrderStatus, ProcessState, ShipmentStatus, TaskStatus,

@@ -87,7 +87,7 @@ impl TestApp {
         tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let sign_in = switchyard::embedded::DevSignIn::of(&sandbox);
-        let server = tokio::spawn(switchyard::embedded::serve(
+        let server = tokio::spawn(switchyard::app::serve_with_dev_sign_in(
             listener,
             config,
             sign_in,
