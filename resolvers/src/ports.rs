@@ -64,7 +64,7 @@ impl fmt::Display for Source {
 ///
 /// Deliberately not `Display`: async-graphql turns any `Display` error into a GraphQL error
 /// without our extensions, so an `UpstreamError` can only reach a client through
-/// [`GraphError`], which sets `code` and `source`.
+/// `crate::error::GraphError`, which sets `code` and `source`.
 #[derive(Debug, Clone)]
 pub struct UpstreamError {
     /// Which upstream failed.
