@@ -421,14 +421,21 @@ impl Config {
     pub fn validate(&self) -> anyhow::Result<()> {
         let u = &self.upstreams;
         let given = [
-            u.backend.is_some(),
-            u.crm.is_some(),
-            u.process.is_some(),
-            u.carrier.is_some(),
+            ("backend", u.backend.is_some()),
+            ("crm", u.crm.is_some()),
+            ("process", u.process.is_some()),
+            ("carrier", u.carrier.is_some()),
         ];
-        if given.iter().any(|g| *g) && !given.iter().all(|g| *g) {
+        let missing: Vec<String> = given
+            .iter()
+            .filter(|(_, given)| !given)
+            .map(|(name, _)| format!("[upstreams.{name}]"))
+            .collect();
+        if !missing.is_empty() && missing.len() < given.len() {
             anyhow::bail!(
-                "configure all four upstreams (backend, crm, process, carrier) or none (none starts the embedded sandbox, in a build that has it)"
+                "configure all four upstreams or none (none starts the embedded sandbox, in a \
+                 build that has it): {} missing",
+                missing.join(", ")
             );
         }
         match &self.auth.issuer {

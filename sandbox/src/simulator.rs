@@ -12,7 +12,9 @@
 //!   The demo customers' approvals are left to the people using the playground as agents.
 //!
 //! About half the steps pick among the demo customers' (`cust-0001`..`cust-0005`) records, so
-//! the playground shows Ada's orders, parcels and cases moving; the rest pick from everyone. The
+//! the playground shows Ada's orders, parcels and cases moving; the rest pick from everyone.
+//! Each demo customer's newest seeded order is never shipped: it stays cancellable for the
+//! playground's CancelOrder example (Ada's is `ord-019801`). The
 //! choices come from a PRNG seeded with the sandbox's seed and the world is seeded
 //! deterministically, so the same seed and the same requests give the same steps. Every step
 //! goes through the world's mutation methods, so it announces a [`super::SandboxChange`] (and,
@@ -26,11 +28,32 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
-use super::data::{AGENT_COMMENTS, HUBS, SplitMix64, scan_description};
+use super::data::{AGENT_COMMENTS, HUBS, ORDER_COUNT, SplitMix64, scan_description};
 use super::world::{
     Case, CaseStatus, Order, OrderStatus, ParcelStatus, SharedWorld, TaskName, TaskStatus, World,
     agent_user_id, salesforce_id, tracking_number_for,
 };
+
+/// Whether `order` is a demo customer's newest seeded order, which the simulator leaves
+/// alone for the playground's CancelOrder example.
+fn kept_for_the_playground(world: &World, order: &Order) -> bool {
+    let seeded = |id: &str| {
+        id.strip_prefix("ord-")
+            .and_then(|n| n.parse::<u64>().ok())
+            .filter(|n| *n <= ORDER_COUNT)
+    };
+    if !DEMO_CUSTOMERS.contains(&order.customer_id.as_str()) {
+        return false;
+    }
+    let newest = world
+        .orders_by_customer
+        .get(&order.customer_id)
+        .into_iter()
+        .flatten()
+        .filter_map(|id| seeded(id))
+        .max();
+    newest.is_some() && newest == seeded(&order.id)
+}
 
 /// The demo users' customer ids.
 const DEMO_CUSTOMERS: [&str; 5] = [
@@ -160,7 +183,9 @@ impl Simulator {
                 Some(format!("confirmed {id}"))
             }
             Action::ShipOrder => {
-                let id = self.pick_order(world, demo, |_, o| o.status == OrderStatus::Confirmed)?;
+                let id = self.pick_order(world, demo, |world, o| {
+                    o.status == OrderStatus::Confirmed && !kept_for_the_playground(world, o)
+                })?;
                 let order = world.ship_order(&id, now).ok()?;
                 Some(format!(
                     "shipped {id} as {}",
@@ -434,6 +459,26 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_cancel_examples_order_stays_and_what_the_demo_customers_place_ships() {
+        let mut world = seed_world(42, "kieserver");
+        let now = Utc::now();
+        let placed = world
+            .place_order("cust-0001", &[("prod-0001".to_owned(), 1)], now)
+            .unwrap();
+        assert_eq!(world.orders["ord-019801"].status, OrderStatus::Confirmed);
+        let mut simulator = Simulator::new(42);
+        for _ in 0..400 {
+            simulator.step(&mut world, now);
+        }
+        assert_eq!(
+            world.orders["ord-019801"].status,
+            OrderStatus::Confirmed,
+            "the CancelOrder example's order"
+        );
+        assert_ne!(world.orders[&placed.id].status, OrderStatus::Confirmed);
     }
 
     fn change_is_approval(change: &SandboxChange) -> bool {
