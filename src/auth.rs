@@ -21,6 +21,9 @@ use url::Url;
 /// Least time between two JWKS fetches triggered by unknown key ids, by default.
 pub(crate) const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
+/// Least time between two tries of the first JWKS fetch, while it fails.
+const RETRY_WITHOUT_KEYS: Duration = Duration::from_secs(1);
+
 /// Algorithms accepted: asymmetric only (never `none` or a shared secret).
 const ALGORITHMS: [Algorithm; 6] = [
     Algorithm::RS256,
@@ -130,6 +133,14 @@ impl Authenticator {
             .kid
             .ok_or_else(|| AuthError::InvalidToken("the token names no key id (kid)".into()))?;
         let jwk = self.key(&kid).await?;
+        // A key published for one algorithm verifies only that algorithm (RFC 7517 `alg`).
+        if let Some(alg) = jwk.common.key_algorithm
+            && format!("{alg:?}") != format!("{:?}", header.alg)
+        {
+            return Err(AuthError::InvalidToken(
+                "the token's algorithm does not match its key".into(),
+            ));
+        }
         let key = DecodingKey::from_jwk(&jwk)
             .map_err(|e| AuthError::InvalidToken(format!("unusable key {kid}: {e}")))?;
         let s = &self.inner.settings;
@@ -162,9 +173,15 @@ impl Authenticator {
             return Ok(jwk);
         }
         let have_keys = self.keys().is_some();
-        let may_fetch = !have_keys
-            || last_fetch.is_none_or(|t| t.elapsed() >= self.inner.settings.jwks_refresh);
-        if may_fetch {
+        // Without keys a failed fetch is tried again soon, with keys after the refresh
+        // interval; either way at most one fetch per interval, failed or not, so that a
+        // provider that is down is not asked once per request.
+        let interval = if have_keys {
+            self.inner.settings.jwks_refresh
+        } else {
+            self.inner.settings.jwks_refresh.min(RETRY_WITHOUT_KEYS)
+        };
+        if last_fetch.is_none_or(|t| t.elapsed() >= interval) {
             *last_fetch = Some(Instant::now());
             match self.fetch_keys().await {
                 Ok(keys) => {
@@ -183,8 +200,13 @@ impl Authenticator {
             }
         }
         drop(last_fetch);
-        self.cached(kid)
-            .ok_or_else(|| AuthError::InvalidToken(format!("unknown signing key {kid}")))
+        match self.cached(kid) {
+            Some(jwk) => Ok(jwk),
+            None if self.keys().is_none() => Err(AuthError::KeysUnavailable),
+            None => Err(AuthError::InvalidToken(format!(
+                "unknown signing key {kid}"
+            ))),
+        }
     }
 
     fn keys(&self) -> Option<Arc<JwkSet>> {
@@ -251,6 +273,9 @@ fn invalid(e: &jsonwebtoken::errors::Error) -> AuthError {
 }
 
 fn viewer_from(claims: Claims, s: &AuthSettings) -> Result<Viewer, AuthError> {
+    if claims.sub.trim().is_empty() {
+        return Err(AuthError::InvalidToken("the token's `sub` is empty".into()));
+    }
     let roles: Vec<&str> = match claims.rest.get(&s.roles_claim) {
         Some(serde_json::Value::Array(items)) => items.iter().filter_map(|v| v.as_str()).collect(),
         Some(serde_json::Value::String(one)) => one.split_whitespace().collect(),
@@ -259,11 +284,16 @@ fn viewer_from(claims: Claims, s: &AuthSettings) -> Result<Viewer, AuthError> {
     let role = if roles.contains(&"agent") {
         Role::Agent
     } else if roles.contains(&"customer") {
-        let raw = claims
-            .rest
-            .get(&s.customer_id_claim)
-            .and_then(|v| v.as_str())
-            .unwrap_or(&claims.sub);
+        let raw = match claims.rest.get(&s.customer_id_claim) {
+            None => claims.sub.as_str(),
+            Some(serde_json::Value::String(id)) => id.as_str(),
+            Some(_) => {
+                return Err(AuthError::InvalidToken(format!(
+                    "`{}` is not a string",
+                    s.customer_id_claim
+                )));
+            }
+        };
         let id = CustomerId::parse(raw).map_err(|_| {
             AuthError::InvalidToken(format!("`{}` is not a customer id", s.customer_id_claim))
         })?;

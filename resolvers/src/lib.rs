@@ -20,6 +20,7 @@
 //! - `types`: the GraphQL object types.
 //! - `query`, `mutation`, `subscription`: the roots.
 //! - `federation`: `_entities` items that fail alone.
+//! - `serial`: mutations run one after another and stop at the first that fails.
 //! - `viewer`: who is calling ([`Viewer`]), and the one authorization rule.
 
 pub mod cache;
@@ -32,6 +33,7 @@ pub(crate) mod mutation;
 pub mod ports;
 pub(crate) mod query;
 pub mod records;
+pub(crate) mod serial;
 pub(crate) mod subscription;
 pub(crate) mod types;
 pub(crate) mod viewer;
@@ -42,12 +44,18 @@ pub use ports::Ports;
 pub use viewer::{Role, Viewer};
 
 /// The schema type.
-pub type AppSchema =
-    Schema<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+pub type AppSchema = Schema<
+    federation::Entities<query::QueryRoot>,
+    serial::Serial<mutation::MutationRoot>,
+    subscription::SubscriptionRoot,
+>;
 
 /// The schema builder type.
-pub type AppSchemaBuilder =
-    SchemaBuilder<query::QueryRoot, mutation::MutationRoot, subscription::SubscriptionRoot>;
+pub type AppSchemaBuilder = SchemaBuilder<
+    federation::Entities<query::QueryRoot>,
+    serial::Serial<mutation::MutationRoot>,
+    subscription::SubscriptionRoot,
+>;
 
 /// Deepest query accepted (the home screen query is 6 levels deep).
 pub(crate) const MAX_DEPTH: usize = 12;
@@ -61,8 +69,8 @@ pub const MAX_INTROSPECTION_DEPTH: usize = 32;
 /// [`Ports`] and [`events::EventHub`] (`.data(..)`) and its own settings before `finish()`.
 pub fn schema_builder() -> AppSchemaBuilder {
     Schema::build(
-        query::QueryRoot,
-        mutation::MutationRoot,
+        federation::Entities(query::QueryRoot),
+        serial::Serial(mutation::MutationRoot),
         subscription::SubscriptionRoot,
     )
     .enable_federation()
@@ -80,7 +88,8 @@ pub fn request_data(
 ) -> async_graphql::Request {
     let request = request
         .data(std::sync::Arc::new(loaders::LoaderScope::new(ports)))
-        .data(federation::ReportedEntities::default());
+        .data(federation::ReportedEntities::default())
+        .data(serial::MutationRun::default());
     match viewer {
         Some(v) => request.data(v),
         None => request,

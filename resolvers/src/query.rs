@@ -4,7 +4,6 @@ use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 
 use crate::error::{GraphError, GraphResult};
-use crate::federation::entity;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
 use crate::loaders::{BACKEND_MAX_BATCH, Loaders, settle};
 use crate::ports::Ports;
@@ -208,11 +207,8 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Customer>> {
-        entity(ctx, "Customer", &id, async {
-            let v = viewer(ctx)?;
-            load_customer(ctx, v, CustomerId::parse(&id)?).await
-        })
-        .await
+        let v = viewer(ctx)?;
+        load_customer(ctx, v, CustomerId::parse(&id)?).await
     }
 
     /// Federation: resolves `Order` entities by key.
@@ -222,10 +218,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Order>> {
-        entity(ctx, "Order", &id, async {
-            load_order(ctx, OrderId::parse(&id)?).await
-        })
-        .await
+        load_order(ctx, OrderId::parse(&id)?).await
     }
 
     /// Federation: resolves `Product` entities by key.
@@ -235,10 +228,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         id: ID,
     ) -> async_graphql::Result<Option<Product>> {
-        entity(ctx, "Product", &id, async {
-            load_product(ctx, ProductId::parse(&id)?).await
-        })
-        .await
+        load_product(ctx, ProductId::parse(&id)?).await
     }
 
     /// Federation: resolves `SupportCase` entities by key.
@@ -248,10 +238,7 @@ impl QueryRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The case's id.")] id: ID,
     ) -> async_graphql::Result<Option<SupportCase>> {
-        entity(ctx, "SupportCase", &id, async {
-            load_case(ctx, CaseId::parse(&id)?).await
-        })
-        .await
+        load_case(ctx, CaseId::parse(&id)?).await
     }
 }
 

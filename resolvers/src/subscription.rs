@@ -26,7 +26,7 @@ use tokio::sync::broadcast;
 use crate::error::GraphError;
 use crate::events::{DomainEvent, EventHub, EventKind};
 use crate::ids::{CaseId, OrderId};
-use crate::loaders::{LoaderScope, Loaders};
+use crate::loaders::{LoaderScope, Loaders, settle};
 use crate::query::{load_case, load_order, load_task, visible_case, visible_order, visible_task};
 use crate::records::TaskStatus;
 use crate::types::{Order, Shipment, SupportCase, Task};
@@ -238,20 +238,55 @@ impl SubscriptionRoot {
         let customer = acting_for(ctx, customer_id.as_ref())?;
         Ok(Watch::new(ctx)?.stream(
             move |e| e.customer_id.as_ref() == Some(&customer),
-            |_, _, event| async move { Ok(Some(Notification { event })) },
+            |loaders, viewer, event| async move {
+                if names_what_is_not_theirs(&viewer, &loaders, &event).await {
+                    tracing::warn!(
+                        event = %event.id,
+                        user = %viewer.user_id,
+                        "an event names another customer's order, case or task: not sent"
+                    );
+                    return Ok(None);
+                }
+                Ok(Some(Notification { event }))
+            },
         ))
     }
+}
+
+/// Whether an event names an order, case or task the viewer may not see (a webhook that
+/// names one customer and carries another's order id): such an event is not sent at all, as
+/// its summary and ids alone would tell the subscriber about someone else's things. The
+/// objects are read through the event's loaders, so the fields a client selects cost no second
+/// read; one that cannot be read now (its upstream failed) does not hold the event back, and
+/// comes as a field error when selected.
+async fn names_what_is_not_theirs(viewer: &Viewer, loaders: &Loaders, event: &DomainEvent) -> bool {
+    let subject = &event.subject;
+    if let Some(id) = &subject.order_id
+        && let Ok(Some(order)) = loaders.orders.load_one(id.clone()).await
+        && viewer.authorize(&order.customer_id).is_err()
+    {
+        return true;
+    }
+    if let Some(id) = &subject.case_id
+        && let Ok(Some(case)) = loaders.cases.load_one(id.clone()).await
+        && viewer.authorize(&case.customer_id).is_err()
+    {
+        return true;
+    }
+    if let Some(id) = subject.task_id
+        && let Ok(Some(task)) = settle(loaders.tasks.load_one(id).await)
+        && viewer.authorize_about(task.customer_id.as_ref()).is_err()
+    {
+        return true;
+    }
+    false
 }
 
 /// Something that happened to the customer's orders, parcels, cases or returns.
 ///
 /// The event's `customerId` says whose feed it belongs to; the objects it names are read when
-/// selected, through the request's loaders, and authorized as in a query. One that is not the
-/// subscriber's (a webhook naming one customer and another's order) is null with a
-/// `FORBIDDEN` error at its path, and the rest of the notification stands. Not dropped: a
-/// client handles this exactly as a query's partial result, it is not left wondering about a
-/// gap in its feed, and the server need not read every named object before each event just
-/// to decide whether to send it.
+/// selected, through the request's loaders, and authorized as in a query. An event naming
+/// another customer's things is not sent ([`names_what_is_not_theirs`]).
 pub(crate) struct Notification {
     event: Arc<DomainEvent>,
 }

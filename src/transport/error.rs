@@ -32,6 +32,12 @@ pub(crate) enum TransportError {
     /// A mutation over `GET`.
     #[error("mutations must be sent with POST")]
     MethodNotAllowed,
+    /// A method the route does not take (`PUT /graphql`).
+    #[error("this route does not take this method")]
+    WrongMethod,
+    /// No such route.
+    #[error("no such route: the GraphQL endpoint is /graphql")]
+    NoSuchRoute,
     /// The body is over `server.max_body_bytes`.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -51,6 +57,10 @@ pub(crate) enum TransportError {
         /// Which limit, and its value.
         message: String,
     },
+    /// The document does not validate, found out before async-graphql's validation would
+    /// (see `limits`).
+    #[error("{0}")]
+    Invalid(String),
     /// No operation of the document can be picked: the name matches none, or the document
     /// has several and the request names none.
     #[error("{0}")]
@@ -89,10 +99,12 @@ impl TransportError {
             TransportError::BadRequest(_) => "BAD_REQUEST",
             TransportError::UnsupportedMediaType => "UNSUPPORTED_MEDIA_TYPE",
             TransportError::NotAcceptable(_) => "NOT_ACCEPTABLE",
-            TransportError::MethodNotAllowed => "METHOD_NOT_ALLOWED",
+            TransportError::MethodNotAllowed | TransportError::WrongMethod => "METHOD_NOT_ALLOWED",
+            TransportError::NoSuchRoute => "NOT_FOUND",
             TransportError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             TransportError::Parse { .. } => "GRAPHQL_PARSE_FAILED",
             TransportError::Limit { code, .. } => code,
+            TransportError::Invalid(_) => "GRAPHQL_VALIDATION_FAILED",
             TransportError::UnknownOperation(_) => "OPERATION_RESOLUTION_FAILURE",
             TransportError::BadVariables(_) => "BAD_USER_INPUT",
             TransportError::Unauthenticated(_) | TransportError::NotInitialised => {
@@ -112,11 +124,15 @@ impl TransportError {
             TransportError::BadRequest(_)
             | TransportError::Parse { .. }
             | TransportError::Limit { .. }
+            | TransportError::Invalid(_)
             | TransportError::UnknownOperation(_)
             | TransportError::BadVariables(_) => StatusCode::BAD_REQUEST,
             TransportError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TransportError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            TransportError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            TransportError::MethodNotAllowed | TransportError::WrongMethod => {
+                StatusCode::METHOD_NOT_ALLOWED
+            }
+            TransportError::NoSuchRoute => StatusCode::NOT_FOUND,
             TransportError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             TransportError::Unauthenticated(_) | TransportError::NotInitialised => {
                 StatusCode::UNAUTHORIZED
@@ -138,6 +154,7 @@ impl TransportError {
             self,
             TransportError::Parse { .. }
                 | TransportError::Limit { .. }
+                | TransportError::Invalid(_)
                 | TransportError::UnknownOperation(_)
                 | TransportError::BadVariables(_)
         )

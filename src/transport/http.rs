@@ -92,18 +92,32 @@ async fn run(
     request: Result<GraphQlRequest, TransportError>,
 ) -> Result<Outcome, TransportError> {
     let prepared = pipeline::prepare(request?)?;
-    if method == Method::GET && prepared.kind() != OperationType::Query {
-        return Err(TransportError::MethodNotAllowed);
+    match prepared.kind() {
+        OperationType::Subscription => {
+            return Err(TransportError::BadRequest(
+                "subscriptions run over websockets (/graphql/ws) or Server-Sent Events \
+                 (/graphql/stream)"
+                    .into(),
+            ));
+        }
+        OperationType::Mutation if method == Method::GET => {
+            return Err(TransportError::MethodNotAllowed);
+        }
+        _ => {}
     }
-    let viewer = match bearer(headers)? {
-        Some(token) => Some(state.auth.authenticate(token).await?.viewer),
-        None => None,
-    };
+    let token = bearer(headers)?;
     let operation = prepared.name().map(str::to_owned);
-    let user = viewer.as_ref().map(|v| v.user_id.clone());
     let started = Instant::now();
-    let executed = tokio::time::timeout(state.request_timeout, prepared.execute(state, viewer));
-    let Ok(outcome) = executed.await else {
+    // The deadline covers authentication too: a slow identity provider is a slow request.
+    let work = async {
+        let viewer = match token {
+            Some(token) => Some(state.auth.authenticate(token).await?.viewer),
+            None => None,
+        };
+        let user = viewer.as_ref().map(|v| v.user_id.clone());
+        Ok::<_, TransportError>((prepared.execute(state, viewer).await, user))
+    };
+    let Ok(done) = tokio::time::timeout(state.request_timeout, work).await else {
         tracing::warn!(
             ?operation,
             timeout_ms = state.request_timeout.as_millis() as u64,
@@ -111,6 +125,7 @@ async fn run(
         );
         return Err(TransportError::Timeout);
     };
+    let (outcome, user) = done?;
     tracing::info!(
         ?operation,
         user = user.as_deref(),

@@ -6,8 +6,8 @@
 //! - [`check_nesting`] reads the raw text before it is parsed: the parser recurses once per
 //!   nested `{`, `[` or `(`, so a 3 KB document of nested list values would overflow the
 //!   stack and abort the process.
-//! - [`check_selections`] counts the fields a document selects once every fragment spread is
-//!   expanded (memoized per fragment, so it costs the document's size, not the expansion's):
+//! - [`check_selections`] counts the fields (and fragments) a document selects once every
+//!   fragment spread is expanded (memoized per fragment, so it costs the document's size, not the expansion's):
 //!   a few hundred bytes that double a spread at each level would otherwise select millions
 //!   of fields for validation and execution to walk.
 //!
@@ -45,22 +45,16 @@ pub(crate) fn check_nesting(query: &str) -> Result<(), TransportError> {
                     i += 1;
                 }
             }
-            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
-                i += 3;
-                while i < bytes.len() && !bytes[i..].starts_with(b"\"\"\"") {
-                    // `\"""` is an escaped triple quote inside a block string.
-                    i += if bytes[i..].starts_with(b"\\\"\"\"") {
-                        4
-                    } else {
-                        1
-                    };
-                }
-                i += 2;
-            }
+            // A string is skipped only when it is closed, as the parser would read it; an
+            // unclosed one is not a string to the parser either, so its text is scanned.
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => match block_string_end(bytes, i + 3) {
+                Some(end) => i = end - 1,
+                // Unclosed, the parser reads `""` (an empty string) and goes on after it.
+                None => i += 1,
+            },
             b'"' => {
-                i += 1;
-                while i < bytes.len() && bytes[i] != b'"' && bytes[i] != b'\n' {
-                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                if let Some(end) = string_end(bytes, i + 1) {
+                    i = end - 1;
                 }
             }
             b'{' | b'[' | b'(' => {
@@ -81,6 +75,37 @@ pub(crate) fn check_nesting(query: &str) -> Result<(), TransportError> {
         i += 1;
     }
     Ok(())
+}
+
+/// Where the string whose text starts at `from` ends (just past its closing `"`), if it is
+/// closed on its line. `\"` inside is an escaped quote.
+fn string_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return Some(i + 1),
+            b'\n' | b'\r' => return None,
+            b'\\' => i += 2,
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Where the block string whose text starts at `from` ends (just past its closing `"""`),
+/// if it is closed at all. `\"""` inside is an escaped triple quote.
+fn block_string_end(bytes: &[u8], from: usize) -> Option<usize> {
+    let mut i = from;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(b"\\\"\"\"") {
+            i += 4;
+        } else if bytes[i..].starts_with(b"\"\"\"") {
+            return Some(i + 3);
+        } else {
+            i += 1;
+        }
+    }
+    None
 }
 
 /// Refuses a document that selects more than [`MAX_SELECTIONS`] fields with its fragments
@@ -145,8 +170,11 @@ impl<'a> Counter<'a> {
             None => {}
         }
         let Some(fragment) = self.doc.fragments.get(name) else {
-            // An unknown fragment: validation reports it.
-            return Ok(0);
+            // Refused here rather than by validation: async-graphql's own depth check walks
+            // every path through the spreads before validation would say so.
+            return Err(TransportError::Invalid(format!(
+                "unknown fragment \"{name}\""
+            )));
         };
         if spreads >= MAX_SPREAD_DEPTH {
             return Err(TransportError::Limit {
@@ -188,6 +216,155 @@ mod tests {
     }
 
     #[test]
+    fn an_unclosed_string_hides_nothing() {
+        // The parser reads an unclosed `"""` as `""` and goes on: so must the scan.
+        let block = format!(
+            "{{ __typename(x: [\"\"\" x\" {}1{}]) }}",
+            "[".repeat(400),
+            "]".repeat(400)
+        );
+        assert_eq!(code(check_nesting(&block)), Some("MAX_DEPTH_LIMIT"));
+        let line = format!(
+            "{{ a(x: \"open\n{}1{}) }}",
+            "[".repeat(400),
+            "]".repeat(400)
+        );
+        assert_eq!(code(check_nesting(&line)), Some("MAX_DEPTH_LIMIT"));
+    }
+
+    /// The deepest nesting of list and object values in a document's arguments.
+    fn value_depth(doc: &ExecutableDocument) -> usize {
+        fn depth(value: &async_graphql::Value) -> usize {
+            match value {
+                async_graphql::Value::List(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+                async_graphql::Value::Object(fields) => {
+                    1 + fields.values().map(depth).max().unwrap_or(0)
+                }
+                _ => 0,
+            }
+        }
+        doc.operations
+            .iter()
+            .flat_map(|(_, op)| op.node.selection_set.node.items.iter())
+            .filter_map(|item| match &item.node {
+                Selection::Field(f) => Some(f),
+                _ => None,
+            })
+            .flat_map(|f| f.node.arguments.iter())
+            .map(|(_, v)| depth(&v.node.clone().into_const().unwrap_or_default()))
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// A small deterministic generator of valid argument values: nested lists and objects,
+    /// numbers, strings and block strings full of brackets, quotes and escapes, comments full
+    /// of brackets between items, and (as a list item) the parser's reading of an unclosed
+    /// `"""`: `""` then a string; with the value's nesting depth.
+    struct Values {
+        state: u64,
+        /// Whether this document may still take its one unclosed `"""`.
+        trick_left: bool,
+    }
+
+    impl Values {
+        fn next(&mut self, below: u64) -> u64 {
+            self.state ^= self.state << 13;
+            self.state ^= self.state >> 7;
+            self.state ^= self.state << 17;
+            self.state % below
+        }
+
+        fn noise(&mut self, pieces: &[&str]) -> String {
+            let len = self.next(12);
+            (0..len)
+                .map(|_| pieces[self.next(pieces.len() as u64) as usize])
+                .collect()
+        }
+
+        fn value(&mut self, budget: usize, trick: bool, in_list: bool) -> (String, usize) {
+            // Down to the budget (siblings are the leaves on the way).
+            let kind = match budget {
+                0 => self.next(3),
+                _ => 3 + self.next(3),
+            };
+            match kind {
+                0 => ("1".into(), 0),
+                1 => {
+                    let text = self.noise(&["[", "]", "{", "a", "#", " ", "\\\"", "\\\\", "}"]);
+                    (format!("\"{text}\""), 0)
+                }
+                // No block string in a document with the trick: it would close the `"""`.
+                2 if trick && in_list && self.trick_left => {
+                    self.trick_left = false;
+                    (format!("\"\"\" {}\"", self.noise(&["x", "[", "{"])), 0)
+                }
+                2 if trick => ("1".into(), 0),
+                2 => {
+                    let text = self.noise(&["[", "{", "a", "\"a", "\n", "#", "\\\"\"\"", "("]);
+                    (format!("\"\"\"{text}\"\"\""), 0)
+                }
+                3 | 4 => {
+                    let mut items = Vec::new();
+                    let mut deepest = 0;
+                    let count = 1 + self.next(3);
+                    for n in 0..count {
+                        // The last item goes down; the siblings before it stay shallow (so
+                        // what they hide from a careless scan comes before the depth).
+                        let below = if n + 1 == count { budget - 1 } else { 0 };
+                        let (item, depth) = self.value(below, trick, true);
+                        deepest = deepest.max(depth);
+                        items.push(item);
+                        if self.next(4) == 0 {
+                            let quotes = if trick {
+                                &["[", "{"][..]
+                            } else {
+                                &["[", "{", "\""][..]
+                            };
+                            items.push(format!("# [[[{} \n", self.noise(quotes)));
+                        }
+                    }
+                    (format!("[{}]", items.join(" ")), deepest + 1)
+                }
+                _ => {
+                    let (inner, depth) = self.value(budget - 1, trick, false);
+                    (format!("{{a: {inner}}}"), depth + 1)
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_scan_counts_exactly_the_nesting_the_parser_sees() {
+        // `{ a(x: ...) }` adds two levels to the value's own.
+        let mut values = Values {
+            state: 0x2545_f491_4f6c_dd1d,
+            trick_left: false,
+        };
+        let (mut refused, mut passed) = (0, 0);
+        for round in 0..600 {
+            // At most one unclosed `"""` per document: a later `"""` would close it.
+            let trick = round % 3 == 0;
+            values.trick_left = trick;
+            let budget = values.next(90) as usize;
+            let (value, depth) = values.value(budget, trick, false);
+            let query = format!("{{ a(x: {value}) }}");
+            let doc = parse_query(&query).unwrap_or_else(|e| panic!("{e}: {query}"));
+            assert_eq!(value_depth(&doc), depth, "{query}");
+            let expected = depth + 2 <= MAX_NESTING;
+            assert_eq!(
+                check_nesting(&query).is_ok(),
+                expected,
+                "depth {depth}: {query}"
+            );
+            if expected { passed += 1 } else { refused += 1 }
+        }
+        assert!(
+            passed > 100 && refused > 100,
+            "passed {passed}, refused {refused}"
+        );
+    }
+
+    #[test]
     fn brackets_in_strings_and_comments_do_not_nest() {
         let brackets = "[".repeat(500);
         for query in [
@@ -224,6 +401,30 @@ mod tests {
             Some("MAX_SELECTIONS_LIMIT")
         );
         assert_eq!(code(check_selections(&doubling(8))), None);
+    }
+
+    #[test]
+    fn fragment_fan_outs_are_refused_even_when_they_end_in_nothing() {
+        // Each fragment spreads the next ten times; the last is unknown (selects nothing), or
+        // selects one field: 10^7 paths for async-graphql's own depth check to walk.
+        let fan_out = |last: &str| {
+            let mut query = String::from("{ ...F0 }\n");
+            for level in 0..7 {
+                let spreads = format!("...F{} ", level + 1).repeat(10);
+                query.push_str(&format!("fragment F{level} on Query {{ {spreads} }}\n"));
+            }
+            query.push_str(&format!("fragment F7 on Query {{ {last} }}"));
+            parse_query(&query).unwrap()
+        };
+        let unknown = fan_out("...Missing");
+        assert_eq!(
+            code(check_selections(&unknown)),
+            Some("GRAPHQL_VALIDATION_FAILED")
+        );
+        assert_eq!(
+            code(check_selections(&fan_out("__typename"))),
+            Some("MAX_SELECTIONS_LIMIT")
+        );
     }
 
     #[test]

@@ -45,6 +45,8 @@ use crate::config::SubscriptionsConfig;
 
 pub(crate) use shape::Types;
 
+use error::TransportError;
+
 /// What every handler shares (cheap to clone: all `Arc`s inside).
 #[derive(Clone)]
 pub(crate) struct AppState {
@@ -104,6 +106,10 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
             .route("/playground/{*path}", get(playground::file));
     }
     router
+        // Every answer is in the GraphQL error shape with a code, even for a wrong route or
+        // method (axum's own are empty).
+        .fallback(|| async { TransportError::NoSuchRoute })
+        .method_not_allowed_fallback(|| async { TransportError::WrongMethod })
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -133,8 +133,22 @@ impl Prepared {
 
     /// Runs any operation for `viewer`, with data of its own (fresh loaders, never shared
     /// with another operation): a subscription's results as they come, or a query's or
-    /// mutation's one result.
+    /// mutation's one result (stopped past `server.request_timeout_ms`, as over HTTP).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
+        if self.kind != OperationType::Subscription {
+            // One result, under the same deadline as over HTTP.
+            let state = state.clone();
+            return futures::stream::once(async move {
+                let deadline = state.request_timeout;
+                match tokio::time::timeout(deadline, self.execute(&state, Some(viewer))).await {
+                    Ok(outcome) => outcome,
+                    Err(_) => Outcome::Executed(async_graphql::Response::from_errors(vec![
+                        TransportError::Timeout.to_server_error(),
+                    ])),
+                }
+            })
+            .boxed();
+        }
         let schema = self.schema(state).clone();
         let request = resolvers::request_data(self.request, &state.ports, Some(viewer));
         let shaper = self.shaper;

@@ -118,7 +118,12 @@ pub(crate) fn negotiate(headers: &HeaderMap, offers: &[&'static str]) -> Option<
         .filter_map(|range| {
             let mut parts = range.split(';');
             let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let refused = parts.any(|p| p.trim().replace(' ', "") == "q=0");
+            let refused = parts.any(|p| {
+                let p = p.trim().replace(' ', "");
+                p.strip_prefix("q=")
+                    .and_then(|q| q.parse::<f32>().ok())
+                    .is_some_and(|q| q == 0.0)
+            });
             (!refused).then_some(media)
         })
         .collect();
@@ -194,6 +199,11 @@ mod tests {
             Some(sse[0])
         );
         assert_eq!(negotiate(&accept("text/event-stream;q=0"), &sse), None);
+        assert_eq!(negotiate(&accept("text/event-stream; q=0.0"), &sse), None);
+        assert_eq!(
+            negotiate(&accept("text/event-stream;q=0.5"), &sse),
+            Some(sse[0])
+        );
         assert_eq!(negotiate(&accept("application/json"), &sse), None);
     }
 

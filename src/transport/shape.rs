@@ -112,7 +112,9 @@ pub(crate) fn add_codes(errors: &mut [ServerError], request_error: bool) {
             "BAD_USER_INPUT"
         } else if !request_error {
             "INTERNAL"
-        } else if message.starts_with("Query is nested too deep") {
+        } else if message.starts_with("Query is nested too deep")
+            || message.starts_with("The recursion depth of the query")
+        {
             "MAX_DEPTH_LIMIT"
         } else if message.starts_with("Query is too complex") {
             "MAX_COMPLEXITY_LIMIT"

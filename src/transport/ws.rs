@@ -76,6 +76,7 @@ mod connection;
 
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::response::{IntoResponse, Response};
 
 use self::codec::Protocol;
@@ -89,8 +90,19 @@ const MAX_MESSAGE_BYTES: usize = 1 << 20;
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
 /// `GET /graphql/ws`.
-pub(super) async fn handler(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    let upgrade = upgrade.protocols(Protocol::ALL.map(Protocol::name));
+pub(super) async fn handler(
+    State(state): State<AppState>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade.protocols(Protocol::ALL.map(Protocol::name)),
+        Err(rejection) => {
+            return TransportError::BadRequest(format!(
+                "not a websocket handshake ({rejection}): /graphql/ws speaks graphql-transport-ws"
+            ))
+            .into_response();
+        }
+    };
     let Some(protocol) = upgrade
         .selected_protocol()
         .and_then(|p| p.to_str().ok())
@@ -111,6 +123,8 @@ pub(super) async fn handler(State(state): State<AppState>, upgrade: WebSocketUpg
         // GraphQL messages are small, and the buffer grows for the rare large one.
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
+        // A frame is no larger than a message may be (tungstenite would buffer 16 MiB).
+        .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
         .on_upgrade(move |socket| connection::serve(socket, protocol, state, slot))
 }

@@ -156,3 +156,65 @@ async fn forged_key_ids_do_not_hammer_the_provider() {
     assert_eq!(issuer.jwks_fetches(), 1);
     app.stop().await;
 }
+
+/// A provider that is down is asked at most once a second for its keys, not once per request:
+/// every request meanwhile is answered 503 at once.
+#[tokio::test]
+async fn a_provider_that_is_down_is_not_asked_once_per_request() {
+    let issuer = Issuer::start().await;
+    issuer.fail_jwks(true);
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
+    let token = issuer.token(ADA, 300);
+    let answers = futures::future::join_all(
+        (0..20).map(|_| app.post(Some(&token), "{ me { id } }", json!({}))),
+    )
+    .await;
+    for (status, body) in answers {
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(code(&body), "AUTH_UNAVAILABLE");
+    }
+    // One fetch a second at most: one here, two if the 20 requests straddled a second.
+    assert!(
+        issuer.jwks_fetches() <= 2,
+        "{} fetches",
+        issuer.jwks_fetches()
+    );
+    app.stop().await;
+}
+
+/// Claims that do not say clearly who is calling are refused, not guessed at.
+#[tokio::test]
+async fn tokens_with_odd_claims_are_refused() {
+    let issuer = Issuer::start().await;
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
+    let odd = |claim: &str, value: Value| {
+        let mut claims = customer_claims(ADA);
+        claims[claim] = value;
+        issuer.sign(claims)
+    };
+    for (token, why) in [
+        (odd("sub", json!("")), "an empty sub"),
+        (
+            odd("customer_id", json!(1)),
+            "a customer id that is not a string",
+        ),
+        (
+            odd("customer_id", json!("cust-0002; drop")),
+            "a customer id that is not one",
+        ),
+        (
+            odd("roles", json!({"customer": true})),
+            "roles that are not a list",
+        ),
+        (odd("exp", json!(u64::MAX)), "an expiry past any clock"),
+        (
+            odd("nbf", json!(chrono::Utc::now().timestamp() + 3600)),
+            "not valid yet",
+        ),
+    ] {
+        let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
+        assert_eq!(status, 401, "{why}: {body}");
+        assert_eq!(code(&body), "UNAUTHENTICATED", "{why}");
+    }
+    app.stop().await;
+}

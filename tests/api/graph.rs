@@ -496,6 +496,8 @@ async fn an_entity_the_caller_may_not_see_is_null_alone_with_its_error() {
                 { "__typename": "Order", "id": other_order },
                 { "__typename": "SupportCase", "id": "500000000000001AAA" },
                 { "__typename": "Order", "id": other_order },
+                { "__typename": "Nope", "id": "x" },
+                { "id": "no-typename" },
             ]}),
         )
         .await;
@@ -507,6 +509,8 @@ async fn an_entity_the_caller_may_not_see_is_null_alone_with_its_error() {
             { "id": own_order },
             null,
             { "id": "500000000000001AAA", "subject": "Where is my parcel?" },
+            null,
+            null,
             null,
         ]),
         "{body:#}"
@@ -523,6 +527,8 @@ async fn an_entity_the_caller_may_not_see_is_null_alone_with_its_error() {
         [
             (json!(["_entities", 1]), json!("FORBIDDEN")),
             (json!(["_entities", 3]), json!("FORBIDDEN")),
+            (json!(["_entities", 4]), json!("BAD_USER_INPUT")),
+            (json!(["_entities", 5]), json!("BAD_USER_INPUT")),
         ]
     );
     app.stop().await;

@@ -245,6 +245,19 @@ async fn hostile_documents_are_refused_and_the_server_stays_up() {
         "]".repeat(1600)
     );
     // Under 1 KB, 2^22 fields once expanded.
+    // An unclosed `"""` the parser reads as `""`, hiding deep nesting from a careless scan.
+    let unclosed = format!(
+        "{{ __typename(x: [\"\"\" x\" {}1{}]) }}",
+        "[".repeat(400),
+        "]".repeat(400)
+    );
+    // Each fragment spreads the next ten times and the last an unknown one: 10^8 paths.
+    let mut fan_out = String::from("{ ...F0 }\n");
+    for level in 0..8 {
+        let spreads = format!("...F{} ", level + 1).repeat(10);
+        fan_out.push_str(&format!("fragment F{level} on Query {{ {spreads} }}\n"));
+    }
+    fan_out.push_str("fragment F8 on Query { ...Missing }");
     let doubling = doubling_fragments("Query", 22);
     assert!(doubling.len() < 1024);
     let aliases: String = (0..2001).map(|i| format!("a{i}: __typename ")).collect();
@@ -253,6 +266,8 @@ async fn hostile_documents_are_refused_and_the_server_stays_up() {
         (&nested_list, "MAX_DEPTH_LIMIT"),
         (&nested_object, "MAX_DEPTH_LIMIT"),
         (&nested_default, "MAX_DEPTH_LIMIT"),
+        (&unclosed, "MAX_DEPTH_LIMIT"),
+        (&fan_out, "GRAPHQL_VALIDATION_FAILED"),
         (&doubling, "MAX_SELECTIONS_LIMIT"),
         (&alias_flood, "MAX_SELECTIONS_LIMIT"),
     ] {
@@ -331,6 +346,34 @@ async fn request_errors_have_their_own_codes() {
             "{body}"
         );
     }
+    // A subscription over HTTP, a wrong method, a wrong route: all in the GraphQL shape.
+    let (status, body) = app
+        .post(None, "subscription { taskAssigned { id } }", json!({}))
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{body}"
+    );
+    for (method, path, status, code) in [
+        (reqwest::Method::PUT, "/graphql", 405, "METHOD_NOT_ALLOWED"),
+        (reqwest::Method::GET, "/nope", 404, "NOT_FOUND"),
+        (reqwest::Method::GET, "/graphql/ws", 400, "BAD_REQUEST"),
+    ] {
+        let res = app
+            .http
+            .request(method, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), status, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], code,
+            "{path}: {body}"
+        );
+    }
+
     // A body over `server.max_body_bytes`: 413 in the GraphQL shape, with a code.
     let big = format!(
         r#"{{"query":"{{ __typename }}","variables":{{"pad":"{}"}}}}"#,

@@ -338,3 +338,50 @@ async fn a_customer_whose_sub_is_not_their_customer_id_works_their_own_tasks() {
     assert_eq!(done["completeTask"]["owner"], ADA);
     app.stop().await;
 }
+
+/// Mutations run in order and stop at the first that fails, as the spec executes them: a
+/// failed one nulls `data`, so one after it must not change anything the client is not told.
+#[tokio::test]
+async fn a_failed_mutation_stops_the_ones_after_it() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    app.reset_counts();
+    let (status, body) = app
+        .post(
+            Some(&ada),
+            r#"mutation {
+                a: cancelOrder(id: "ord-000002") { id }
+                b: placeOrder(input: { lines: [{ productId: "prod-0001", quantity: 1 }] }) { id }
+            }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"], Value::Null, "{body}");
+    assert_eq!(
+        codes(&body),
+        ["FORBIDDEN"],
+        "only the failure that stopped it: {body}"
+    );
+    assert_eq!(body["errors"][0]["path"], json!(["a"]));
+    let placed = app
+        .counts()
+        .get("backend")
+        .and_then(|routes| routes.get("POST /orders").copied());
+    assert_eq!(placed, None, "placeOrder did not run: {:?}", app.counts());
+
+    // Mutations before the failure ran, and the answer says the request failed.
+    let (_, body) = app
+        .post(
+            Some(&ada),
+            r#"mutation {
+                b: placeOrder(input: { lines: [{ productId: "prod-0001", quantity: 1 }] }) { id }
+                a: cancelOrder(id: "ord-000002") { id }
+            }"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(body["data"], Value::Null, "{body}");
+    assert_eq!(codes(&body), ["FORBIDDEN"]);
+    app.stop().await;
+}

@@ -64,6 +64,9 @@ pub(super) enum ClientMessage {
     Terminate,
 }
 
+/// Largest `ping` whose payload is echoed in its `pong`.
+const MAX_ECHOED_PING_BYTES: usize = 1024;
+
 /// Why a message is not one the protocol knows; short enough for a close frame's reason
 /// once truncated.
 #[derive(Debug, PartialEq, Eq)]
@@ -98,9 +101,15 @@ pub(super) fn decode(protocol: Protocol, text: &str) -> Result<ClientMessage, In
                 id: id(&mut message, &kind)?,
             })
         }
-        (Protocol::TransportWs, "ping") => Ok(ClientMessage::Ping(
-            object(&mut message, &kind)?.map(Value::Object),
-        )),
+        // A small payload is echoed in the `pong`; a large one is not (the spec does not ask
+        // for an echo, and echoing would let a client fill our queue with its own bytes).
+        (Protocol::TransportWs, "ping") => {
+            let payload = object(&mut message, &kind)?;
+            let echoed = text.len() <= MAX_ECHOED_PING_BYTES;
+            Ok(ClientMessage::Ping(
+                payload.filter(|_| echoed).map(Value::Object),
+            ))
+        }
         (Protocol::TransportWs, "pong") => {
             object(&mut message, &kind)?;
             Ok(ClientMessage::Pong)

@@ -49,6 +49,10 @@ mod code {
 /// dropped (its operations end with it).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Largest message taken before `connection_init` is accepted (a `connection_init` with its
+/// token is about 1 KiB).
+const MAX_MESSAGE_BYTES_BEFORE_INIT: usize = 16 * 1024;
+
 /// Most bytes of a close frame's reason (125 bytes of payload, 2 of them the code).
 const MAX_CLOSE_REASON: usize = 123;
 
@@ -224,6 +228,13 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return Ok(()),
             Message::Close(_) => return Err(End::Gone("the client closed the connection")),
         };
+        if self.session.is_none() && text.len() > MAX_MESSAGE_BYTES_BEFORE_INIT {
+            // Nobody is signed in yet: a stranger gets no room to park large messages.
+            let reason = format!(
+                "Invalid message: larger than {MAX_MESSAGE_BYTES_BEFORE_INIT} bytes before connection_init"
+            );
+            return self.on_invalid(Invalid(reason)).await;
+        }
         match codec::decode(self.protocol, text) {
             Ok(message) => self.on_message(message).await,
             Err(invalid) => self.on_invalid(invalid).await,

@@ -57,6 +57,8 @@ struct Shared {
     jwks: Mutex<Vec<Value>>,
     /// The `issuer` its discovery document names (default: its own base URL).
     discovery_issuer: Mutex<Option<String>>,
+    /// While set, the JWKS answers 500 (a provider that is down).
+    failing: std::sync::atomic::AtomicBool,
     /// JWKS requests served (or being served).
     jwks_fetches: AtomicUsize,
     /// While set, JWKS requests wait for `release` before they are answered.
@@ -121,6 +123,11 @@ impl Issuer {
     /// What the discovery document names as its issuer from now on.
     pub async fn discovery_names(&self, issuer: &str) {
         *self.shared.discovery_issuer.lock().await = Some(issuer.to_owned());
+    }
+
+    /// Has the JWKS answer 500 from now on (or again 200).
+    pub fn fail_jwks(&self, failing: bool) {
+        self.shared.failing.store(failing, Ordering::SeqCst);
     }
 
     /// JWKS requests so far.
@@ -204,8 +211,12 @@ async fn discovery(State((shared, base)): State<IssuerState>) -> Json<Value> {
     Json(json!({ "issuer": issuer, "jwks_uri": format!("{base}/jwks") }))
 }
 
-async fn jwks(State((shared, _)): State<IssuerState>) -> Json<Value> {
+async fn jwks(State((shared, _)): State<IssuerState>) -> axum::response::Response {
+    use axum::response::IntoResponse;
     shared.jwks_fetches.fetch_add(1, Ordering::SeqCst);
+    if shared.failing.load(Ordering::SeqCst) {
+        return axum::http::StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
     loop {
         let released = shared.release.notified();
         if !*shared.hold.lock().await {
@@ -214,5 +225,5 @@ async fn jwks(State((shared, _)): State<IssuerState>) -> Json<Value> {
         shared.arrived.notify_one();
         released.await;
     }
-    Json(json!({ "keys": *shared.jwks.lock().await }))
+    Json(json!({ "keys": *shared.jwks.lock().await })).into_response()
 }
