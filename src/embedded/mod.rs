@@ -312,6 +312,11 @@ mod tests {
             process: "http://127.0.0.1:41003/kie-server/services/rest/server".into(),
             carrier: "http://127.0.0.1:41004".into(),
             oidc: "http://127.0.0.1:41005".into(),
+            fcm: "http://127.0.0.1:41006".into(),
+            apns: "https://127.0.0.1:41007".into(),
+            apns_development: "https://127.0.0.1:41008".into(),
+            webpush: "http://127.0.0.1:41009".into(),
+            smtp: "smtp://127.0.0.1:41010".into(),
         }
     }
 
