@@ -33,7 +33,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::time::Instant;
 use url::Url;
 
-use super::call::{Answer, ProviderHttp, excerpt, retry_after};
+use super::call::{Answer, ProviderHttp, log_answer, retry_after};
 use super::{Channel, PushMessage, SendOutcome, Target, unix_now, wrong_target};
 use crate::config::ApnsConfig;
 
@@ -172,7 +172,7 @@ impl ApnsChannel {
                     return SendOutcome::Retry { after: None };
                 }
                 Verdict::Outcome(outcome) => {
-                    log_outcome(message, &answer, &outcome);
+                    log_answer("apns", None, message, &answer, &outcome);
                     return outcome;
                 }
             }
@@ -191,29 +191,6 @@ impl Channel for ApnsChannel {
                 sandbox,
             } => self.send_to(token, topic, *sandbox, message).await,
             other => wrong_target("apns", other),
-        }
-    }
-}
-
-fn log_outcome(message: &PushMessage, answer: &Answer, outcome: &SendOutcome) {
-    let status = answer.status.as_u16();
-    match outcome {
-        SendOutcome::Delivered => {}
-        SendOutcome::Gone => {
-            tracing::info!(channel = "apns", notification = %message.id, status, body = %excerpt(&answer.body), "APNs device token is gone");
-        }
-        SendOutcome::Rejected { reason } => {
-            tracing::warn!(channel = "apns", notification = %message.id, status, %reason, "APNs rejected the notification");
-        }
-        SendOutcome::Retry { after } => {
-            tracing::warn!(
-                channel = "apns",
-                notification = %message.id,
-                status,
-                retry_after_secs = after.map(|a| a.as_secs()),
-                body = %excerpt(&answer.body),
-                "APNs asks to retry"
-            );
         }
     }
 }

@@ -11,6 +11,7 @@ use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use tokio::sync::Semaphore;
 
+use super::{PushMessage, SendOutcome};
 use crate::config::ChannelPolicy;
 
 /// `user-agent` of every push call.
@@ -96,7 +97,8 @@ impl ProviderHttp {
                 elapsed_ms,
                 "push provider answered"
             ),
-            Err(detail) => tracing::warn!(
+            // The channel logs the failure with its notification.
+            Err(detail) => tracing::debug!(
                 channel = self.channel,
                 elapsed_ms,
                 %detail,
@@ -161,6 +163,34 @@ pub(super) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         }
     };
     Some(wait.min(MAX_RETRY_AFTER))
+}
+
+/// One log line for an answer that was not a delivery: the channel, the notification, the
+/// status, the provider's words; `host` (Web Push) says which push service.
+pub(super) fn log_answer(
+    channel: &'static str,
+    host: Option<&str>,
+    message: &PushMessage,
+    answer: &Answer,
+    outcome: &SendOutcome,
+) {
+    let status = answer.status.as_u16();
+    match outcome {
+        SendOutcome::Delivered => {}
+        SendOutcome::Gone => tracing::info!(
+            channel, host, notification = %message.id, status, body = %excerpt(&answer.body),
+            "the provider says the device is gone"
+        ),
+        SendOutcome::Rejected { reason } => tracing::warn!(
+            channel, host, notification = %message.id, status, %reason,
+            "the provider rejected the message"
+        ),
+        SendOutcome::Retry { after } => tracing::warn!(
+            channel, host, notification = %message.id, status,
+            retry_after_secs = after.map(|a| a.as_secs()), body = %excerpt(&answer.body),
+            "the provider asks to retry"
+        ),
+    }
 }
 
 /// The first characters of a body, for a log line.

@@ -33,7 +33,7 @@ use serde_json::{Value, json};
 use tokio::time::Instant;
 use url::Url;
 
-use super::call::{Answer, ProviderHttp, excerpt, retry_after};
+use super::call::{Answer, ProviderHttp, excerpt, log_answer, retry_after};
 use super::{Channel, PushMessage, SendOutcome, Target, app_data, unix_now, wrong_target};
 use crate::config::FcmConfig;
 
@@ -211,7 +211,7 @@ impl FcmChannel {
             };
             match classify(&answer) {
                 Verdict::Outcome(outcome) => {
-                    log_outcome(message, &answer, &outcome);
+                    log_answer("fcm", None, message, &answer, &outcome);
                     return outcome;
                 }
                 Verdict::Unauthenticated if attempt == 0 => {
@@ -239,29 +239,6 @@ impl Channel for FcmChannel {
         match target {
             Target::Fcm { token } => self.send_to(token, message).await,
             other => wrong_target("fcm", other),
-        }
-    }
-}
-
-fn log_outcome(message: &PushMessage, answer: &Answer, outcome: &SendOutcome) {
-    let status = answer.status.as_u16();
-    match outcome {
-        SendOutcome::Delivered => {}
-        SendOutcome::Gone => {
-            tracing::info!(channel = "fcm", notification = %message.id, status, "FCM token is gone");
-        }
-        SendOutcome::Rejected { reason } => {
-            tracing::warn!(channel = "fcm", notification = %message.id, status, %reason, "FCM rejected the message");
-        }
-        SendOutcome::Retry { after } => {
-            tracing::warn!(
-                channel = "fcm",
-                notification = %message.id,
-                status,
-                retry_after_secs = after.map(|a| a.as_secs()),
-                body = %excerpt(&answer.body),
-                "FCM asks to retry"
-            );
         }
     }
 }

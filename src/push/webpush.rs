@@ -29,7 +29,7 @@ use serde_json::json;
 use sha2::{Digest as _, Sha256};
 use url::Url;
 
-use super::call::{Answer, ProviderHttp, excerpt, retry_after};
+use super::call::{Answer, ProviderHttp, excerpt, log_answer, retry_after};
 use super::{Channel, PushMessage, SendOutcome, Target, ece, unix_now, wrong_target};
 use crate::config::WebPushConfig;
 
@@ -146,26 +146,7 @@ impl WebPushChannel {
             }
         };
         let outcome = classify(&answer);
-        let status = answer.status.as_u16();
-        match &outcome {
-            SendOutcome::Delivered => {}
-            SendOutcome::Gone => {
-                tracing::info!(channel = "webpush", notification = %message.id, %host, status, "Web Push subscription is gone");
-            }
-            SendOutcome::Rejected { reason } => {
-                tracing::warn!(channel = "webpush", notification = %message.id, %host, status, %reason, "the push service rejected the message");
-            }
-            SendOutcome::Retry { after } => {
-                tracing::warn!(
-                    channel = "webpush",
-                    notification = %message.id,
-                    %host,
-                    status,
-                    retry_after_secs = after.map(|a| a.as_secs()),
-                    "the push service asks to retry"
-                );
-            }
-        }
+        log_answer("webpush", Some(&host), message, &answer, &outcome);
         outcome
     }
 
