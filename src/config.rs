@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
@@ -43,6 +43,8 @@ pub struct Config {
     pub subscriptions: SubscriptionsConfig,
     /// The cross-request entity cache.
     pub cache: CacheConfig,
+    /// Push delivery: FCM, APNs, Web Push and e-mail; a channel left out is off.
+    pub push: PushConfig,
 }
 
 /// The entity cache (customers, products, orders, parcel tracking; see `resolvers::cache`).
@@ -338,6 +340,206 @@ fn carrier_policy() -> CallPolicy {
     }
 }
 
+/// The push delivery channels (`[push.fcm]`, `[push.apns]`, `[push.webpush]`,
+/// `[push.email]`). Each is optional: a channel that is not configured is off, and a
+/// notification for it is rejected.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PushConfig {
+    /// Firebase Cloud Messaging, HTTP v1 (Android, and apps that use FCM on iOS and the web).
+    pub fcm: Option<FcmConfig>,
+    /// Apple Push Notification service, token-based (`.p8` key).
+    pub apns: Option<ApnsConfig>,
+    /// Web Push (RFC 8030) with VAPID (RFC 8292), to browsers' push services.
+    pub webpush: Option<WebPushConfig>,
+    /// E-mail over SMTP.
+    pub email: Option<EmailConfig>,
+}
+
+/// How one push channel calls its provider.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelPolicy {
+    /// Longest one call to the provider may take (the token exchange included).
+    #[serde(rename = "timeout_ms", with = "millis")]
+    pub timeout: Duration,
+    /// Most calls in flight to this provider at once, across the replica.
+    pub concurrency: usize,
+}
+
+impl Default for ChannelPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(10),
+            concurrency: 32,
+        }
+    }
+}
+
+/// FCM HTTP v1.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FcmConfig {
+    /// The service account's JSON key file, as the Firebase console downloads it
+    /// (`project_id`, `client_email`, `private_key`, `private_key_id`, `token_uri` are read).
+    pub service_account_file: PathBuf,
+    /// Base URL of the FCM API.
+    #[serde(default = "default_fcm_url")]
+    pub base_url: Url,
+    /// Timeout and concurrency.
+    #[serde(default)]
+    pub policy: ChannelPolicy,
+}
+
+fn default_fcm_url() -> Url {
+    Url::parse("https://fcm.googleapis.com").expect("a valid URL")
+}
+
+/// APNs with a provider token (a `.p8` signing key of the Apple Developer account).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// The Apple Developer team id (the provider token's `iss`).
+    pub team_id: String,
+    /// The key id of the `.p8` key (the provider token's `kid`).
+    pub key_id: String,
+    /// The `.p8` signing key (PKCS#8 PEM).
+    pub key_file: PathBuf,
+    /// APNs' production environment (devices with App Store and TestFlight builds).
+    #[serde(default = "default_apns_production_url")]
+    pub production_url: Url,
+    /// APNs' development environment (devices with development builds).
+    #[serde(default = "default_apns_development_url")]
+    pub development_url: Url,
+    /// A CA certificate (PEM) to trust besides the system's, e.g. a test server's.
+    pub ca_file: Option<PathBuf>,
+    /// Timeout and concurrency.
+    #[serde(default)]
+    pub policy: ChannelPolicy,
+}
+
+fn default_apns_production_url() -> Url {
+    Url::parse("https://api.push.apple.com").expect("a valid URL")
+}
+
+fn default_apns_development_url() -> Url {
+    Url::parse("https://api.sandbox.push.apple.com").expect("a valid URL")
+}
+
+/// Web Push with VAPID.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebPushConfig {
+    /// The VAPID private key: a raw P-256 scalar, base64url (what `web-push
+    /// generate-vapid-keys` prints). Give this or `vapid_private_key_file`.
+    pub vapid_private_key: Option<Secret>,
+    /// The VAPID private key as a PEM file (PKCS#8 `PRIVATE KEY` or SEC1 `EC PRIVATE KEY`).
+    pub vapid_private_key_file: Option<PathBuf>,
+    /// Who push services contact about our traffic: a `mailto:` or `https:` URI (the JWT's
+    /// `sub`).
+    pub subject: String,
+    /// Accept subscription endpoints over plain `http://` (local testing only).
+    #[serde(default)]
+    pub allow_http: bool,
+    /// Timeout and concurrency.
+    #[serde(default)]
+    pub policy: ChannelPolicy,
+}
+
+/// E-mail over SMTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailConfig {
+    /// The SMTP server (relay or submission server).
+    pub host: String,
+    /// Its port; default 587 with `starttls`, 465 with `tls`, 25 with `none`.
+    pub port: Option<u16>,
+    /// How the connection is secured.
+    #[serde(default)]
+    pub tls: EmailTls,
+    /// SMTP AUTH user (with `password`).
+    pub username: Option<String>,
+    /// SMTP AUTH password.
+    pub password: Option<Secret>,
+    /// The `From` of every message, e.g. `Switchyard <notifications@example.com>`.
+    pub from: String,
+    /// The name Switchyard gives in `EHLO`; default the machine's host name.
+    pub helo_name: Option<String>,
+    /// A CA certificate (PEM) to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+    /// Timeout and concurrency (concurrency is also the size of the connection pool).
+    #[serde(default)]
+    pub policy: ChannelPolicy,
+}
+
+/// How an SMTP connection is secured.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EmailTls {
+    /// Plain SMTP upgraded with STARTTLS, which must succeed (submission, port 587).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS, port 465).
+    Tls,
+    /// No TLS at all (a local relay, tests).
+    None,
+}
+
+impl PushConfig {
+    /// Checks what serde cannot; the files are read when the channels are built.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let policies = [
+            ("fcm", self.fcm.as_ref().map(|c| &c.policy)),
+            ("apns", self.apns.as_ref().map(|c| &c.policy)),
+            ("webpush", self.webpush.as_ref().map(|c| &c.policy)),
+            ("email", self.email.as_ref().map(|c| &c.policy)),
+        ];
+        for (channel, policy) in policies {
+            let Some(policy) = policy else { continue };
+            if policy.timeout.is_zero() {
+                anyhow::bail!("push.{channel}.policy.timeout_ms must be more than 0");
+            }
+            if policy.concurrency == 0 {
+                anyhow::bail!("push.{channel}.policy.concurrency must be at least 1");
+            }
+        }
+        if let Some(apns) = &self.apns
+            && (apns.team_id.trim().is_empty() || apns.key_id.trim().is_empty())
+        {
+            anyhow::bail!("push.apns.team_id and push.apns.key_id must not be empty");
+        }
+        if let Some(webpush) = &self.webpush {
+            match (&webpush.vapid_private_key, &webpush.vapid_private_key_file) {
+                (Some(_), Some(_)) => anyhow::bail!(
+                    "push.webpush: give vapid_private_key or vapid_private_key_file, not both"
+                ),
+                (None, None) => {
+                    anyhow::bail!("push.webpush needs vapid_private_key or vapid_private_key_file")
+                }
+                _ => {}
+            }
+            let subject = webpush.subject.as_str();
+            let contact = subject
+                .strip_prefix("mailto:")
+                .or_else(|| subject.strip_prefix("https://"));
+            if contact.is_none_or(str::is_empty) {
+                anyhow::bail!(
+                    "push.webpush.subject must be a mailto: or https: URI, got {subject:?}"
+                );
+            }
+        }
+        if let Some(email) = &self.email {
+            if email.host.trim().is_empty() {
+                anyhow::bail!("push.email.host must not be empty");
+            }
+            if email.username.is_some() != email.password.is_some() {
+                anyhow::bail!("push.email: give username and password together, or neither");
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -447,6 +649,7 @@ impl Config {
             }
             _ => {}
         }
+        self.push.validate()?;
         Ok(())
     }
 

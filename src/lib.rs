@@ -13,6 +13,8 @@
 //! - [`cache`]: the entity cache's adapters (memory or Redis).
 //! - [`auth`]: bearer token (OIDC JWT) validation against the provider's JWKS.
 //! - [`upstream`]: adapters that implement the graph's ports over HTTP, one per upstream.
+//! - [`push`]: the push providers' clients (FCM, APNs, Web Push, e-mail) behind one
+//!   `Channel` interface the push outbox calls.
 //! - [`telemetry`]: structured logs.
 
 pub mod app;
@@ -23,6 +25,7 @@ pub mod config;
 pub mod embedded;
 pub mod events;
 pub(crate) mod ingest;
+pub mod push;
 pub mod telemetry;
 pub(crate) mod transport;
 pub mod upstream;

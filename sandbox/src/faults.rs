@@ -90,8 +90,27 @@ impl Faults {
         }
     }
 
+    /// The knobs it applies.
+    pub(crate) fn knobs(&self) -> UpstreamKnobs {
+        self.knobs
+    }
+
+    /// Counts one request (or, for the SMTP sink, one command) under `key`.
+    pub(crate) fn count(&self, key: String) {
+        self.counter.count(key);
+    }
+
+    /// Stalls as a request picked for a timeout does: 120 s, or until the sandbox stops.
+    pub(crate) async fn stall(&self) {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            () = tokio::time::sleep(STALL) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+
     /// Draws the three fault dice for one request: (error, timeout, malformed).
-    fn roll(&self) -> (bool, bool, bool) {
+    pub(crate) fn roll(&self) -> (bool, bool, bool) {
         let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
         // Always three draws, so the sequence does not depend on which knobs are set.
         let (error, timeout, malformed) = (rng.unit(), rng.unit(), rng.unit());
@@ -132,11 +151,7 @@ async fn fault_middleware(
         return unavailable(faults.upstream);
     }
     if timeout {
-        let mut shutdown = faults.shutdown.clone();
-        tokio::select! {
-            () = tokio::time::sleep(STALL) => {}
-            _ = shutdown.changed() => {}
-        }
+        faults.stall().await;
     }
     let response = next.run(request).await;
     if malformed {
@@ -171,6 +186,17 @@ fn unavailable(upstream: Upstream) -> Response {
             Json(json!({"error": "temporarily_unavailable", "error_description": message})),
         )
             .into_response(),
+        Upstream::Fcm => {
+            crate::push::fcm::google_error(status, "UNAVAILABLE", message, Some("UNAVAILABLE"))
+        }
+        Upstream::Apns => crate::push::apns::reason(status, "ServiceUnavailable", "00000000-0000-0000-0000-000000000000"),
+        Upstream::WebPush => (
+            status,
+            Json(json!({"code": 503, "errno": 201, "error": "Service Unavailable", "message": message})),
+        )
+            .into_response(),
+        // Not an HTTP server: the sink answers `421` itself (see `push::smtp`).
+        Upstream::Smtp => (status, message).into_response(),
     }
 }
 

@@ -1,11 +1,13 @@
-//! The sandbox: the company's upstream systems as real HTTP servers on local ports, seeded with
-//! deterministic demo data. Switchyard embeds it (its default `sandbox` feature) for `cargo
+//! The sandbox: the company's upstream systems and the push providers as real servers on local
+//! ports, seeded with deterministic demo data. Switchyard embeds it (its default `sandbox` feature) for `cargo
 //! run`, the tests and the benchmarks, and runs it alone as `switchyard sandbox`.
 //!
 //! Each upstream speaks the wire contract of `docs/upstreams.md` (the real system's API shape),
 //! so Switchyard's adapters cannot tell the sandbox from the real thing. [`Sandbox::start`] binds
-//! the five servers (port 0 each, or [`SandboxConfig::ports`] for the standalone
-//! `switchyard sandbox` mode), and [`Sandbox::urls`] says where they are.
+//! the servers (port 0 each, or [`SandboxConfig::ports`] for the standalone
+//! `switchyard sandbox` mode), and [`Sandbox::urls`] says where they are. The push providers
+//! (FCM, APNs, Web Push, an SMTP sink) record what they accept ([`Sandbox::pushes`]), and the
+//! credentials Switchyard needs for them are in [`SandboxPush::credentials`].
 //!
 //! This crate knows nothing of the server: it talks to Switchyard only over HTTP, like the
 //! real systems. Where both sides must agree without an HTTP answer to check (the webhook
@@ -23,6 +25,10 @@
 //! - `process`: the process server, jBPM KIE Server REST shaped (return requests, human tasks).
 //! - `carrier`: the parcel carrier's tracking API (API key, token-bucket rate limit).
 //! - `oidc`: a dev OpenID issuer that signs ES256 tokens for demo users.
+//! - `push`: the push providers' stand-ins: FCM HTTP v1 (OAuth2 JWT grant, `messages:send`),
+//!   APNs (HTTP/2 over TLS with the sandbox's own CA, ES256 provider tokens), a Web Push service
+//!   (VAPID, aes128gcm decrypted with the subscription's key), an SMTP sink; `GET
+//!   /_sandbox/push` on the FCM server lists what they accepted.
 //! - `faults`: request counting, latency and fault injection in front of every server, and the
 //!   `/_sandbox/requests` control routes.
 //! - `simulator`: moves the world on its own every [`SandboxConfig::simulator_interval_ms`]
@@ -38,6 +44,7 @@ mod data;
 mod faults;
 mod oidc;
 mod process;
+mod push;
 mod simulator;
 mod soql;
 mod webhooks;
@@ -56,6 +63,11 @@ use tokio::net::TcpListener;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
+pub use push::webpush::WebPushKeys;
+pub use push::{
+    ApnsEnvironment, ApnsReceived, DEV_VAPID_PRIVATE_KEY, DEV_VAPID_PUBLIC_KEY, EmailReceived,
+    FcmReceived, PushCredentials, ReceivedPush, SandboxPush, WebPushReceived, WebPushSubscription,
+};
 pub use webhooks::{
     DEV_BACKEND_WEBHOOK_SECRET, DEV_CARRIER_WEBHOOK_SECRET, DEV_CRM_WEBHOOK_SECRET,
     DEV_PROCESS_WEBHOOK_SECRET, SandboxWebhooks,
@@ -114,6 +126,16 @@ pub struct SandboxPorts {
     pub carrier: u16,
     /// Port of the dev OIDC issuer.
     pub oidc: u16,
+    /// Port of FCM (its token endpoint, `messages:send`, and `/_sandbox/push`).
+    pub fcm: u16,
+    /// Port of APNs' production environment (HTTPS).
+    pub apns: u16,
+    /// Port of APNs' development environment (HTTPS).
+    pub apns_development: u16,
+    /// Port of the Web Push service.
+    pub webpush: u16,
+    /// Port of the SMTP sink.
+    pub smtp: u16,
 }
 
 /// Configuration of the sandbox. Every field has a default; the credentials are fixed,
@@ -133,6 +155,16 @@ pub struct SandboxConfig {
     pub carrier: UpstreamKnobs,
     /// Latency and faults of the dev OIDC issuer.
     pub oidc: UpstreamKnobs,
+    /// Latency and faults of FCM.
+    pub fcm: UpstreamKnobs,
+    /// Latency and faults of APNs (both environments).
+    pub apns: UpstreamKnobs,
+    /// Latency and faults of the Web Push service.
+    pub webpush: UpstreamKnobs,
+    /// Latency and faults of the SMTP sink (on its greeting; see `push::smtp`).
+    pub smtp: UpstreamKnobs,
+    /// Lifetime of an FCM access token in seconds (default 3600, as Google's).
+    pub fcm_token_ttl_secs: u64,
     /// Lifetime of a CRM access token in seconds (default 3600; 0 expires tokens at once).
     pub crm_token_ttl_secs: u64,
     /// Records per SOQL answer before `nextRecordsUrl` (default 2000, like Salesforce).
@@ -176,6 +208,11 @@ impl Default for SandboxConfig {
             process: UpstreamKnobs::default(),
             carrier: UpstreamKnobs::default(),
             oidc: UpstreamKnobs::default(),
+            fcm: UpstreamKnobs::default(),
+            apns: UpstreamKnobs::default(),
+            webpush: UpstreamKnobs::default(),
+            smtp: UpstreamKnobs::default(),
+            fcm_token_ttl_secs: 3600,
             crm_token_ttl_secs: 3600,
             crm_batch_size: 2000,
             crm_daily_api_limit: 1_000_000,
@@ -205,6 +242,11 @@ impl fmt::Debug for SandboxConfig {
             .field("process", &self.process)
             .field("carrier", &self.carrier)
             .field("oidc", &self.oidc)
+            .field("fcm", &self.fcm)
+            .field("apns", &self.apns)
+            .field("webpush", &self.webpush)
+            .field("smtp", &self.smtp)
+            .field("fcm_token_ttl_secs", &self.fcm_token_ttl_secs)
             .field("crm_token_ttl_secs", &self.crm_token_ttl_secs)
             .field("crm_batch_size", &self.crm_batch_size)
             .field("crm_daily_api_limit", &self.crm_daily_api_limit)
@@ -228,6 +270,10 @@ impl SandboxConfig {
             Upstream::Process => self.process,
             Upstream::Carrier => self.carrier,
             Upstream::Oidc => self.oidc,
+            Upstream::Fcm => self.fcm,
+            Upstream::Apns => self.apns,
+            Upstream::WebPush => self.webpush,
+            Upstream::Smtp => self.smtp,
         }
     }
 
@@ -239,6 +285,10 @@ impl SandboxConfig {
             Upstream::Process => ports.process,
             Upstream::Carrier => ports.carrier,
             Upstream::Oidc => ports.oidc,
+            Upstream::Fcm => ports.fcm,
+            Upstream::Apns => ports.apns,
+            Upstream::WebPush => ports.webpush,
+            Upstream::Smtp => ports.smtp,
         }
     }
 
@@ -269,19 +319,32 @@ pub enum Upstream {
     Carrier,
     /// The dev OIDC issuer.
     Oidc,
+    /// Firebase Cloud Messaging (HTTP v1).
+    Fcm,
+    /// Apple Push Notification service (both environments).
+    Apns,
+    /// A Web Push service.
+    WebPush,
+    /// An SMTP server (the sink).
+    Smtp,
 }
 
 impl Upstream {
     /// Every upstream, in a fixed order.
-    pub const ALL: [Upstream; 5] = [
+    pub const ALL: [Upstream; 9] = [
         Upstream::Backend,
         Upstream::Crm,
         Upstream::Process,
         Upstream::Carrier,
         Upstream::Oidc,
+        Upstream::Fcm,
+        Upstream::Apns,
+        Upstream::WebPush,
+        Upstream::Smtp,
     ];
 
-    /// Lower-case name, as in config keys: `backend`, `crm`, `process`, `carrier`, `oidc`.
+    /// Lower-case name, as in config keys: `backend`, `crm`, `process`, `carrier`, `oidc`,
+    /// `fcm`, `apns`, `webpush`, `smtp`.
     pub fn name(self) -> &'static str {
         match self {
             Upstream::Backend => "backend",
@@ -289,11 +352,25 @@ impl Upstream {
             Upstream::Process => "process",
             Upstream::Carrier => "carrier",
             Upstream::Oidc => "oidc",
+            Upstream::Fcm => "fcm",
+            Upstream::Apns => "apns",
+            Upstream::WebPush => "webpush",
+            Upstream::Smtp => "smtp",
+        }
+    }
+
+    /// The scheme of its base URL.
+    fn scheme(self) -> &'static str {
+        match self {
+            Upstream::Apns => "https",
+            Upstream::Smtp => "smtp",
+            _ => "http",
         }
     }
 }
 
-/// Base URLs of the sandbox's servers, `http://host:port[/path]`, without a trailing slash.
+/// Base URLs of the sandbox's servers, `http://host:port[/path]` (`https://` for APNs,
+/// `smtp://` for the SMTP sink), without a trailing slash.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxUrls {
     /// The backend microservices, e.g. `http://127.0.0.1:41234`.
@@ -306,17 +383,31 @@ pub struct SandboxUrls {
     pub carrier: String,
     /// The dev OIDC issuer; exactly the `iss` of its tokens.
     pub oidc: String,
+    /// FCM: the base URL of `messages:send` (the token endpoint is `{fcm}/token`, as the
+    /// service-account file says); `GET {fcm}/_sandbox/push` lists what every provider got.
+    pub fcm: String,
+    /// APNs' production environment (`https://`, the sandbox's CA).
+    pub apns: String,
+    /// APNs' development environment (`https://`, the sandbox's CA).
+    pub apns_development: String,
+    /// The Web Push service: `POST {webpush}/subscriptions` mints a subscription.
+    pub webpush: String,
+    /// The SMTP sink, `smtp://host:port` (plain SMTP, no TLS, no AUTH).
+    pub smtp: String,
 }
 
-/// The running sandbox: five HTTP servers over one seeded world.
+/// The running sandbox: the upstreams' HTTP servers over one seeded world, and the push
+/// providers.
 ///
 /// Dropping it stops the servers (without waiting); [`Sandbox::shutdown`] stops them and waits.
 pub struct Sandbox {
     urls: SandboxUrls,
     config: SandboxConfig,
     world: SharedWorld,
+    /// The push providers' state: what they received, their credentials.
+    push: SandboxPush,
     /// One counter per upstream, in [`Upstream::ALL`] order; shared with its fault layer.
-    counters: [Arc<RequestCounter>; 5],
+    counters: [Arc<RequestCounter>; Upstream::ALL.len()],
     /// Flipped to `true` to stop every server (and cut injected stalls short).
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -333,7 +424,7 @@ impl fmt::Debug for Sandbox {
 }
 
 impl Sandbox {
-    /// Seeds the world, binds the five servers and starts serving; starts the webhook sender
+    /// Seeds the world, binds the servers and starts serving; starts the webhook sender
     /// when [`SandboxConfig::webhooks`] is set, and the simulator unless
     /// [`SandboxConfig::simulator_interval_ms`] is 0.
     ///
@@ -342,6 +433,8 @@ impl Sandbox {
     pub async fn start(config: SandboxConfig) -> anyhow::Result<Sandbox> {
         config.validate()?;
         let started = Instant::now();
+        // The FCM service-account key is slow to generate in a debug build: overlap the seeding.
+        let fcm_key = push::fcm::prepare_key();
         let world = SharedWorld::new(data::seed_world(config.seed, &config.kie_user));
         tracing::debug!(elapsed = ?started.elapsed(), seed = config.seed, "sandbox world seeded");
 
@@ -352,8 +445,25 @@ impl Sandbox {
                 .await
                 .with_context(|| format!("binding the sandbox {} on {address}", upstream.name()))?;
             let local = listener.local_addr().context("reading a bound address")?;
-            listeners.push((upstream, listener, format!("http://{local}")));
+            listeners.push((
+                upstream,
+                listener,
+                format!("{}://{local}", upstream.scheme()),
+            ));
         }
+        let apns_development = {
+            let port = config.ports.map_or(0, |ports| ports.apns_development);
+            let address = SocketAddr::new(config.bind, port);
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the sandbox apns_development on {address}"))?
+        };
+        let apns_development_url = format!(
+            "https://{}",
+            apns_development
+                .local_addr()
+                .context("reading a bound address")?
+        );
         let root = |upstream: Upstream| {
             listeners
                 .iter()
@@ -367,7 +477,22 @@ impl Sandbox {
             process: format!("{}{}", root(Upstream::Process), process::BASE_PATH),
             carrier: root(Upstream::Carrier),
             oidc: root(Upstream::Oidc),
+            fcm: root(Upstream::Fcm),
+            apns: root(Upstream::Apns),
+            apns_development: apns_development_url,
+            webpush: root(Upstream::WebPush),
+            smtp: root(Upstream::Smtp),
         };
+        fcm_key
+            .await
+            .context("generating the FCM service-account key")?;
+        let push = SandboxPush::new(
+            &urls.fcm,
+            &urls.webpush,
+            &[config.bind.to_string()],
+            config.fcm_token_ttl_secs,
+        )?;
+        let mut apns_development = Some(apns_development);
 
         let (shutdown, _) = watch::channel(false);
         // Subscribed before anything can change the world, so the first change is posted too.
@@ -383,28 +508,68 @@ impl Sandbox {
                 shutdown.subscribe(),
             ));
         }
-        let counters: [Arc<RequestCounter>; 5] = Default::default();
-        let mut servers = Vec::with_capacity(listeners.len());
+        let counters: [Arc<RequestCounter>; Upstream::ALL.len()] =
+            std::array::from_fn(|_| Arc::default());
+        let mut servers = Vec::with_capacity(listeners.len() + 1);
+        let push_state = Arc::clone(push.state());
         for (upstream, listener, _) in listeners {
+            let counter = Arc::clone(&counters[upstream as usize]);
+            let faults = Arc::new(Faults::new(
+                upstream,
+                config.knobs(upstream),
+                config.seed,
+                Arc::clone(&counter),
+                shutdown.subscribe(),
+            ));
             let router = match upstream {
                 Upstream::Backend => backend::router(world.clone(), &config),
                 Upstream::Crm => crm::router(world.clone(), &config, &urls.crm),
                 Upstream::Process => process::router(world.clone(), &config),
                 Upstream::Carrier => carrier::router(world.clone(), &config),
                 Upstream::Oidc => oidc::router(&world, &config, &urls.oidc)?,
+                Upstream::Fcm => push::fcm::router(Arc::clone(&push_state)),
+                Upstream::WebPush => push::webpush::router(Arc::clone(&push_state)),
+                Upstream::Apns => push::apns::router(Arc::clone(&push_state)),
+                Upstream::Smtp => {
+                    servers.push(push::smtp::spawn(
+                        listener,
+                        faults,
+                        Arc::clone(&push_state),
+                        shutdown.subscribe(),
+                    ));
+                    continue;
+                }
             };
-            let counter = Arc::clone(&counters[upstream as usize]);
-            let faults = Faults::new(
-                upstream,
-                config.knobs(upstream),
-                config.seed,
-                Arc::clone(&counter),
-                shutdown.subscribe(),
-            );
-            let mut router = faults::layer(router, Arc::new(faults))
+            let mut router = faults::layer(router, faults)
                 .merge(faults::control_routes("", Arc::clone(&counter)));
-            if upstream == Upstream::Process {
-                router = router.merge(faults::control_routes(process::BASE_PATH, counter));
+            match upstream {
+                Upstream::Process => {
+                    router = router.merge(faults::control_routes(process::BASE_PATH, counter));
+                }
+                Upstream::Fcm => router = router.merge(push::control_routes(push.clone())),
+                Upstream::WebPush => {
+                    router =
+                        router.merge(push::webpush::subscription_routes(Arc::clone(&push_state)));
+                }
+                _ => {}
+            }
+            if upstream == Upstream::Apns {
+                let tls = push_state.apns.tls.clone().context("the APNs TLS config")?;
+                for (environment, listener) in [
+                    (ApnsEnvironment::Production, Some(listener)),
+                    (ApnsEnvironment::Development, apns_development.take()),
+                ] {
+                    let Some(listener) = listener else { continue };
+                    servers.push(push::tls::spawn_h2(
+                        "apns",
+                        listener,
+                        Arc::clone(&tls),
+                        router.clone().layer(axum::Extension(environment)),
+                        push::apns::ConnectionTokens::default,
+                        shutdown.subscribe(),
+                    ));
+                }
+                continue;
             }
             servers.push(spawn_server(
                 upstream,
@@ -418,6 +583,7 @@ impl Sandbox {
             urls,
             config,
             world,
+            push,
             counters,
             shutdown,
             servers,
@@ -433,6 +599,17 @@ impl Sandbox {
     /// The configuration it runs with, credentials included.
     pub fn config(&self) -> &SandboxConfig {
         &self.config
+    }
+
+    /// The push providers: their credentials, the devices and subscriptions they know, what
+    /// they received.
+    pub fn push(&self) -> &SandboxPush {
+        &self.push
+    }
+
+    /// What the push providers accepted so far, oldest first (Web Push payloads decrypted).
+    pub fn pushes(&self) -> Vec<ReceivedPush> {
+        self.push.received()
     }
 
     /// Requests an upstream received since start or the last reset, keyed by

@@ -122,14 +122,19 @@ impl SandboxWebhooks {
         }
     }
 
-    /// The secret one source signs with; `None` for the OIDC issuer, which posts nothing.
+    /// The secret one source signs with; `None` for the OIDC issuer and the push providers,
+    /// which post nothing.
     pub(crate) fn secret(&self, source: Upstream) -> Option<&str> {
         match source {
             Upstream::Backend => Some(&self.backend_secret),
             Upstream::Crm => Some(&self.crm_secret),
             Upstream::Process => Some(&self.process_secret),
             Upstream::Carrier => Some(&self.carrier_secret),
-            Upstream::Oidc => None,
+            Upstream::Oidc
+            | Upstream::Fcm
+            | Upstream::Apns
+            | Upstream::WebPush
+            | Upstream::Smtp => None,
         }
     }
 

@@ -4,8 +4,9 @@
 //! With no upstream configured, [`crate::run`] comes here: it starts the sandbox (the `sandbox`
 //! crate) in this process, has it post its webhooks to this Switchyard with secrets both sides
 //! know ([`connect_sandbox_webhooks`]), points the upstreams and the token issuer at it
-//! ([`sandbox_wiring`]), and serves with the demo sign-in (`GET /dev/users`, `POST /dev/token`,
-//! see [`DevSignIn`]) that the playground uses.
+//! ([`sandbox_wiring`]) and every push channel not configured otherwise at its push providers
+//! ([`sandbox_push_wiring`]), and serves with the demo sign-in (`GET /dev/users`, `POST
+//! /dev/token`, see [`DevSignIn`]) that the playground uses.
 //!
 //! Nothing in a config file or the environment turns the demo sign-in on: only a Switchyard
 //! that runs a sandbox itself serves it. `switchyard sandbox` runs the sandbox alone and prints
@@ -17,14 +18,20 @@ mod dev_sign_in;
 use std::net::{IpAddr, SocketAddr};
 
 use anyhow::Context as _;
-use sandbox::{Sandbox, SandboxConfig, SandboxUrls, SandboxWebhooks};
+use sandbox::{PushCredentials, Sandbox, SandboxConfig, SandboxUrls, SandboxWebhooks};
 use serde::Serialize;
 use url::Url;
 
 use crate::config::{
-    AuthConfig, BackendConfig, CallPolicy, CarrierConfig, Config, CrmConfig, ProcessConfig, Secret,
-    UpstreamsConfig, WebhooksConfig,
+    ApnsConfig, AuthConfig, BackendConfig, CallPolicy, CarrierConfig, ChannelPolicy, Config,
+    CrmConfig, EmailConfig, EmailTls, FcmConfig, ProcessConfig, PushConfig, Secret,
+    UpstreamsConfig, WebPushConfig, WebhooksConfig,
 };
+
+/// The VAPID subject (`sub`) of the embedded sandbox's Switchyard.
+const SANDBOX_VAPID_SUBJECT: &str = "mailto:push@switchyard.example";
+/// The `From` of the e-mails the embedded sandbox's Switchyard sends.
+const SANDBOX_EMAIL_FROM: &str = "Switchyard <notifications@switchyard.example>";
 
 pub use dev_sign_in::DevSignIn;
 
@@ -45,12 +52,19 @@ pub(crate) async fn start(config: &mut Config, addr: SocketAddr) -> anyhow::Resu
         audience: config.auth.audience.clone().or(auth.audience),
         ..config.auth.clone()
     };
+    // A channel configured for real (a phone on real FCM, say) stays as it is.
+    let push = sandbox_push_wiring(&sandbox)?;
+    config.push.fcm = config.push.fcm.take().or(push.fcm);
+    config.push.apns = config.push.apns.take().or(push.apns);
+    config.push.webpush = config.push.webpush.take().or(push.webpush);
+    config.push.email = config.push.email.take().or(push.email);
     tracing::info!(
         backend = %sandbox.urls().backend,
         crm = %sandbox.urls().crm,
         process = %sandbox.urls().process,
         carrier = %sandbox.urls().carrier,
         oidc = %sandbox.urls().oidc,
+        pushes = %format!("{}/_sandbox/push", sandbox.urls().fcm),
         "embedded sandbox started"
     );
     Ok(sandbox)
@@ -143,16 +157,82 @@ fn wiring(
     Ok((upstreams, auth))
 }
 
-/// What `switchyard sandbox` prints: a header of comments (dev credentials, how to get a
-/// token, where the webhooks go), then the config a replica needs to use the sandbox, as TOML.
-/// It holds what [`sandbox_wiring`] sets, and no demo sign-in: replicas get their tokens from
-/// the sandbox's issuer, the way a real deployment gets them from its identity provider.
-pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
-    summary(sandbox.urls(), sandbox.config())
+/// The `[push]` config that points every channel at a running sandbox's push providers, with
+/// the credentials it generated (files in its temporary directory), as an operator would
+/// write it for the real providers.
+pub fn sandbox_push_wiring(sandbox: &Sandbox) -> anyhow::Result<PushConfig> {
+    push_wiring(sandbox.urls(), sandbox.push().credentials())
 }
 
-fn summary(urls: &SandboxUrls, creds: &SandboxConfig) -> anyhow::Result<String> {
+fn push_wiring(urls: &SandboxUrls, push: &PushCredentials) -> anyhow::Result<PushConfig> {
+    let url = |u: &str| Url::parse(u).context("sandbox URL");
+    let smtp = url(&urls.smtp)?;
+    Ok(PushConfig {
+        fcm: Some(FcmConfig {
+            service_account_file: push.fcm_service_account_file.clone(),
+            base_url: url(&urls.fcm)?,
+            policy: ChannelPolicy::default(),
+        }),
+        apns: Some(ApnsConfig {
+            team_id: push.apns_team_id.clone(),
+            key_id: push.apns_key_id.clone(),
+            key_file: push.apns_key_file.clone(),
+            production_url: url(&urls.apns)?,
+            development_url: url(&urls.apns_development)?,
+            ca_file: Some(push.apns_ca_file.clone()),
+            policy: ChannelPolicy::default(),
+        }),
+        webpush: Some(WebPushConfig {
+            vapid_private_key: Some(Secret::new(sandbox::DEV_VAPID_PRIVATE_KEY)),
+            vapid_private_key_file: None,
+            subject: SANDBOX_VAPID_SUBJECT.to_owned(),
+            // The sandbox's push service speaks plain HTTP.
+            allow_http: true,
+            policy: ChannelPolicy::default(),
+        }),
+        email: Some(EmailConfig {
+            host: smtp
+                .host_str()
+                .context("the sandbox's SMTP URL has no host")?
+                .to_owned(),
+            port: smtp.port(),
+            tls: EmailTls::None,
+            username: None,
+            password: None,
+            from: SANDBOX_EMAIL_FROM.to_owned(),
+            helo_name: None,
+            ca_file: None,
+            policy: ChannelPolicy::default(),
+        }),
+    })
+}
+
+/// What `switchyard sandbox` prints: a header of comments (dev credentials, how to get a
+/// token, where the webhooks go), then the config a replica needs to use the sandbox, as TOML.
+/// It holds what [`sandbox_wiring`] and [`sandbox_push_wiring`] set, and no demo sign-in:
+/// replicas get their tokens from the sandbox's issuer, the way a real deployment gets them
+/// from its identity provider.
+pub fn sandbox_summary(sandbox: &Sandbox) -> anyhow::Result<String> {
+    summary(
+        sandbox.urls(),
+        sandbox.config(),
+        sandbox.push().credentials(),
+    )
+}
+
+fn summary(
+    urls: &SandboxUrls,
+    creds: &SandboxConfig,
+    push_credentials: &PushCredentials,
+) -> anyhow::Result<String> {
     let (upstreams, auth) = wiring(urls, creds)?;
+    let push = push_wiring(urls, push_credentials)?;
+    let (Some(fcm), Some(apns), Some(webpush), Some(email)) =
+        (&push.fcm, &push.apns, &push.webpush, &push.email)
+    else {
+        anyhow::bail!("sandbox push wiring is incomplete");
+    };
+    let path = |p: &std::path::Path| p.to_string_lossy().into_owned();
     let (Some(backend), Some(crm), Some(process), Some(carrier)) = (
         &upstreams.backend,
         &upstreams.crm,
@@ -195,6 +275,35 @@ fn summary(urls: &SandboxUrls, creds: &SandboxConfig) -> anyhow::Result<String> 
             process_secret: &hooks.process_secret,
             carrier_secret: &hooks.carrier_secret,
         }),
+        push: PrintedPush {
+            fcm: PrintedFcm {
+                service_account_file: path(&fcm.service_account_file),
+                base_url: fcm.base_url.as_str(),
+            },
+            apns: PrintedApns {
+                team_id: &apns.team_id,
+                key_id: &apns.key_id,
+                key_file: path(&apns.key_file),
+                production_url: apns.production_url.as_str(),
+                development_url: apns.development_url.as_str(),
+                ca_file: apns.ca_file.as_deref().map(path).unwrap_or_default(),
+            },
+            webpush: PrintedWebPush {
+                vapid_private_key: webpush
+                    .vapid_private_key
+                    .as_ref()
+                    .map(Secret::expose)
+                    .unwrap_or_default(),
+                subject: &webpush.subject,
+                allow_http: webpush.allow_http,
+            },
+            email: PrintedEmail {
+                host: &email.host,
+                port: email.port.unwrap_or(25),
+                tls: "none",
+                from: &email.from,
+            },
+        },
     };
     let body = toml::to_string(&printed).context("writing the sandbox's config as TOML")?;
 
@@ -220,6 +329,15 @@ fn summary(urls: &SandboxUrls, creds: &SandboxConfig) -> anyhow::Result<String> 
         None => header
             .push_str("# No webhooks are posted: set sandbox.webhooks.url to have live updates.\n"),
     }
+    header.push_str(&format!(
+        "#\n\
+         # [push.*] points at the sandbox's push providers, with credentials it generated in a\n\
+         # temporary directory that lives as long as it runs. What they received:\n\
+         #   curl -s {}/_sandbox/push\n\
+         # A Web Push subscription, as a browser makes one: curl -s -XPOST {}/subscriptions\n",
+        comment_text(&urls.fcm),
+        comment_text(&urls.webpush),
+    ));
     Ok(format!("{header}\n{body}"))
 }
 
@@ -238,6 +356,7 @@ struct PrintedConfig<'a> {
     upstreams: PrintedUpstreams<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     webhooks: Option<PrintedWebhooks<'a>>,
+    push: PrintedPush<'a>,
 }
 
 /// `[auth]`.
@@ -289,6 +408,50 @@ struct PrintedCarrier<'a> {
     api_key: &'a str,
 }
 
+/// `[push.*]`: the sandbox's push providers.
+#[derive(Serialize)]
+struct PrintedPush<'a> {
+    fcm: PrintedFcm<'a>,
+    apns: PrintedApns<'a>,
+    webpush: PrintedWebPush<'a>,
+    email: PrintedEmail<'a>,
+}
+
+/// `[push.fcm]`.
+#[derive(Serialize)]
+struct PrintedFcm<'a> {
+    service_account_file: String,
+    base_url: &'a str,
+}
+
+/// `[push.apns]`.
+#[derive(Serialize)]
+struct PrintedApns<'a> {
+    team_id: &'a str,
+    key_id: &'a str,
+    key_file: String,
+    production_url: &'a str,
+    development_url: &'a str,
+    ca_file: String,
+}
+
+/// `[push.webpush]`.
+#[derive(Serialize)]
+struct PrintedWebPush<'a> {
+    vapid_private_key: &'a str,
+    subject: &'a str,
+    allow_http: bool,
+}
+
+/// `[push.email]`.
+#[derive(Serialize)]
+struct PrintedEmail<'a> {
+    host: &'a str,
+    port: u16,
+    tls: &'static str,
+    from: &'a str,
+}
+
 /// `[webhooks]`: the secrets the sandbox signs with.
 #[derive(Serialize)]
 struct PrintedWebhooks<'a> {
@@ -312,6 +475,23 @@ mod tests {
             process: "http://127.0.0.1:41003/kie-server/services/rest/server".into(),
             carrier: "http://127.0.0.1:41004".into(),
             oidc: "http://127.0.0.1:41005".into(),
+            fcm: "http://127.0.0.1:41006".into(),
+            apns: "https://127.0.0.1:41007".into(),
+            apns_development: "https://127.0.0.1:41008".into(),
+            webpush: "http://127.0.0.1:41009".into(),
+            smtp: "smtp://127.0.0.1:41010".into(),
+        }
+    }
+
+    fn push_credentials() -> PushCredentials {
+        PushCredentials {
+            fcm_service_account_file: "/tmp/switchyard-sandbox-push-x/fcm-service-account.json"
+                .into(),
+            fcm_project_id: "switchyard-sandbox".into(),
+            apns_key_file: "/tmp/switchyard-sandbox-push-x/AuthKey_ABC.p8".into(),
+            apns_key_id: "ABC".into(),
+            apns_team_id: "SBXTEAM001".into(),
+            apns_ca_file: "/tmp/switchyard-sandbox-push-x/apns-ca.pem".into(),
         }
     }
 
@@ -349,7 +529,7 @@ mod tests {
         let creds = awkward_credentials();
         // The replicas recipe (README, "Several replicas") appends [events] and starts
         // replicas with --config.
-        let text = summary(&urls(), &creds).unwrap()
+        let text = summary(&urls(), &creds, &push_credentials()).unwrap()
             + "[events]\nredis_url = \"redis://127.0.0.1:6379/0\"\nstream_key = \"demo:events\"\n";
         let config = parse(&text);
 
@@ -404,11 +584,36 @@ mod tests {
             Some("redis://127.0.0.1:6379/0".to_owned())
         );
         assert_eq!(config.events.stream_key, "demo:events");
+
+        let push = push_wiring(&urls(), &push_credentials()).unwrap();
+        let (fcm, expected) = (config.push.fcm.unwrap(), push.fcm.unwrap());
+        assert_eq!(fcm.service_account_file, expected.service_account_file);
+        assert_eq!(fcm.base_url, expected.base_url);
+        let (apns, expected) = (config.push.apns.unwrap(), push.apns.unwrap());
+        assert_eq!(
+            (&apns.team_id, &apns.key_id, &apns.key_file, &apns.ca_file),
+            (
+                &expected.team_id,
+                &expected.key_id,
+                &expected.key_file,
+                &expected.ca_file
+            )
+        );
+        assert_eq!(apns.production_url, expected.production_url);
+        assert_eq!(apns.development_url, expected.development_url);
+        let (webpush, expected) = (config.push.webpush.unwrap(), push.webpush.unwrap());
+        assert_eq!(webpush.vapid_private_key, expected.vapid_private_key);
+        assert_eq!(webpush.subject, expected.subject);
+        assert!(webpush.allow_http);
+        let (email, expected) = (config.push.email.unwrap(), push.email.unwrap());
+        assert_eq!((&email.host, email.port), (&expected.host, Some(41010)));
+        assert_eq!(email.tls, EmailTls::None);
+        assert_eq!(email.from, expected.from);
     }
 
     #[test]
     fn the_printed_config_has_no_demo_sign_in() {
-        let text = summary(&urls(), &SandboxConfig::default()).unwrap();
+        let text = summary(&urls(), &SandboxConfig::default(), &push_credentials()).unwrap();
         parse(&text);
         assert!(!text.contains("dev_issuer"), "{text}");
         assert!(!text.contains("/dev/"), "{text}");
@@ -421,7 +626,7 @@ mod tests {
 
     #[test]
     fn without_webhooks_the_printed_config_has_no_secrets_to_verify_them() {
-        let text = summary(&urls(), &SandboxConfig::default()).unwrap();
+        let text = summary(&urls(), &SandboxConfig::default(), &push_credentials()).unwrap();
         let config = parse(&text);
         assert!(config.webhooks.backend_secret.is_none(), "{text}");
         assert!(!text.contains("[webhooks]"), "{text}");
@@ -436,7 +641,7 @@ mod tests {
             .url
             .push_str("\n[auth]\nissuer = \"https://evil.example\"");
         creds.webhooks = Some(hooks);
-        let text = summary(&urls(), &creds).unwrap();
+        let text = summary(&urls(), &creds, &push_credentials()).unwrap();
         let config = parse(&text);
         assert_eq!(
             config.auth.issuer.as_deref(),

@@ -11,6 +11,7 @@
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
 //! - `upstream`: the adapters against the sandbox's upstreams, through the graph's ports.
+//! - `push`: the push channels (FCM, APNs, Web Push, e-mail) against the sandbox's providers.
 //! - `schema`: the checked-in SDL is the code's.
 //! - `playground`: the playground in headless Chromium.
 
@@ -22,6 +23,7 @@ mod graph;
 mod http;
 mod mutations;
 mod playground;
+mod push;
 mod replicas;
 mod schema;
 mod subscriptions;

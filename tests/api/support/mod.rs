@@ -84,6 +84,7 @@ impl TestApp {
         let (upstreams, auth) = switchyard::embedded::sandbox_wiring(&sandbox).expect("wiring");
         config.upstreams = upstreams;
         config.auth = auth;
+        config.push = switchyard::embedded::sandbox_push_wiring(&sandbox).expect("push wiring");
         tweak(&mut config);
         let (tx, rx) = oneshot::channel::<()>();
         let sign_in = switchyard::embedded::DevSignIn::of(&sandbox);
