@@ -21,6 +21,7 @@ use crate::events::EventBus;
 use crate::transport::{self, AppState};
 use resolvers::cache::Cache;
 use resolvers::events::EventHub;
+use resolvers::notifications::{NotificationStore, WebPushKey};
 
 /// Longest the server waits at shutdown for live connections to close.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
@@ -106,7 +107,23 @@ pub(crate) async fn serve(
     let cache = crate::cache::build(&config.cache).await?;
     let hub = EventHub::new(config.events.hub_capacity, cache.clone());
     let events = crate::events::start(&config.events, hub.clone(), shutdown_rx.clone()).await?;
-    let state = app_state(&config, cache, hub, events.bus.clone(), shutdown_rx)?;
+    let store = crate::notify::store::build(&config.notifications)
+        .await
+        .context("opening the notification store")?;
+    let channels = Arc::new(crate::push::build(&config.push).context("setting up [push]")?);
+    let web_push_key = WebPushKey(channels.vapid_public_key());
+    let graph_data = GraphData {
+        store,
+        web_push_key,
+    };
+    let state = app_state(
+        &config,
+        cache,
+        hub,
+        events.bus.clone(),
+        graph_data,
+        shutdown_rx,
+    )?;
     let open_connections = state.open_connections.clone();
     let mut app = transport::router(state, config.server.playground);
     if let Some(extra) = extra_routes {
@@ -136,11 +153,18 @@ pub(crate) async fn serve(
     served
 }
 
+/// What the schema needs besides the upstream ports and the hub.
+struct GraphData {
+    store: Arc<dyn NotificationStore>,
+    web_push_key: WebPushKey,
+}
+
 fn app_state(
     config: &Config,
     cache: Arc<dyn Cache>,
     hub: EventHub,
     bus: Arc<dyn EventBus>,
+    graph: GraphData,
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<AppState> {
     let u = &config.upstreams;
@@ -154,7 +178,9 @@ fn app_state(
     let builder = || {
         let builder = resolvers::schema_builder()
             .data(ports.clone())
-            .data(hub.clone());
+            .data(hub.clone())
+            .data(graph.store.clone())
+            .data(graph.web_push_key.clone());
         if config.server.introspection {
             builder
         } else {

@@ -45,6 +45,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Push delivery: FCM, APNs, Web Push and e-mail; a channel left out is off.
     pub push: PushConfig,
+    /// Devices, preferences and notification centres.
+    pub notifications: NotificationsConfig,
 }
 
 /// The entity cache (customers, products, orders, parcel tracking; see `resolvers::cache`).
@@ -69,6 +71,26 @@ impl Default for CacheConfig {
             redis_url: None,
             key_prefix: "switchyard:cache:".to_owned(),
             max_entries: 100_000,
+        }
+    }
+}
+
+/// Where devices, preferences and notification centres are kept.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    /// Keep them in Redis (shared by every replica; needed with several); absent: in memory,
+    /// for one instance, lost at restart.
+    pub redis_url: Option<Secret>,
+    /// Prefix of their Redis keys.
+    pub key_prefix: String,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            key_prefix: "switchyard:notify:".to_owned(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod embedded;
 pub mod events;
 pub(crate) mod ingest;
+pub(crate) mod notify;
 pub mod push;
 pub mod telemetry;
 pub(crate) mod transport;

@@ -26,6 +26,8 @@ pub enum GraphError {
     Rejected(&'static str, String),
     /// An upstream failed.
     Upstream(UpstreamError),
+    /// A store of ours failed (what, and the cause for logs).
+    Unavailable(&'static str, String),
 }
 
 impl From<UpstreamError> for GraphError {
@@ -43,6 +45,7 @@ impl GraphError {
             GraphError::NotFound(_) => "NOT_FOUND",
             GraphError::BadInput(_) => "BAD_USER_INPUT",
             GraphError::Rejected(code, _) => code,
+            GraphError::Unavailable(..) => "UNAVAILABLE",
             GraphError::Upstream(e) => match &e.kind {
                 UpstreamErrorKind::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
                 UpstreamErrorKind::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
@@ -72,12 +75,16 @@ impl GraphError {
             | GraphError::NotFound(m)
             | GraphError::BadInput(m)
             | GraphError::Rejected(_, m) => m.clone(),
+            GraphError::Unavailable(what, _) => format!("{what} are unavailable right now"),
         }
     }
 }
 
 impl ErrorExtensions for GraphError {
     fn extend(&self) -> async_graphql::Error {
+        if let GraphError::Unavailable(what, detail) = self {
+            tracing::warn!(what, %detail, "a store failed");
+        }
         if let GraphError::Upstream(e) = self {
             match &e.kind {
                 UpstreamErrorKind::Unavailable { detail }

@@ -14,6 +14,8 @@
 //! - [`cache`]: the cross-request entity cache port, its keys and TTLs.
 //! - [`events`]: domain events (and the cache entries each makes stale) and this replica's hub.
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
+//! - [`notifications`]: devices, preferences, the notification centre (records and the store
+//!   port), and the rules that turn events into notifications.
 //!
 //! Inside the crate:
 //! - `loaders`: per-request dataloaders, one per thing loaded.
@@ -30,6 +32,7 @@ pub(crate) mod federation;
 pub mod ids;
 pub(crate) mod loaders;
 pub(crate) mod mutation;
+pub mod notifications;
 pub mod ports;
 pub(crate) mod query;
 pub mod records;

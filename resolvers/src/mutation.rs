@@ -7,10 +7,14 @@ use chrono::Utc;
 use crate::cache::Cached;
 use crate::error::GraphError;
 use crate::ids::{CaseId, OrderId, ProductId, parse_numeric_id};
+use crate::notifications::own_comment_key;
 use crate::ports::Ports;
 use crate::query::{load_case, load_order, load_task};
 use crate::records::{CaseCommentRecord, CasePriority, NewCase, NewOrderLine, OrderStatus};
-use crate::types::{CaseComment, Order, ProcessInstance, SupportCase, Task, loaders};
+use crate::types::{
+    CaseComment, Device, NotificationPreferences, NotificationPreferencesInput, Order,
+    ProcessInstance, RegisterDeviceInput, SupportCase, Task, customer, loaders, store, unavailable,
+};
 use crate::viewer::{acting_for, viewer};
 
 /// Most lines in one order.
@@ -21,6 +25,12 @@ const MAX_QUANTITY: i32 = 99;
 const MAX_SUBJECT: usize = 255;
 /// Longest case description or comment (Salesforce's long text limit is 32,000).
 const MAX_TEXT: usize = 32_000;
+/// Most notifications marked read at once.
+const MAX_MARK_READ: usize = 100;
+/// How long a customer's own comment is remembered (so that its event is not taken for an
+/// answer): longer than any webhook is retried.
+const OWN_COMMENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// The task of the return process where an agent decides.
 const APPROVE_RETURN_TASK: &str = "ApproveReturn";
 
@@ -203,6 +213,13 @@ impl MutationRoot {
             .crm
             .add_comment(&case_id, &body)
             .await?;
+        if viewer(ctx)?.customer_id().is_some() {
+            // The customer's own words are not an answer to notify them of.
+            let key = own_comment_key(&id);
+            if let Err(e) = store(ctx)?.claim(&key, "1", OWN_COMMENT_MEMORY).await {
+                tracing::warn!(error = %e, comment = %id, "could not remember a customer's comment");
+            }
+        }
         Ok(CaseComment(CaseCommentRecord {
             id,
             case_id,
@@ -210,6 +227,72 @@ impl MutationRoot {
             is_published: true,
             created_at: Utc::now(),
         }))
+    }
+
+    /// Registers the signed-in customer's phone or browser for push notifications. The same
+    /// token (or Web Push endpoint) registered again is the same device, updated; one that
+    /// another customer registered moves to this one.
+    async fn register_device(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The device and where it receives pushes.")] input: RegisterDeviceInput,
+    ) -> async_graphql::Result<Device> {
+        let customer = customer(ctx)?;
+        let device = input.into_device(customer, Utc::now())?;
+        let registered = store(ctx)?
+            .register_device(device)
+            .await
+            .map_err(unavailable)?;
+        Ok(Device(registered))
+    }
+
+    /// Unregisters one of the signed-in customer's devices; false when it was not theirs.
+    async fn unregister_device(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The device's id.")] id: ID,
+    ) -> async_graphql::Result<bool> {
+        let customer = customer(ctx)?;
+        store(ctx)?
+            .unregister_device(&customer, &id)
+            .await
+            .map_err(unavailable)
+    }
+
+    /// Changes the signed-in customer's notification preferences (what is left out stays).
+    async fn update_notification_preferences(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What to change.")] input: NotificationPreferencesInput,
+    ) -> async_graphql::Result<NotificationPreferences> {
+        let customer = customer(ctx)?;
+        let store = store(ctx)?;
+        let current = store.preferences(&customer).await.map_err(unavailable)?;
+        let updated = input.apply(current)?;
+        store
+            .set_preferences(&customer, &updated)
+            .await
+            .map_err(unavailable)?;
+        Ok(NotificationPreferences(updated))
+    }
+
+    /// Marks notifications of the signed-in customer read (at most 100); answers how many
+    /// changed.
+    async fn mark_notifications_read(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The notifications' ids.")] ids: Vec<ID>,
+    ) -> async_graphql::Result<i32> {
+        let customer = customer(ctx)?;
+        if ids.len() > MAX_MARK_READ {
+            return Err(bad_input(format!("at most {MAX_MARK_READ} ids at once")));
+        }
+        let ids: Vec<String> = ids.into_iter().map(|id| id.0).collect();
+        let changed = store(ctx)?
+            .mark_read(&customer, &ids)
+            .await
+            .map_err(unavailable)?;
+        Ok(i32::try_from(changed).unwrap_or(i32::MAX))
     }
 
     /// Asks to return a shipped or delivered order: starts the return process, which an agent

@@ -3,12 +3,20 @@
 use async_graphql::connection::{Connection, Edge};
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 
+use crate::notifications::{InboxQuery, WebPushKey};
+use crate::types::{
+    Device, InboxNotification, NotificationPreferences, customer, store, unavailable,
+};
+
 use crate::error::{GraphError, GraphResult};
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
 use crate::loaders::{BACKEND_MAX_BATCH, Loaders, settle};
 use crate::ports::Ports;
 use crate::types::{Customer, Order, Product, SupportCase, Task, loaders};
 use crate::viewer::{Role, Viewer, viewer};
+
+/// Most notifications in one page of `notifications`.
+const MAX_NOTIFICATIONS_PAGE: i32 = 50;
 
 /// Most customers in one page of `customers`.
 const MAX_CUSTOMERS_PAGE: i32 = 50;
@@ -198,6 +206,83 @@ impl QueryRoot {
         )?
         .unwrap_or_default();
         Ok(Some(tasks.into_iter().map(Task).collect()))
+    }
+
+    /// The signed-in customer's registered devices, oldest first.
+    async fn my_devices(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Device>> {
+        let customer = customer(ctx)?;
+        let devices = store(ctx)?.devices(&customer).await.map_err(unavailable)?;
+        Ok(devices.into_iter().map(Device).collect())
+    }
+
+    /// The signed-in customer's notification preferences.
+    async fn notification_preferences(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<NotificationPreferences> {
+        let customer = customer(ctx)?;
+        let preferences = store(ctx)?
+            .preferences(&customer)
+            .await
+            .map_err(unavailable)?;
+        Ok(NotificationPreferences(preferences))
+    }
+
+    /// The signed-in customer's notification centre, newest first.
+    async fn notifications(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 20, desc = "How many (1 to 50).")] first: i32,
+        #[graphql(desc = "Continue after this cursor.")] after: Option<String>,
+        #[graphql(default = false, desc = "Only those not read yet.")] unread_only: bool,
+    ) -> async_graphql::Result<Connection<String, InboxNotification>> {
+        let customer = customer(ctx)?;
+        if !(1..=MAX_NOTIFICATIONS_PAGE).contains(&first) {
+            return Err(GraphError::BadInput(format!(
+                "`first` must be between 1 and {MAX_NOTIFICATIONS_PAGE}"
+            ))
+            .into());
+        }
+        let store = store(ctx)?;
+        let query = InboxQuery {
+            after: after.clone(),
+            first: first as usize,
+            unread_only,
+        };
+        let mut page = store
+            .notifications(&customer, &query)
+            .await
+            .map_err(unavailable)?;
+        let more = page.len() > query.first;
+        page.truncate(query.first);
+        let locale = store
+            .preferences(&customer)
+            .await
+            .map_err(unavailable)?
+            .locale;
+        let mut connection = Connection::new(after.is_some(), more);
+        connection.edges.extend(page.into_iter().map(|record| {
+            let cursor = record.id.clone();
+            let locale = locale.clone();
+            Edge::new(cursor, InboxNotification { record, locale })
+        }));
+        Ok(connection)
+    }
+
+    /// How many of the signed-in customer's notifications are unread.
+    async fn unread_notification_count(&self, ctx: &Context<'_>) -> async_graphql::Result<i32> {
+        let customer = customer(ctx)?;
+        let count = store(ctx)?
+            .unread_count(&customer)
+            .await
+            .map_err(unavailable)?;
+        Ok(i32::try_from(count).unwrap_or(i32::MAX))
+    }
+
+    /// The application server key (VAPID public key, base64url) a web app subscribes to Web
+    /// Push with (`pushManager.subscribe({applicationServerKey})`); null when Web Push is off.
+    async fn web_push_public_key(&self, ctx: &Context<'_>) -> Option<String> {
+        ctx.data_opt::<WebPushKey>().and_then(|k| k.0.clone())
     }
 
     /// Federation: resolves `Customer` entities by key.

@@ -27,9 +27,10 @@ use crate::error::GraphError;
 use crate::events::{DomainEvent, EventHub, EventKind};
 use crate::ids::{CaseId, OrderId};
 use crate::loaders::{LoaderScope, Loaders, settle};
+use crate::notifications::{comment_id, own_comment_key, rules};
 use crate::query::{load_case, load_order, load_task, visible_case, visible_order, visible_task};
 use crate::records::TaskStatus;
-use crate::types::{Order, Shipment, SupportCase, Task};
+use crate::types::{InboxNotification, Order, Shipment, SupportCase, Task, store, unavailable};
 use crate::viewer::{Role, Viewer, acting_for, viewer};
 
 /// The group of agents at the process server.
@@ -328,6 +329,35 @@ impl Notification {
             return Ok(None);
         };
         load_case(ctx, id.clone()).await
+    }
+
+    /// The notification this event made for the customer, as their devices and notification
+    /// centre get it; null when it made none (or the customer has the notification centre
+    /// off for its category).
+    async fn message(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<InboxNotification>> {
+        let Some(customer) = &self.event.customer_id else {
+            return Ok(None);
+        };
+        let store = store(ctx)?;
+        let own_comment = match comment_id(&self.event) {
+            Some(id) => store
+                .claimed(&own_comment_key(id))
+                .await
+                .map_err(unavailable)?
+                .is_some(),
+            None => false,
+        };
+        let Some(record) = rules(&self.event, own_comment).into_iter().next() else {
+            return Ok(None);
+        };
+        let preferences = store.preferences(customer).await.map_err(unavailable)?;
+        if !preferences.channels(record.category()).in_app {
+            return Ok(None);
+        }
+        Ok(Some(InboxNotification {
+            record,
+            locale: preferences.locale,
+        }))
     }
 
     /// The task it is about, read fresh.

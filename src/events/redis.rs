@@ -361,12 +361,12 @@ impl Reader {
 
 /// Completes when shutdown is signalled, or when its sender is gone (nobody could signal
 /// it any more).
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
+pub(super) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 /// A connection for the reader alone, whose reads may block for [`READ_BLOCK_MS`].
-async fn connect_reader(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
+pub(super) async fn connect_reader(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(Duration::from_millis(READ_BLOCK_MS) + READ_GRACE));
@@ -407,7 +407,7 @@ fn xread(stream_key: &str, after: &str) -> redis::Cmd {
 
 /// Why a read failed: either way the reader reconnects.
 #[derive(Debug, thiserror::Error)]
-enum ReadError {
+pub(super) enum ReadError {
     /// Redis could not be reached, timed out, or refused the command.
     #[error(transparent)]
     Redis(#[from] RedisError),
@@ -417,16 +417,16 @@ enum ReadError {
 }
 
 /// One stream entry as read.
-struct Entry {
+pub(super) struct Entry {
     /// The entry's id (`<ms>-<seq>`).
-    id: String,
+    pub(super) id: String,
     /// The value of its `event` field, when it has one.
     event: Option<Vec<u8>>,
 }
 
 impl Entry {
     /// The event the entry carries.
-    fn decode(&self) -> Result<DomainEvent, String> {
+    pub(super) fn decode(&self) -> Result<DomainEvent, String> {
         let json = self
             .event
             .as_deref()
@@ -437,7 +437,7 @@ impl Entry {
 
 /// The entries of an `XREAD` reply: nil when the block timed out, else an array of
 /// `[key, entries]` pairs (RESP2) or a map from key to entries (RESP3).
-fn stream_entries(reply: Value) -> Result<Vec<Entry>, ReadError> {
+pub(super) fn stream_entries(reply: Value) -> Result<Vec<Entry>, ReadError> {
     let per_stream: Vec<Value> = match reply {
         Value::Nil => return Ok(Vec::new()),
         Value::Map(streams) => streams.into_iter().map(|(_, entries)| entries).collect(),
@@ -467,7 +467,7 @@ fn stream_entries(reply: Value) -> Result<Vec<Entry>, ReadError> {
 }
 
 /// A list of entries, as `XREAD` (per stream) and `XRANGE`/`XREVRANGE` answer them.
-fn entry_list(value: Value) -> Result<Vec<Entry>, ReadError> {
+pub(super) fn entry_list(value: Value) -> Result<Vec<Entry>, ReadError> {
     match value {
         Value::Nil => Ok(Vec::new()),
         Value::Array(entries) => entries.into_iter().map(entry).collect(),
@@ -546,7 +546,7 @@ fn stream_id_after(a: &str, b: &str) -> bool {
 }
 
 /// The reader's wait between failures: 100 ms, doubling up to 5 s, reset by a good read.
-struct Backoff {
+pub(super) struct Backoff {
     /// The next wait.
     next: Duration,
 }
@@ -561,14 +561,14 @@ impl Default for Backoff {
 
 impl Backoff {
     /// The wait before the next attempt; the one after it is twice as long.
-    fn next_delay(&mut self) -> Duration {
+    pub(super) fn next_delay(&mut self) -> Duration {
         let delay = self.next;
         self.next = (delay * 2).min(BACKOFF_MAX);
         delay
     }
 
     /// Back to the first wait, after a success.
-    fn reset(&mut self) {
+    pub(super) fn reset(&mut self) {
         self.next = BACKOFF_FIRST;
     }
 }

@@ -22,6 +22,7 @@ mod events;
 mod graph;
 mod http;
 mod mutations;
+mod notifications;
 mod playground;
 mod push;
 mod replicas;

@@ -3,6 +3,7 @@
 
 mod customer;
 mod money;
+mod notification;
 mod order;
 mod process;
 mod product;
@@ -10,6 +11,10 @@ mod support_case;
 
 pub(crate) use customer::Customer;
 pub(crate) use money::Money;
+pub(crate) use notification::{
+    Device, InboxNotification, NotificationPreferences, NotificationPreferencesInput,
+    RegisterDeviceInput, customer, store, unavailable,
+};
 pub(crate) use order::{Order, Shipment};
 pub(crate) use process::{ProcessInstance, Task};
 pub(crate) use product::Product;

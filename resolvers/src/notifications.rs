@@ -1,0 +1,572 @@
+//! Notifications: what reaches a customer beyond the open app (push to their phones and
+//! browsers, e-mail, the in-app notification centre), and the one place where events become
+//! notifications ([`rules`]).
+//!
+//! - The records: a customer's [`DeviceRecord`]s (where to push), their [`Preferences`] (which
+//!   [`Category`] goes to which [`Channel`], their locale, time zone and quiet hours), and the
+//!   [`NotificationRecord`]s of their notification centre.
+//! - The port, [`NotificationStore`]: memory or Redis in the server (`src/notify/store`).
+//! - [`rules`]: an event in, the notifications it makes out (pure: the same event gives the
+//!   same notifications on every replica); [`render`]: a notification's title and body in a
+//!   locale (English and German).
+//!
+//! The graph serves devices, preferences and the notification centre; the server runs the
+//! rules once per event across replicas and delivers what they make through its outbox.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, NaiveTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::events::{DomainEvent, EventKind};
+use crate::ids::CustomerId;
+
+/// The Web Push application server key (VAPID public key, base64url) apps subscribe with;
+/// `None` when Web Push is off. Schema data.
+#[derive(Debug, Clone, Default)]
+pub struct WebPushKey(pub Option<String>);
+
+/// What a phone or browser is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Platform {
+    /// An iPhone or iPad app (APNs, or FCM).
+    Ios,
+    /// An Android app (FCM).
+    Android,
+    /// A browser (Web Push).
+    Web,
+}
+
+/// Where a device receives pushes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PushAddress {
+    /// A Firebase Cloud Messaging registration token.
+    Fcm { token: String },
+    /// An APNs device token of the app `bundle_id`, in APNs' development (`sandbox`) or
+    /// production environment.
+    Apns {
+        token: String,
+        bundle_id: String,
+        sandbox: bool,
+    },
+    /// A browser's Web Push subscription.
+    WebPush {
+        endpoint: String,
+        p256dh: String,
+        auth: String,
+    },
+}
+
+impl PushAddress {
+    /// What makes two registrations the same device: the token (or the endpoint).
+    pub fn key(&self) -> String {
+        match self {
+            PushAddress::Fcm { token } => format!("fcm:{token}"),
+            PushAddress::Apns { token, .. } => format!("apns:{token}"),
+            PushAddress::WebPush { endpoint, .. } => format!("webpush:{endpoint}"),
+        }
+    }
+}
+
+/// A registered device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// Ours, stable while the device stays registered.
+    pub id: String,
+    pub customer_id: CustomerId,
+    pub platform: Platform,
+    pub address: PushAddress,
+    pub app_version: Option<String>,
+    /// `en`, `de`, ...: what its notifications are written in.
+    pub locale: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+/// What a notification is about; each has its own preferences.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    async_graphql::Enum,
+)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[graphql(name = "NotificationCategory")]
+pub enum Category {
+    /// Orders and their parcels.
+    Orders,
+    /// Support cases.
+    Support,
+    /// Tasks offered to the customer (e.g. confirming a return's pick-up).
+    Tasks,
+    /// Offers: only with the customer's opt-in, at most one a day.
+    Marketing,
+}
+
+impl Category {
+    /// Every category, in a fixed order.
+    pub const ALL: [Category; 4] = [
+        Category::Orders,
+        Category::Support,
+        Category::Tasks,
+        Category::Marketing,
+    ];
+}
+
+/// How a notification reaches the customer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Channel {
+    /// Push to every registered device.
+    Push,
+    /// E-mail (also when push is chosen but no device is registered).
+    Email,
+    /// The in-app notification centre (and the `notifications` subscription).
+    InApp,
+}
+
+/// Which channels a category goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Channels {
+    pub push: bool,
+    pub email: bool,
+    pub in_app: bool,
+}
+
+/// Quiet hours, in the customer's time zone: a non-urgent notification waits until they end.
+/// `start` after `end` spans midnight (22:00 to 07:00).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuietHours {
+    pub start: NaiveTime,
+    pub end: NaiveTime,
+}
+
+/// A customer's notification preferences.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Preferences {
+    /// What their notification centre and e-mails are written in (`en`, `de`).
+    pub locale: String,
+    /// IANA time zone of their quiet hours, e.g. `Europe/Berlin`.
+    pub time_zone: String,
+    pub quiet_hours: Option<QuietHours>,
+    pub categories: BTreeMap<Category, Channels>,
+}
+
+impl Default for Preferences {
+    /// Orders, support and tasks by push and in the app; marketing nowhere until the customer
+    /// opts in; English, UTC, no quiet hours.
+    fn default() -> Self {
+        let on = Channels {
+            push: true,
+            email: false,
+            in_app: true,
+        };
+        let off = Channels {
+            push: false,
+            email: false,
+            in_app: false,
+        };
+        Preferences {
+            locale: "en".to_owned(),
+            time_zone: "UTC".to_owned(),
+            quiet_hours: None,
+            categories: Category::ALL
+                .into_iter()
+                .map(|c| (c, if c == Category::Marketing { off } else { on }))
+                .collect(),
+        }
+    }
+}
+
+impl Preferences {
+    /// The channels of a category.
+    pub fn channels(&self, category: Category) -> Channels {
+        self.categories
+            .get(&category)
+            .copied()
+            .unwrap_or_else(|| Preferences::default().categories[&category])
+    }
+}
+
+/// What happened, as a notification says it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, async_graphql::Enum)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NotificationKind {
+    /// An order left the warehouse.
+    OrderShipped,
+    /// An order's parcel is out for delivery today.
+    OrderOutForDelivery,
+    /// An order was delivered.
+    OrderDelivered,
+    /// An order was cancelled.
+    OrderCancelled,
+    /// Customer service answered a support case.
+    CaseAnswered,
+    /// A support case was closed.
+    CaseResolved,
+    /// A task is waiting for the customer (confirming a return's pick-up).
+    TaskOffered,
+    /// The app reported an error and a support case was opened for it ("We're on it").
+    ClientErrorReported,
+    /// A product the customer looked at is back in stock or cheaper.
+    ProductDeal,
+}
+
+impl NotificationKind {
+    /// Its category.
+    pub fn category(self) -> Category {
+        match self {
+            NotificationKind::OrderShipped
+            | NotificationKind::OrderOutForDelivery
+            | NotificationKind::OrderDelivered
+            | NotificationKind::OrderCancelled => Category::Orders,
+            NotificationKind::CaseAnswered
+            | NotificationKind::CaseResolved
+            | NotificationKind::ClientErrorReported => Category::Support,
+            NotificationKind::TaskOffered => Category::Tasks,
+            NotificationKind::ProductDeal => Category::Marketing,
+        }
+    }
+
+    /// Whether it goes out during quiet hours too.
+    pub fn urgent(self) -> bool {
+        matches!(
+            self,
+            NotificationKind::OrderOutForDelivery | NotificationKind::ClientErrorReported
+        )
+    }
+}
+
+/// One notification of a customer's notification centre.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NotificationRecord {
+    /// Unique, and the same on every replica for the same event (derived from the event id):
+    /// a notification made twice is stored and sent once.
+    pub id: String,
+    pub customer_id: CustomerId,
+    pub kind: NotificationKind,
+    /// What the texts name: `order`, `case`, `caseNumber`, `task`, `product`, `productName`.
+    pub params: BTreeMap<String, String>,
+    /// Where the app opens it, e.g. `retail://orders/ord-000123`.
+    pub deep_link: String,
+    /// A newer notification with the same key replaces the older one on the lock screen.
+    pub collapse_key: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub read: bool,
+}
+
+impl NotificationRecord {
+    /// Its category.
+    pub fn category(&self) -> Category {
+        self.kind.category()
+    }
+}
+
+/// A page of a notification centre, newest first.
+#[derive(Debug, Clone)]
+pub struct InboxQuery {
+    /// After this notification id (the previous page's last).
+    pub after: Option<String>,
+    pub first: usize,
+    pub unread_only: bool,
+}
+
+/// The notification store failed (the cause is for logs).
+#[derive(Debug, Clone)]
+pub struct StoreError(pub String);
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What the store's calls return.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Devices, preferences and notification centres, and the few keyed facts the rules need
+/// (product views, once-only claims). Memory for one instance, Redis for several.
+#[async_trait]
+pub trait NotificationStore: Send + Sync + 'static {
+    /// Registers a device: the same token (or endpoint) registered again is the same device
+    /// (updated), and a token registered by another customer moves to this one.
+    async fn register_device(&self, device: DeviceRecord) -> StoreResult<DeviceRecord>;
+    /// Removes one of the customer's devices; `false` when it was not theirs.
+    async fn unregister_device(&self, customer: &CustomerId, id: &str) -> StoreResult<bool>;
+    /// The customer's devices, oldest first.
+    async fn devices(&self, customer: &CustomerId) -> StoreResult<Vec<DeviceRecord>>;
+    /// Forgets the device at this address (its provider said it is gone).
+    async fn forget_address(&self, address_key: &str) -> StoreResult<()>;
+    /// The customer's preferences (the defaults until they set some).
+    async fn preferences(&self, customer: &CustomerId) -> StoreResult<Preferences>;
+    async fn set_preferences(
+        &self,
+        customer: &CustomerId,
+        preferences: &Preferences,
+    ) -> StoreResult<()>;
+    /// Adds a notification to its customer's centre; `false` when one with its id is there.
+    async fn add_notification(&self, notification: &NotificationRecord) -> StoreResult<bool>;
+    /// A page of a customer's centre, newest first (`first + 1` records, to tell whether
+    /// there are more).
+    async fn notifications(
+        &self,
+        customer: &CustomerId,
+        query: &InboxQuery,
+    ) -> StoreResult<Vec<NotificationRecord>>;
+    /// Marks these of the customer's notifications read; answers how many changed.
+    async fn mark_read(&self, customer: &CustomerId, ids: &[String]) -> StoreResult<usize>;
+    /// How many of the customer's notifications are unread.
+    async fn unread_count(&self, customer: &CustomerId) -> StoreResult<usize>;
+    /// Counts a view of a product by a customer; answers their views of it in the last
+    /// seven days.
+    async fn count_view(
+        &self,
+        customer: &CustomerId,
+        product: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<u32>;
+    /// The customers who viewed a product at least `min` times in the seven days before `at`.
+    async fn frequent_viewers(
+        &self,
+        product: &str,
+        min: u32,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Vec<CustomerId>>;
+    /// Claims `key` for `ttl`: `true` the first time, `false` while the claim lasts (once-a-day
+    /// limits, remembered facts).
+    async fn claim(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool>;
+    /// The value of a live claim.
+    async fn claimed(&self, key: &str) -> StoreResult<Option<String>>;
+}
+
+/// A notification's title and body in `locale` (`de`, else English).
+pub fn render(
+    kind: NotificationKind,
+    params: &BTreeMap<String, String>,
+    locale: &str,
+) -> (String, String) {
+    let p = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
+    let german = locale.to_ascii_lowercase().starts_with("de");
+    let (title, body) = match (kind, german) {
+        (NotificationKind::OrderShipped, false) => (
+            "Your order is on its way".to_owned(),
+            format!("Order {} has shipped.", p("order")),
+        ),
+        (NotificationKind::OrderShipped, true) => (
+            "Deine Bestellung ist unterwegs".to_owned(),
+            format!("Bestellung {} wurde versandt.", p("order")),
+        ),
+        (NotificationKind::OrderOutForDelivery, false) => (
+            "Arriving today".to_owned(),
+            format!("Order {} is out for delivery.", p("order")),
+        ),
+        (NotificationKind::OrderOutForDelivery, true) => (
+            "Kommt heute".to_owned(),
+            format!("Bestellung {} ist in der Zustellung.", p("order")),
+        ),
+        (NotificationKind::OrderDelivered, false) => (
+            "Delivered".to_owned(),
+            format!("Order {} has been delivered.", p("order")),
+        ),
+        (NotificationKind::OrderDelivered, true) => (
+            "Zugestellt".to_owned(),
+            format!("Bestellung {} wurde zugestellt.", p("order")),
+        ),
+        (NotificationKind::OrderCancelled, false) => (
+            "Order cancelled".to_owned(),
+            format!("Order {} has been cancelled.", p("order")),
+        ),
+        (NotificationKind::OrderCancelled, true) => (
+            "Bestellung storniert".to_owned(),
+            format!("Bestellung {} wurde storniert.", p("order")),
+        ),
+        (NotificationKind::CaseAnswered, false) => (
+            "We replied to your request".to_owned(),
+            format!("There is a new answer on case {}.", p("caseNumber")),
+        ),
+        (NotificationKind::CaseAnswered, true) => (
+            "Wir haben geantwortet".to_owned(),
+            format!("Es gibt eine neue Antwort zu Fall {}.", p("caseNumber")),
+        ),
+        (NotificationKind::CaseResolved, false) => (
+            "Your request is resolved".to_owned(),
+            format!("Case {} has been closed.", p("caseNumber")),
+        ),
+        (NotificationKind::CaseResolved, true) => (
+            "Dein Anliegen ist erledigt".to_owned(),
+            format!("Fall {} wurde abgeschlossen.", p("caseNumber")),
+        ),
+        (NotificationKind::TaskOffered, false) => (
+            "Your action is needed".to_owned(),
+            "Please confirm the pick-up of your return.".to_owned(),
+        ),
+        (NotificationKind::TaskOffered, true) => (
+            "Bitte bestätigen".to_owned(),
+            "Bitte bestätige die Abholung deiner Rücksendung.".to_owned(),
+        ),
+        (NotificationKind::ClientErrorReported, false) => (
+            "We're on it".to_owned(),
+            format!(
+                "Something went wrong in the app. Case {} is open and our team is looking into it.",
+                p("caseNumber")
+            ),
+        ),
+        (NotificationKind::ClientErrorReported, true) => (
+            "Wir kümmern uns darum".to_owned(),
+            format!(
+                "In der App ist ein Fehler aufgetreten. Fall {} ist eröffnet, unser Team sieht sich das an.",
+                p("caseNumber")
+            ),
+        ),
+        (NotificationKind::ProductDeal, false) => (
+            format!("{} is waiting for you", p("productName")),
+            format!("{} is {}.", p("productName"), p("deal")),
+        ),
+        (NotificationKind::ProductDeal, true) => (
+            format!("{} wartet auf dich", p("productName")),
+            format!(
+                "{} ist {}.",
+                p("productName"),
+                if p("deal") == "back in stock" {
+                    "wieder verfügbar"
+                } else {
+                    "jetzt günstiger"
+                }
+            ),
+        ),
+    };
+    (title, body)
+}
+
+/// The store claim that remembers comment `id` as the customer's own (written through
+/// Switchyard): its event is not an answer to notify them of.
+pub fn own_comment_key(id: &str) -> String {
+    format!("own-comment:{id}")
+}
+
+/// The CRM comment a `CaseCommentAdded` event is about.
+pub fn comment_id(event: &DomainEvent) -> Option<&str> {
+    if event.kind != EventKind::CaseCommentAdded {
+        return None;
+    }
+    event.payload["payload"]["ChangeEventHeader"]["recordIds"][0].as_str()
+}
+
+/// The notifications an event makes: the one place where events become notifications. Pure:
+/// every replica makes the same ones (with the same ids) from the same event.
+///
+/// | event | notification |
+/// |---|---|
+/// | order `SHIPPED`, `DELIVERED`, `CANCELLED` | `ORDER_SHIPPED`, `ORDER_DELIVERED`, `ORDER_CANCELLED` |
+/// | parcel scanned `OUT_FOR_DELIVERY` | `ORDER_OUT_FOR_DELIVERY` (urgent) |
+/// | case `Closed` / `Resolved` | `CASE_RESOLVED` |
+/// | published case comment not written through Switchyard | `CASE_ANSWERED` |
+/// | task `ConfirmPickup` created, `Ready` | `TASK_OFFERED` |
+///
+/// A comment the customer wrote through Switchyard is not an answer: the caller passes
+/// `own_comment` to tell (Switchyard remembers the comments it created).
+pub fn rules(event: &DomainEvent, own_comment: bool) -> Vec<NotificationRecord> {
+    let Some(customer) = event.customer_id.clone() else {
+        return Vec::new();
+    };
+    let payload = &event.payload;
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+    let order = event
+        .subject
+        .order_id
+        .as_ref()
+        .map(|o| o.as_str().to_owned());
+    let (kind, params, link, collapse) = match event.kind {
+        EventKind::OrderUpdated => {
+            let kind = match payload["data"]["status"].as_str() {
+                Some("SHIPPED") => NotificationKind::OrderShipped,
+                Some("DELIVERED") => NotificationKind::OrderDelivered,
+                Some("CANCELLED") => NotificationKind::OrderCancelled,
+                _ => return Vec::new(),
+            };
+            let Some(order) = order else {
+                return Vec::new();
+            };
+            (
+                kind,
+                BTreeMap::from([("order".to_owned(), order.clone())]),
+                format!("retail://orders/{order}"),
+                Some(format!("order:{order}")),
+            )
+        }
+        EventKind::ShipmentUpdated => {
+            if payload["data"]["status"].as_str() != Some("OUT_FOR_DELIVERY") {
+                return Vec::new();
+            }
+            let Some(order) = order else {
+                return Vec::new();
+            };
+            (
+                NotificationKind::OrderOutForDelivery,
+                BTreeMap::from([("order".to_owned(), order.clone())]),
+                format!("retail://orders/{order}"),
+                Some(format!("order:{order}")),
+            )
+        }
+        EventKind::CaseUpdated | EventKind::CaseCommentAdded => {
+            let Some(case) = event.subject.case_id.as_ref() else {
+                return Vec::new();
+            };
+            let fields = &payload["payload"];
+            let kind = if event.kind == EventKind::CaseCommentAdded {
+                if own_comment || fields["IsPublished"] != serde_json::Value::Bool(true) {
+                    return Vec::new();
+                }
+                NotificationKind::CaseAnswered
+            } else if matches!(fields["Status"].as_str(), Some("Closed" | "Resolved")) {
+                NotificationKind::CaseResolved
+            } else {
+                return Vec::new();
+            };
+            (
+                kind,
+                BTreeMap::from([
+                    ("case".to_owned(), case.as_str().to_owned()),
+                    ("caseNumber".to_owned(), text(&fields["CaseNumber"])),
+                ]),
+                format!("retail://cases/{}", case.as_str()),
+                Some(format!("case:{}", case.as_str())),
+            )
+        }
+        EventKind::TaskUpdated => {
+            let offered = payload["type"] == "TaskCreated"
+                && payload["taskName"] == "ConfirmPickup"
+                && payload["taskStatus"] == "Ready";
+            let Some(task) = event.subject.task_id.filter(|_| offered) else {
+                return Vec::new();
+            };
+            (
+                NotificationKind::TaskOffered,
+                BTreeMap::from([("task".to_owned(), task.to_string())]),
+                format!("retail://tasks/{task}"),
+                None,
+            )
+        }
+        EventKind::ProcessUpdated => return Vec::new(),
+    };
+    vec![NotificationRecord {
+        id: format!("ntf:{}", event.id),
+        customer_id: customer,
+        kind,
+        params,
+        deep_link: link,
+        collapse_key: collapse,
+        created_at: event.occurred_at,
+        read: false,
+    }]
+}

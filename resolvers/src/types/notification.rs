@@ -1,0 +1,424 @@
+//! The customer's side of notifications: devices, preferences and the notification centre.
+
+use std::sync::Arc;
+
+use async_graphql::{Context, Enum, ID, InputObject, Object};
+use chrono::{DateTime, NaiveTime, Utc};
+
+use crate::error::GraphError;
+use crate::ids::CustomerId;
+use crate::notifications::{
+    Category, Channels, DeviceRecord, NotificationKind, NotificationRecord, NotificationStore,
+    Platform, Preferences, PushAddress, QuietHours, render,
+};
+use crate::viewer::viewer;
+
+/// The notification store of the request (the server puts it in the schema's data).
+pub(crate) fn store<'a>(
+    ctx: &Context<'a>,
+) -> async_graphql::Result<&'a Arc<dyn NotificationStore>> {
+    ctx.data::<Arc<dyn NotificationStore>>()
+}
+
+/// The signed-in customer: devices, preferences and the notification centre are theirs.
+pub(crate) fn customer(ctx: &Context<'_>) -> async_graphql::Result<CustomerId> {
+    viewer(ctx)?.customer_id().cloned().ok_or_else(|| {
+        GraphError::Forbidden("only customers have devices and a notification centre".into()).into()
+    })
+}
+
+/// A store failure, as the client sees it.
+pub(crate) fn unavailable(e: crate::notifications::StoreError) -> async_graphql::Error {
+    GraphError::Unavailable("notifications", e.0).into()
+}
+
+/// How a device receives pushes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub(crate) enum PushService {
+    /// Firebase Cloud Messaging.
+    Fcm,
+    /// Apple Push Notification service.
+    Apns,
+    /// A browser's Web Push service.
+    WebPush,
+}
+
+/// A phone or browser that receives the customer's pushes.
+pub(crate) struct Device(pub(crate) DeviceRecord);
+
+/// A phone or browser that receives the customer's pushes.
+#[Object]
+impl Device {
+    /// Ours; unregister it with this.
+    async fn id(&self) -> ID {
+        ID(self.0.id.clone())
+    }
+
+    /// What it is.
+    async fn platform(&self) -> Platform {
+        self.0.platform
+    }
+
+    /// How pushes reach it.
+    async fn push_service(&self) -> PushService {
+        match self.0.address {
+            PushAddress::Fcm { .. } => PushService::Fcm,
+            PushAddress::Apns { .. } => PushService::Apns,
+            PushAddress::WebPush { .. } => PushService::WebPush,
+        }
+    }
+
+    /// The app version it registered with.
+    async fn app_version(&self) -> Option<&str> {
+        self.0.app_version.as_deref()
+    }
+
+    /// What its notifications are written in.
+    async fn locale(&self) -> &str {
+        &self.0.locale
+    }
+
+    /// When it was (last) registered.
+    async fn registered_at(&self) -> DateTime<Utc> {
+        self.0.registered_at
+    }
+}
+
+/// APNs' environment of an app build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Enum)]
+pub(crate) enum ApnsEnvironment {
+    /// Development builds (APNs' sandbox).
+    Sandbox,
+    /// App Store and TestFlight builds.
+    Production,
+}
+
+/// An APNs device token.
+#[derive(InputObject)]
+pub(crate) struct ApnsTokenInput {
+    /// The device token, hex.
+    token: String,
+    /// The app's bundle id (the push topic).
+    bundle_id: String,
+    /// Which APNs environment the build talks to.
+    environment: ApnsEnvironment,
+}
+
+/// A browser's Web Push subscription (`PushSubscription.toJSON()`).
+#[derive(InputObject)]
+pub(crate) struct WebPushSubscriptionInput {
+    /// The push service's endpoint URL.
+    endpoint: String,
+    /// The subscription's P-256 public key, base64url.
+    #[graphql(name = "p256dh")]
+    p256dh: String,
+    /// The subscription's auth secret, base64url.
+    auth: String,
+}
+
+/// A device to register: exactly one of `fcmToken`, `apns`, `webPush`.
+#[derive(InputObject)]
+pub(crate) struct RegisterDeviceInput {
+    /// What it is.
+    platform: Platform,
+    /// An FCM registration token (Android, or iOS through FCM).
+    fcm_token: Option<String>,
+    /// An APNs device token.
+    apns: Option<ApnsTokenInput>,
+    /// A Web Push subscription.
+    web_push: Option<WebPushSubscriptionInput>,
+    /// The app's version, e.g. `4.12.0`.
+    app_version: Option<String>,
+    /// What its notifications are written in: `en`, `de` (default `en`).
+    locale: Option<String>,
+}
+
+/// Longest token, endpoint or key taken.
+const MAX_ADDRESS: usize = 4096;
+
+fn bad(message: impl Into<String>) -> async_graphql::Error {
+    GraphError::BadInput(message.into()).into()
+}
+
+fn bounded(field: &str, value: String) -> async_graphql::Result<String> {
+    let value = value.trim().to_owned();
+    if value.is_empty() || value.len() > MAX_ADDRESS {
+        return Err(bad(format!(
+            "`{field}` must be 1 to {MAX_ADDRESS} characters"
+        )));
+    }
+    Ok(value)
+}
+
+fn locale(value: Option<String>) -> async_graphql::Result<String> {
+    let value = value.unwrap_or_else(|| "en".to_owned());
+    let ok = (2..=16).contains(&value.len())
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(value)
+    } else {
+        Err(bad(
+            "`locale` must be a language tag such as `en` or `de-DE`",
+        ))
+    }
+}
+
+impl RegisterDeviceInput {
+    /// The device record it asks for, checked.
+    pub(crate) fn into_device(
+        self,
+        customer: CustomerId,
+        now: DateTime<Utc>,
+    ) -> async_graphql::Result<DeviceRecord> {
+        let address = match (self.fcm_token, self.apns, self.web_push) {
+            (Some(token), None, None) => PushAddress::Fcm {
+                token: bounded("fcmToken", token)?,
+            },
+            (None, Some(apns), None) => PushAddress::Apns {
+                token: bounded("apns.token", apns.token)?,
+                bundle_id: bounded("apns.bundleId", apns.bundle_id)?,
+                sandbox: apns.environment == ApnsEnvironment::Sandbox,
+            },
+            (None, None, Some(web)) => {
+                let endpoint = bounded("webPush.endpoint", web.endpoint)?;
+                let scheme = url_scheme(&endpoint);
+                if !matches!(scheme, Some("https" | "http")) {
+                    return Err(bad("`webPush.endpoint` must be an http(s) URL"));
+                }
+                PushAddress::WebPush {
+                    endpoint,
+                    p256dh: bounded("webPush.p256dh", web.p256dh)?,
+                    auth: bounded("webPush.auth", web.auth)?,
+                }
+            }
+            _ => return Err(bad("give exactly one of `fcmToken`, `apns` and `webPush`")),
+        };
+        if matches!(address, PushAddress::WebPush { .. }) != (self.platform == Platform::Web) {
+            return Err(bad(
+                "a Web Push subscription goes with the platform WEB, and only it",
+            ));
+        }
+        let app_version = self
+            .app_version
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty());
+        if app_version.as_ref().is_some_and(|v| v.len() > 64) {
+            return Err(bad("`appVersion` is at most 64 characters"));
+        }
+        Ok(DeviceRecord {
+            // The store keeps the id of a device registered before.
+            id: String::new(),
+            customer_id: customer,
+            platform: self.platform,
+            address,
+            app_version,
+            locale: locale(self.locale)?,
+            registered_at: now,
+        })
+    }
+}
+
+fn url_scheme(url: &str) -> Option<&str> {
+    url.split_once("://").map(|(scheme, _)| scheme)
+}
+
+/// One category's channels.
+pub(crate) struct CategoryPreference(Category, Channels);
+
+/// One category's channels.
+#[Object]
+impl CategoryPreference {
+    /// The category.
+    async fn category(&self) -> Category {
+        self.0
+    }
+
+    /// Push to every registered device.
+    async fn push(&self) -> bool {
+        self.1.push
+    }
+
+    /// E-mail (also used when push is chosen but no device is registered).
+    async fn email(&self) -> bool {
+        self.1.email
+    }
+
+    /// The notification centre and the `notifications` subscription.
+    async fn in_app(&self) -> bool {
+        self.1.in_app
+    }
+}
+
+/// When non-urgent notifications wait, in the customer's time zone.
+pub(crate) struct QuietHoursInfo(QuietHours);
+
+/// When non-urgent notifications wait, in the customer's time zone.
+#[Object(name = "QuietHours")]
+impl QuietHoursInfo {
+    /// From, `HH:MM`.
+    async fn start(&self) -> String {
+        self.0.start.format("%H:%M").to_string()
+    }
+
+    /// Until, `HH:MM` (before `start`: over midnight).
+    async fn end(&self) -> String {
+        self.0.end.format("%H:%M").to_string()
+    }
+}
+
+/// The customer's notification preferences.
+pub(crate) struct NotificationPreferences(pub(crate) Preferences);
+
+/// The customer's notification preferences.
+#[Object]
+impl NotificationPreferences {
+    /// What notifications are written in (`en`, `de`); each device has its own too.
+    async fn locale(&self) -> &str {
+        &self.0.locale
+    }
+
+    /// The IANA time zone of the quiet hours, e.g. `Europe/Berlin`.
+    async fn time_zone(&self) -> &str {
+        &self.0.time_zone
+    }
+
+    /// When non-urgent notifications wait; null: never.
+    async fn quiet_hours(&self) -> Option<QuietHoursInfo> {
+        self.0.quiet_hours.map(QuietHoursInfo)
+    }
+
+    /// Every category's channels.
+    async fn categories(&self) -> Vec<CategoryPreference> {
+        Category::ALL
+            .into_iter()
+            .map(|c| CategoryPreference(c, self.0.channels(c)))
+            .collect()
+    }
+}
+
+/// One category's channels to set.
+#[derive(InputObject)]
+pub(crate) struct CategoryPreferenceInput {
+    /// The category.
+    category: Category,
+    /// Push to every registered device.
+    push: bool,
+    /// E-mail (also used when push is chosen but no device is registered).
+    email: bool,
+    /// The notification centre and the `notifications` subscription.
+    in_app: bool,
+}
+
+/// Quiet hours to set, `HH:MM` each.
+#[derive(InputObject)]
+pub(crate) struct QuietHoursInput {
+    /// From, `HH:MM`.
+    start: String,
+    /// Until, `HH:MM` (before `start`: over midnight).
+    end: String,
+}
+
+/// What to change; what is left out stays.
+#[derive(InputObject)]
+pub(crate) struct NotificationPreferencesInput {
+    /// `en`, `de`, ...
+    locale: Option<String>,
+    /// An IANA time zone, e.g. `Europe/Berlin`.
+    time_zone: Option<String>,
+    /// New quiet hours.
+    quiet_hours: Option<QuietHoursInput>,
+    /// No quiet hours any more.
+    clear_quiet_hours: Option<bool>,
+    /// Channels of these categories.
+    categories: Option<Vec<CategoryPreferenceInput>>,
+}
+
+impl NotificationPreferencesInput {
+    /// `preferences` with this applied, checked.
+    pub(crate) fn apply(self, mut preferences: Preferences) -> async_graphql::Result<Preferences> {
+        if let Some(l) = self.locale {
+            preferences.locale = locale(Some(l))?;
+        }
+        if let Some(zone) = self.time_zone {
+            if zone.parse::<chrono_tz::Tz>().is_err() {
+                return Err(bad(format!("`{zone}` is not an IANA time zone")));
+            }
+            preferences.time_zone = zone;
+        }
+        let time = |field: &str, value: &str| {
+            NaiveTime::parse_from_str(value, "%H:%M")
+                .map_err(|_| bad(format!("`quietHours.{field}` must be HH:MM")))
+        };
+        if let Some(q) = self.quiet_hours {
+            preferences.quiet_hours = Some(QuietHours {
+                start: time("start", &q.start)?,
+                end: time("end", &q.end)?,
+            });
+        }
+        if self.clear_quiet_hours == Some(true) {
+            preferences.quiet_hours = None;
+        }
+        for c in self.categories.unwrap_or_default() {
+            preferences.categories.insert(
+                c.category,
+                Channels {
+                    push: c.push,
+                    email: c.email,
+                    in_app: c.in_app,
+                },
+            );
+        }
+        Ok(preferences)
+    }
+}
+
+/// One notification of the customer's notification centre: the same the devices got.
+pub(crate) struct InboxNotification {
+    pub(crate) record: NotificationRecord,
+    /// The locale it is shown in.
+    pub(crate) locale: String,
+}
+
+/// One notification of the customer's notification centre: the same the devices got.
+#[Object]
+impl InboxNotification {
+    /// Mark it read with this.
+    async fn id(&self) -> ID {
+        ID(self.record.id.clone())
+    }
+
+    /// What it is about.
+    async fn category(&self) -> Category {
+        self.record.category()
+    }
+
+    /// What happened.
+    async fn kind(&self) -> NotificationKind {
+        self.record.kind
+    }
+
+    /// The headline, in the customer's language.
+    async fn title(&self) -> String {
+        render(self.record.kind, &self.record.params, &self.locale).0
+    }
+
+    /// The text, in the customer's language.
+    async fn body(&self) -> String {
+        render(self.record.kind, &self.record.params, &self.locale).1
+    }
+
+    /// Where the app opens it, e.g. `retail://orders/ord-000123`.
+    async fn deep_link(&self) -> &str {
+        &self.record.deep_link
+    }
+
+    /// Whether the customer has read it.
+    async fn read(&self) -> bool {
+        self.record.read
+    }
+
+    /// When it was made.
+    async fn created_at(&self) -> DateTime<Utc> {
+        self.record.created_at
+    }
+}
