@@ -570,3 +570,174 @@ pub fn rules(event: &DomainEvent, own_comment: bool) -> Vec<NotificationRecord> 
         read: false,
     }]
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::events::Subject;
+    use crate::ids::{CaseId, OrderId};
+    use crate::ports::Source;
+
+    fn event(kind: EventKind, subject: Subject, payload: serde_json::Value) -> DomainEvent {
+        DomainEvent {
+            id: "backend:evt_1".into(),
+            kind,
+            source: Source::Backend,
+            customer_id: Some(CustomerId::parse("cust-0001").unwrap()),
+            subject,
+            occurred_at: Utc::now(),
+            audience: Vec::new(),
+            summary: String::new(),
+            payload,
+        }
+    }
+
+    fn order(id: &str) -> Subject {
+        Subject {
+            order_id: Some(OrderId::parse(id).unwrap()),
+            ..Subject::default()
+        }
+    }
+
+    #[test]
+    fn order_events_make_order_notifications_with_one_collapse_key() {
+        let shipped = event(
+            EventKind::OrderUpdated,
+            order("ord-000123"),
+            json!({"data": {"status": "SHIPPED"}}),
+        );
+        let made = rules(&shipped, false);
+        assert_eq!(made.len(), 1);
+        let n = &made[0];
+        assert_eq!(n.kind, NotificationKind::OrderShipped);
+        assert_eq!(n.id, "ntf:backend:evt_1", "the same id on every replica");
+        assert_eq!(n.deep_link, "retail://orders/ord-000123");
+        let out = event(
+            EventKind::ShipmentUpdated,
+            order("ord-000123"),
+            json!({"data": {"status": "OUT_FOR_DELIVERY"}}),
+        );
+        let later = &rules(&out, false)[0];
+        assert_eq!(later.kind, NotificationKind::OrderOutForDelivery);
+        assert!(later.kind.urgent());
+        assert_eq!(
+            later.collapse_key, n.collapse_key,
+            "the newer replaces the older"
+        );
+        for quiet in ["CONFIRMED", "PENDING"] {
+            let e = event(
+                EventKind::OrderUpdated,
+                order("ord-000123"),
+                json!({"data": {"status": quiet}}),
+            );
+            assert!(rules(&e, false).is_empty(), "{quiet}");
+        }
+        let in_transit = event(
+            EventKind::ShipmentUpdated,
+            order("ord-000123"),
+            json!({"data": {"status": "IN_TRANSIT"}}),
+        );
+        assert!(rules(&in_transit, false).is_empty());
+    }
+
+    #[test]
+    fn case_answers_are_agents_comments_not_the_customers_own() {
+        let subject = Subject {
+            case_id: Some(CaseId::parse("500000000000001AAA").unwrap()),
+            ..Subject::default()
+        };
+        let comment = event(
+            EventKind::CaseCommentAdded,
+            subject.clone(),
+            json!({"payload": {"IsPublished": true, "CaseNumber": "00001001",
+                   "ChangeEventHeader": {"recordIds": ["00a000000000001AAA"]}}}),
+        );
+        assert_eq!(comment_id(&comment), Some("00a000000000001AAA"));
+        assert_eq!(
+            rules(&comment, false)[0].kind,
+            NotificationKind::CaseAnswered
+        );
+        assert!(
+            rules(&comment, true).is_empty(),
+            "the customer's own comment"
+        );
+        let note = event(
+            EventKind::CaseCommentAdded,
+            subject.clone(),
+            json!({"payload": {"IsPublished": false, "CaseNumber": "00001001"}}),
+        );
+        assert!(rules(&note, false).is_empty(), "an internal note");
+        let closed = event(
+            EventKind::CaseUpdated,
+            subject,
+            json!({"payload": {"Status": "Closed", "CaseNumber": "00001001"}}),
+        );
+        let made = rules(&closed, false);
+        assert_eq!(made[0].kind, NotificationKind::CaseResolved);
+        assert_eq!(
+            render(made[0].kind, &made[0].params, "en").1,
+            "Case 00001001 has been closed."
+        );
+        assert_eq!(
+            render(made[0].kind, &made[0].params, "de-DE").1,
+            "Fall 00001001 wurde abgeschlossen."
+        );
+    }
+
+    #[test]
+    fn a_pickup_to_confirm_is_offered_to_the_customer() {
+        let subject = Subject {
+            task_id: Some(7),
+            ..Subject::default()
+        };
+        let created = event(
+            EventKind::TaskUpdated,
+            subject.clone(),
+            json!({"type": "TaskCreated", "taskName": "ConfirmPickup", "taskStatus": "Ready"}),
+        );
+        assert_eq!(
+            rules(&created, false)[0].kind,
+            NotificationKind::TaskOffered
+        );
+        let approval = event(
+            EventKind::TaskUpdated,
+            subject,
+            json!({"type": "TaskCreated", "taskName": "ApproveReturn", "taskStatus": "Ready"}),
+        );
+        assert!(
+            rules(&approval, false).is_empty(),
+            "agents' tasks are not the customer's"
+        );
+        let mut nobody = created.clone();
+        nobody.customer_id = None;
+        assert!(rules(&nobody, false).is_empty());
+    }
+
+    #[test]
+    fn every_kind_reads_in_english_and_german() {
+        let params = BTreeMap::from([
+            ("order".to_owned(), "ord-1".to_owned()),
+            ("caseNumber".to_owned(), "0001".to_owned()),
+            ("productName".to_owned(), "Lamp".to_owned()),
+            ("deal".to_owned(), "back in stock".to_owned()),
+        ]);
+        for kind in [
+            NotificationKind::OrderShipped,
+            NotificationKind::OrderOutForDelivery,
+            NotificationKind::OrderDelivered,
+            NotificationKind::OrderCancelled,
+            NotificationKind::CaseAnswered,
+            NotificationKind::CaseResolved,
+            NotificationKind::TaskOffered,
+            NotificationKind::ClientErrorReported,
+            NotificationKind::ProductDeal,
+        ] {
+            let en = render(kind, &params, "en");
+            let de = render(kind, &params, "de");
+            assert!(!en.0.is_empty() && !en.1.is_empty(), "{kind:?}");
+            assert_ne!(en, de, "{kind:?} has its own German");
+        }
+    }
+}
