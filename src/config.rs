@@ -47,6 +47,8 @@ pub struct Config {
     pub push: PushConfig,
     /// Devices, preferences and notification centres.
     pub notifications: NotificationsConfig,
+    /// The push outbox: a Redis stream shared by the replicas, memory for one instance.
+    pub outbox: OutboxConfig,
 }
 
 /// The entity cache (customers, products, orders, parcel tracking; see `resolvers::cache`).
@@ -562,6 +564,80 @@ impl PushConfig {
     }
 }
 
+/// The push outbox (`crate::notify::outbox`): where notifications wait to be sent, and how
+/// sends are retried.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutboxConfig {
+    /// `redis://host:6379/0` (or `rediss://`, `redis+unix:///path`): a Redis stream read by a
+    /// consumer group that every replica joins, so each job is sent by one replica and
+    /// survives a restart. Absent: an in-memory queue (one instance, lost at restart).
+    pub redis_url: Option<Secret>,
+    /// The stream's key; `<stream_key>:delayed` (a sorted set of jobs not due yet),
+    /// `<stream_key>:dead` (the dead letters) and `<stream_key>:job:<id>` (enqueued-job
+    /// markers) go beside it.
+    pub stream_key: String,
+    /// Most sends of one job; a job still refused as transient after this many is
+    /// dead-lettered.
+    pub max_attempts: u32,
+    /// How long a job may stay read but unacknowledged by a replica before another replica
+    /// takes it over (its sender is presumed dead). A send that takes longer than half of
+    /// this is abandoned and retried, so a live sender is never overtaken.
+    pub claim_idle_ms: u64,
+    /// Most sends in flight at once on this replica.
+    pub senders: usize,
+    /// The first retry waits up to this long (full jitter), doubling with each attempt.
+    pub backoff_base_ms: u64,
+    /// The longest backoff between two attempts (a provider's `Retry-After` may ask for more,
+    /// up to a day).
+    pub backoff_max_ms: u64,
+    /// How long a job id is remembered, so that enqueueing the same job again (a retried
+    /// enqueue, or several replicas turning one event into the same jobs) stores it once.
+    pub dedup_ttl_secs: u64,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            stream_key: "switchyard:outbox".to_owned(),
+            max_attempts: 8,
+            claim_idle_ms: 30_000,
+            senders: 16,
+            backoff_base_ms: 1_000,
+            backoff_max_ms: 600_000,
+            dedup_ttl_secs: 3_600,
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.stream_key.is_empty() {
+            anyhow::bail!("outbox.stream_key must not be empty");
+        }
+        if self.max_attempts == 0 {
+            anyhow::bail!("outbox.max_attempts must be at least 1");
+        }
+        if self.claim_idle_ms < 100 {
+            anyhow::bail!("outbox.claim_idle_ms must be at least 100 (half of it bounds one send)");
+        }
+        if self.senders == 0 {
+            anyhow::bail!("outbox.senders must be at least 1");
+        }
+        if self.backoff_base_ms == 0 || self.backoff_base_ms > self.backoff_max_ms {
+            anyhow::bail!(
+                "outbox.backoff_base_ms must be at least 1 and at most outbox.backoff_max_ms"
+            );
+        }
+        if self.dedup_ttl_secs == 0 {
+            anyhow::bail!("outbox.dedup_ttl_secs must be at least 1");
+        }
+        Ok(())
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -672,6 +748,7 @@ impl Config {
             _ => {}
         }
         self.push.validate()?;
+        self.outbox.validate()?;
         Ok(())
     }
 
@@ -690,5 +767,71 @@ mod millis {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Config, String> {
+        Figment::from(Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_outbox_section_is_typed_with_defaults() {
+        let config = parse(
+            "[outbox]\nredis_url = \"redis://127.0.0.1:6380/0\"\nmax_attempts = 3\nsenders = 4\n",
+        )
+        .unwrap();
+        let outbox = &config.outbox;
+        assert_eq!(
+            outbox.redis_url.as_ref().map(Secret::expose),
+            Some("redis://127.0.0.1:6380/0")
+        );
+        assert_eq!((outbox.max_attempts, outbox.senders), (3, 4));
+        assert_eq!(outbox.stream_key, "switchyard:outbox");
+        assert_eq!(outbox.claim_idle_ms, 30_000);
+        assert_eq!(
+            (outbox.backoff_base_ms, outbox.backoff_max_ms),
+            (1_000, 600_000)
+        );
+        config.validate().unwrap();
+        assert!(
+            parse("").unwrap().outbox.redis_url.is_none(),
+            "memory by default"
+        );
+    }
+
+    #[test]
+    fn the_outbox_section_refuses_unknown_keys_and_unworkable_values() {
+        let typo = parse("[outbox]\nmax_atempts = 3\n")
+            .unwrap_err()
+            .to_string();
+        assert!(typo.contains("max_atempts"), "{typo}");
+        for (toml, key) in [
+            ("max_attempts = 0", "outbox.max_attempts"),
+            ("senders = 0", "outbox.senders"),
+            ("claim_idle_ms = 10", "outbox.claim_idle_ms"),
+            ("backoff_base_ms = 0", "outbox.backoff_base_ms"),
+            (
+                "backoff_base_ms = 5000\nbackoff_max_ms = 10",
+                "outbox.backoff_base_ms",
+            ),
+            ("stream_key = \"\"", "outbox.stream_key"),
+            ("dedup_ttl_secs = 0", "outbox.dedup_ttl_secs"),
+        ] {
+            let config = parse(&format!("[outbox]\n{toml}\n")).unwrap();
+            let error = config.validate().unwrap_err().to_string();
+            assert!(error.contains(key), "{toml}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_outbox_redis_url_is_never_printed() {
+        let config = parse("[outbox]\nredis_url = \"redis://:hunter2@redis:6379\"\n").unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
     }
 }

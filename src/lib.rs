@@ -15,6 +15,8 @@
 //! - [`upstream`]: adapters that implement the graph's ports over HTTP, one per upstream.
 //! - [`push`]: the push providers' clients (FCM, APNs, Web Push, e-mail) behind one
 //!   `Channel` interface the push outbox calls.
+//! - [`notify`]: notifications; `notify::outbox` is the push outbox (a Redis stream with a
+//!   consumer group, or memory) that sends each job through `push` until a provider answered.
 //! - [`telemetry`]: structured logs.
 
 pub mod app;
@@ -25,7 +27,7 @@ pub mod config;
 pub mod embedded;
 pub mod events;
 pub(crate) mod ingest;
-pub(crate) mod notify;
+pub mod notify;
 pub mod push;
 pub mod telemetry;
 pub(crate) mod transport;

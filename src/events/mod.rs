@@ -61,7 +61,7 @@
 //! - **The memory bus across processes.** It serves one instance, and forgets everything
 //!   when it stops.
 
-mod memory;
+pub(crate) mod memory;
 mod redis;
 
 use std::sync::Arc;

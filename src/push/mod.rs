@@ -47,10 +47,15 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
+
 use crate::config::PushConfig;
 
 /// One notification as a provider sends it (already localized).
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Serializable, for the push outbox, which stores each message with its job; `ttl` is
+/// stored as whole milliseconds (`ttl_ms`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PushMessage {
     /// The notification id (uuid-ish). APNs' `apns-id` is a UUID derived from it
     /// deterministically; FCM carries it in `data["notificationId"]`; Web Push derives its
@@ -74,11 +79,17 @@ pub struct PushMessage {
     pub urgent: bool,
     /// How long a provider keeps it for an offline device: `apns-expiration`, FCM
     /// `android.ttl`, Web Push `TTL`. Zero: deliver now or never.
+    #[serde(rename = "ttl_ms", with = "millis")]
     pub ttl: Duration,
 }
 
 /// Where it goes.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Serializable, for the push outbox, tagged by [`Target::kind`] (`{"kind": "fcm", "token":
+/// ..}`). What it serializes to is stored data (a device's address), never logged: its
+/// `Debug` leaves tokens, endpoints and keys out.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Target {
     /// An FCM registration token.
     Fcm {
@@ -95,6 +106,7 @@ pub enum Target {
         sandbox: bool,
     },
     /// A browser's push subscription (`PushSubscription.toJSON()`).
+    #[serde(rename = "webpush")]
     WebPush {
         /// The push service's URL for this subscription.
         endpoint: String,
@@ -299,4 +311,84 @@ fn app_data(message: &PushMessage) -> BTreeMap<String, String> {
 /// Seconds since the epoch.
 fn unix_now() -> i64 {
     chrono::Utc::now().timestamp()
+}
+
+/// A [`Duration`] as whole milliseconds.
+mod millis {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(value.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_serialize_tagged_by_kind_and_round_trip() {
+        let targets = [
+            Target::Fcm {
+                token: "fcm-token".into(),
+            },
+            Target::Apns {
+                token: "ab12".into(),
+                topic: "com.example.app".into(),
+                sandbox: true,
+            },
+            Target::WebPush {
+                endpoint: "https://push.example/s/1".into(),
+                p256dh: "key".into(),
+                auth: "secret".into(),
+            },
+            Target::Email {
+                address: "ada@example.com".into(),
+                locale: "en-GB".into(),
+            },
+        ];
+        for target in targets {
+            let json = serde_json::to_value(&target).unwrap();
+            assert_eq!(json["kind"], target.kind(), "{json}");
+            let back: Target = serde_json::from_value(json).unwrap();
+            assert_eq!(back, target);
+        }
+    }
+
+    #[test]
+    fn messages_round_trip_with_their_ttl_in_milliseconds() {
+        let message = PushMessage {
+            id: "n-1".into(),
+            title: "t".into(),
+            body: "b".into(),
+            data: BTreeMap::from([("k".into(), "v".into())]),
+            deep_link: None,
+            collapse_key: Some("c".into()),
+            urgent: true,
+            ttl: Duration::from_millis(3_600_500),
+        };
+        let json = serde_json::to_value(&message).unwrap();
+        assert_eq!(json["ttl_ms"], 3_600_500);
+        let back: PushMessage = serde_json::from_value(json).unwrap();
+        assert_eq!(back, message);
+    }
+
+    #[test]
+    fn debug_leaves_device_addresses_out() {
+        let target = Target::WebPush {
+            endpoint: "https://push.example/s/1".into(),
+            p256dh: "key".into(),
+            auth: "secret".into(),
+        };
+        let shown = format!("{target:?}");
+        for hidden in ["push.example", "key", "secret"] {
+            assert!(!shown.contains(hidden), "{shown}");
+        }
+    }
 }

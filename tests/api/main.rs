@@ -12,6 +12,8 @@
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
 //! - `upstream`: the adapters against the sandbox's upstreams, through the graph's ports.
 //! - `push`: the push channels (FCM, APNs, Web Push, e-mail) against the sandbox's providers.
+//! - `outbox`: the push outbox (memory and Redis) sending through them: retries, dead
+//!   letters, several replicas, a dead replica's jobs, a lost Redis connection.
 //! - `schema`: the checked-in SDL is the code's.
 //! - `playground`: the playground in headless Chromium.
 
@@ -23,6 +25,7 @@ mod graph;
 mod http;
 mod mutations;
 mod notifications;
+mod outbox;
 mod playground;
 mod push;
 mod replicas;
