@@ -19,9 +19,10 @@ use crate::auth::{AuthSettings, Authenticator};
 use crate::config::Config;
 use crate::events::EventBus;
 use crate::transport::{self, AppState};
+use resolvers::Ports;
 use resolvers::cache::Cache;
 use resolvers::events::EventHub;
-use resolvers::notifications::{NotificationStore, WebPushKey};
+use resolvers::notifications::{NotificationStore, Notify, WebPushKey};
 
 /// Longest the server waits at shutdown for live connections to close.
 const CONNECTION_DRAIN: Duration = Duration::from_secs(5);
@@ -107,18 +108,16 @@ pub(crate) async fn serve(
     let cache = crate::cache::build(&config.cache).await?;
     let hub = EventHub::new(config.events.hub_capacity, cache.clone());
     let events = crate::events::start(&config.events, hub.clone(), shutdown_rx.clone()).await?;
-    let store = crate::notify::store::build(&config.notifications)
-        .await
-        .context("opening the notification store")?;
-    let channels = Arc::new(crate::push::build(&config.push).context("setting up [push]")?);
-    let web_push_key = WebPushKey(channels.vapid_public_key());
+    let ports = upstream_ports(&config, cache)?;
+    let notifications = crate::notify::start(&config, &ports, &hub, shutdown_rx.clone()).await?;
     let graph_data = GraphData {
-        store,
-        web_push_key,
+        store: notifications.store.clone(),
+        web_push_key: WebPushKey(notifications.web_push_key.clone()),
+        notify: notifications.notify.clone(),
     };
     let state = app_state(
         &config,
-        cache,
+        ports,
         hub,
         events.bus.clone(),
         graph_data,
@@ -149,6 +148,7 @@ pub(crate) async fn serve(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     events.join().await;
+    notifications.join().await;
     tracing::info!("switchyard stopped");
     served
 }
@@ -157,30 +157,36 @@ pub(crate) async fn serve(
 struct GraphData {
     store: Arc<dyn NotificationStore>,
     web_push_key: WebPushKey,
+    notify: Arc<dyn Notify>,
 }
 
-fn app_state(
-    config: &Config,
-    cache: Arc<dyn Cache>,
-    hub: EventHub,
-    bus: Arc<dyn EventBus>,
-    graph: GraphData,
-    shutdown: tokio::sync::watch::Receiver<bool>,
-) -> anyhow::Result<AppState> {
+/// The upstream adapters of the configured upstreams, reading through `cache`.
+fn upstream_ports(config: &Config, cache: Arc<dyn Cache>) -> anyhow::Result<Ports> {
     let u = &config.upstreams;
     let (Some(backend), Some(crm), Some(process), Some(carrier)) =
         (&u.backend, &u.crm, &u.process, &u.carrier)
     else {
         anyhow::bail!("every upstream must be configured");
     };
-    let ports = crate::upstream::ports(backend, crm, process, carrier, cache)?;
+    crate::upstream::ports(backend, crm, process, carrier, cache)
+}
+
+fn app_state(
+    config: &Config,
+    ports: Ports,
+    hub: EventHub,
+    bus: Arc<dyn EventBus>,
+    graph: GraphData,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<AppState> {
     let webhooks = Arc::new(crate::ingest::Webhooks::new(&config.webhooks, bus)?);
     let builder = || {
         let builder = resolvers::schema_builder()
             .data(ports.clone())
             .data(hub.clone())
             .data(graph.store.clone())
-            .data(graph.web_push_key.clone());
+            .data(graph.web_push_key.clone())
+            .data(graph.notify.clone());
         if config.server.introspection {
             builder
         } else {

@@ -1,16 +1,20 @@
 //! The mutation root: what apps change. Each mutation checks who may do it, calls the
 //! upstream's port once, and answers the changed object read fresh through the loaders.
 
+use std::sync::Arc;
+
 use async_graphql::{Context, ID, InputObject, Object};
 use chrono::Utc;
 
 use crate::cache::Cached;
 use crate::error::GraphError;
 use crate::ids::{CaseId, OrderId, ProductId, parse_numeric_id};
-use crate::notifications::own_comment_key;
+use crate::notifications::{Notify, own_comment_key, reported_case_key, reported_error};
 use crate::ports::Ports;
 use crate::query::{load_case, load_order, load_task};
-use crate::records::{CaseCommentRecord, CasePriority, NewCase, NewOrderLine, OrderStatus};
+use crate::records::{
+    CaseCommentRecord, CasePriority, CaseStatus, NewCase, NewOrderLine, OrderStatus,
+};
 use crate::types::{
     CaseComment, Device, NotificationPreferences, NotificationPreferencesInput, Order,
     ProcessInstance, RegisterDeviceInput, SupportCase, Task, customer, loaders, store, unavailable,
@@ -25,6 +29,123 @@ const MAX_QUANTITY: i32 = 99;
 const MAX_SUBJECT: usize = 255;
 /// Longest case description or comment (Salesforce's long text limit is 32,000).
 const MAX_TEXT: usize = 32_000;
+/// How long a reported error's case takes the same error's repeats.
+const REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// What the app reports.
+#[derive(InputObject)]
+pub(crate) struct ReportClientErrorInput {
+    /// The app's error code, e.g. `CHECKOUT_TIMEOUT`.
+    code: String,
+    /// What the app showed or logged.
+    message: String,
+    /// Where it happened, e.g. `Checkout`.
+    screen: Option<String>,
+    /// The app's version.
+    app_version: Option<String>,
+    /// Anything else the app knows (a JSON object, at most 16 KiB): device, network, the
+    /// last actions.
+    context: Option<async_graphql::Json<serde_json::Value>>,
+}
+
+/// A checked report.
+struct ClientError {
+    code: String,
+    message: String,
+    screen: Option<String>,
+    app_version: Option<String>,
+    context: Option<serde_json::Value>,
+}
+
+impl ReportClientErrorInput {
+    fn checked(self) -> async_graphql::Result<ClientError> {
+        check_text("code", &self.code, 100)?;
+        check_text("message", &self.message, 2_000)?;
+        if let Some(screen) = &self.screen {
+            check_text("screen", screen, 100)?;
+        }
+        if let Some(version) = &self.app_version {
+            check_text("appVersion", version, 64)?;
+        }
+        let context = self.context.map(|c| c.0);
+        if let Some(context) = &context {
+            if !context.is_object() {
+                return Err(bad_input("`context` must be a JSON object"));
+            }
+            if context.to_string().len() > 16 * 1024 {
+                return Err(bad_input("`context` is at most 16 KiB"));
+            }
+        }
+        Ok(ClientError {
+            code: self.code.trim().to_owned(),
+            message: self.message.trim().to_owned(),
+            screen: self.screen.map(|s| s.trim().to_owned()),
+            app_version: self.app_version.map(|v| v.trim().to_owned()),
+            context,
+        })
+    }
+}
+
+impl ClientError {
+    /// What makes two reports the same error: its code and screen.
+    fn fingerprint(&self) -> String {
+        let text = format!("{}\n{}", self.code, self.screen.as_deref().unwrap_or(""));
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for byte in text.bytes() {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+        format!("{hash:016x}")
+    }
+
+    fn subject(&self) -> String {
+        match &self.screen {
+            Some(screen) => format!("App error {} on {screen}", self.code),
+            None => format!("App error {}", self.code),
+        }
+    }
+
+    fn description(&self) -> String {
+        let mut text = format!(
+            "The app reported an error.\n\nCode: {}\nMessage: {}\n",
+            self.code, self.message
+        );
+        if let Some(screen) = &self.screen {
+            text.push_str(&format!("Screen: {screen}\n"));
+        }
+        if let Some(version) = &self.app_version {
+            text.push_str(&format!("App version: {version}\n"));
+        }
+        if let Some(context) = &self.context {
+            let pretty = serde_json::to_string_pretty(context).unwrap_or_default();
+            text.push_str(&format!("\nContext:\n{pretty}\n"));
+        }
+        text
+    }
+
+    /// The comment a repeat adds.
+    fn again(&self) -> String {
+        format!(
+            "The app reported this error again at {}: {}{}",
+            Utc::now().format("%Y-%m-%d %H:%M UTC"),
+            self.message,
+            self.app_version
+                .as_deref()
+                .map(|v| format!(" (app {v})"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+/// What became of a report.
+#[derive(async_graphql::SimpleObject)]
+pub(crate) struct ClientErrorReport {
+    /// The support case that follows it.
+    case: SupportCase,
+    /// Whether it was a repeat, added to a case opened for the same error earlier.
+    repeated: bool,
+}
+
 /// Most notifications marked read at once.
 const MAX_MARK_READ: usize = 100;
 /// How long a customer's own comment is remembered (so that its event is not taken for an
@@ -293,6 +414,108 @@ impl MutationRoot {
             .await
             .map_err(unavailable)?;
         Ok(i32::try_from(changed).unwrap_or(i32::MAX))
+    }
+
+    /// Records that the signed-in customer looked at a product (for offers: a product viewed
+    /// three times in a week that comes back in stock or gets cheaper is worth a MARKETING
+    /// notification, when the customer opted in); answers their views of it this week.
+    async fn track_product_view(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The product viewed.")] product_id: ID,
+    ) -> async_graphql::Result<i32> {
+        let customer = customer(ctx)?;
+        let product = ProductId::parse(&product_id)?;
+        if crate::query::load_product(ctx, product.clone())
+            .await?
+            .is_none()
+        {
+            return Err(GraphError::NotFound(format!("no product {product}")).into());
+        }
+        let views = store(ctx)?
+            .count_view(&customer, product.as_str(), Utc::now())
+            .await
+            .map_err(unavailable)?;
+        Ok(i32::try_from(views).unwrap_or(i32::MAX))
+    }
+
+    /// Reports an error the app ran into, for customer service: opens a support case with the
+    /// app's context in its description, and the customer is told "we're on it" with the case
+    /// number (on every device, in the notification centre, on the `notifications`
+    /// subscription). The same error (same code and screen) reported again within a day, while
+    /// its case is open, adds a comment to that case instead of opening another.
+    async fn report_client_error(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "What the app ran into.")] input: ReportClientErrorInput,
+    ) -> async_graphql::Result<ClientErrorReport> {
+        let customer = customer(ctx)?;
+        let report = input.checked()?;
+        let store = store(ctx)?;
+        let crm = &ctx.data::<Ports>()?.crm;
+        let key = format!("client-error:{customer}:{}", report.fingerprint());
+        let open_case = match store.claimed(&key).await.map_err(unavailable)? {
+            Some(id) => match load_case(ctx, CaseId::parse(&id)?).await? {
+                Some(case) if case.0.status != CaseStatus::Closed => Some(case),
+                _ => None,
+            },
+            None => None,
+        };
+        if let Some(case) = open_case {
+            let comment = crm.add_comment(&case.0.id, &report.again()).await?;
+            // Switchyard's words, not an agent's answer.
+            let own = own_comment_key(&comment);
+            if let Err(e) = store.claim(&own, "1", OWN_COMMENT_MEMORY).await {
+                tracing::warn!(error = %e, "could not remember a comment of ours");
+            }
+            return Ok(ClientErrorReport {
+                case,
+                repeated: true,
+            });
+        }
+        let Some(contact) = loaders(ctx)?.contacts.load_one(customer.clone()).await? else {
+            return Err(GraphError::NotFound(format!(
+                "customer {customer} has no contact record in the CRM"
+            ))
+            .into());
+        };
+        let case_id = crm
+            .create_case(&NewCase {
+                contact_id: contact.id,
+                subject: report.subject(),
+                description: Some(report.description()),
+                priority: CasePriority::High,
+                order_id: None,
+            })
+            .await?;
+        store
+            .remember(&key, case_id.as_str(), REPORT_WINDOW)
+            .await
+            .map_err(unavailable)?;
+        store
+            .remember(
+                &reported_case_key(case_id.as_str()),
+                "1",
+                OWN_COMMENT_MEMORY,
+            )
+            .await
+            .map_err(unavailable)?;
+        let case = load_case(ctx, case_id.clone()).await?.ok_or_else(|| {
+            GraphError::NotFound(format!(
+                "case {case_id} was created but cannot be read back"
+            ))
+        })?;
+        // Delivered from here, whenever the CRM's event of the new case arrives (the rules
+        // make the same notification from it, with the same id: it goes out once).
+        let notification = reported_error(&customer, &case.0.id, &case.0.case_number, Utc::now());
+        ctx.data::<Arc<dyn Notify>>()?
+            .notify(notification)
+            .await
+            .map_err(unavailable)?;
+        Ok(ClientErrorReport {
+            case,
+            repeated: false,
+        })
     }
 
     /// Asks to return a shipped or delivered order: starts the return process, which an agent

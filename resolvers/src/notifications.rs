@@ -345,6 +345,8 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Claims `key` for `ttl`: `true` the first time, `false` while the claim lasts (once-a-day
     /// limits, remembered facts).
     async fn claim(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Sets `key` to `value` for `ttl`, whatever it held.
+    async fn remember(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()>;
     /// The value of a live claim.
     async fn claimed(&self, key: &str) -> StoreResult<Option<String>>;
 }
@@ -448,6 +450,74 @@ pub fn render(
     (title, body)
 }
 
+/// The "we're on it" of an error the app reported, for which case `case` was opened: made by
+/// `reportClientError` and by the rules from the case's creation event, with one id, so it
+/// is kept and sent once.
+pub fn reported_error(
+    customer: &CustomerId,
+    case: &crate::ids::CaseId,
+    case_number: &str,
+    at: DateTime<Utc>,
+) -> NotificationRecord {
+    NotificationRecord {
+        id: format!("ntf:reported:{}", case.as_str()),
+        customer_id: customer.clone(),
+        kind: NotificationKind::ClientErrorReported,
+        params: BTreeMap::from([
+            ("case".to_owned(), case.as_str().to_owned()),
+            ("caseNumber".to_owned(), case_number.to_owned()),
+        ]),
+        deep_link: format!("retail://cases/{}", case.as_str()),
+        collapse_key: Some(format!("case:{}", case.as_str())),
+        created_at: at,
+        read: false,
+    }
+}
+
+/// Where the graph hands a notification it made itself (not from an upstream event): the
+/// server keeps and delivers it as it does the rules' ones. Schema data.
+#[async_trait]
+pub trait Notify: Send + Sync + 'static {
+    /// Keeps it in the customer's centre (as they prefer) and queues its deliveries.
+    async fn notify(&self, notification: NotificationRecord) -> StoreResult<()>;
+}
+
+/// What the rules need to know beyond the event, from the store: whether a comment was the
+/// customer's own, whether a case was opened for an error the app reported.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// The event's comment was written by the customer, through Switchyard.
+    pub own_comment: bool,
+    /// The event's case was opened by `reportClientError`.
+    pub reported_error: bool,
+}
+
+impl Facts {
+    /// The facts about `event`, from `store`.
+    pub async fn of(event: &DomainEvent, store: &dyn NotificationStore) -> StoreResult<Facts> {
+        let own_comment = match comment_id(event) {
+            Some(id) => store.claimed(&own_comment_key(id)).await?.is_some(),
+            None => false,
+        };
+        let reported_error = match (&event.kind, &event.subject.case_id) {
+            (EventKind::CaseUpdated, Some(case)) => store
+                .claimed(&reported_case_key(case.as_str()))
+                .await?
+                .is_some(),
+            _ => false,
+        };
+        Ok(Facts {
+            own_comment,
+            reported_error,
+        })
+    }
+}
+
+/// The store claim that remembers case `id` as opened for an error the app reported.
+pub fn reported_case_key(id: &str) -> String {
+    format!("reported-case:{id}")
+}
+
 /// The store claim that remembers comment `id` as the customer's own (written through
 /// Switchyard): its event is not an answer to notify them of.
 pub fn own_comment_key(id: &str) -> String {
@@ -473,9 +543,12 @@ pub fn comment_id(event: &DomainEvent) -> Option<&str> {
 /// | published case comment not written through Switchyard | `CASE_ANSWERED` |
 /// | task `ConfirmPickup` created, `Ready` | `TASK_OFFERED` |
 ///
-/// A comment the customer wrote through Switchyard is not an answer: the caller passes
-/// `own_comment` to tell (Switchyard remembers the comments it created).
-pub fn rules(event: &DomainEvent, own_comment: bool) -> Vec<NotificationRecord> {
+/// | case created by `reportClientError` | `CLIENT_ERROR_REPORTED` (urgent: "we're on it") |
+///
+/// A comment the customer wrote through Switchyard is not an answer; a case opened for an
+/// error the app reported is said so: the caller passes the [`Facts`] (Switchyard remembers
+/// the comments and cases it created).
+pub fn rules(event: &DomainEvent, facts: &Facts) -> Vec<NotificationRecord> {
     let Some(customer) = event.customer_id.clone() else {
         return Vec::new();
     };
@@ -523,11 +596,15 @@ pub fn rules(event: &DomainEvent, own_comment: bool) -> Vec<NotificationRecord> 
                 return Vec::new();
             };
             let fields = &payload["payload"];
+            let created = fields["ChangeEventHeader"]["changeType"] == "CREATE";
             let kind = if event.kind == EventKind::CaseCommentAdded {
-                if own_comment || fields["IsPublished"] != serde_json::Value::Bool(true) {
+                if facts.own_comment || fields["IsPublished"] != serde_json::Value::Bool(true) {
                     return Vec::new();
                 }
                 NotificationKind::CaseAnswered
+            } else if created && facts.reported_error {
+                let number = text(&fields["CaseNumber"]);
+                return vec![reported_error(&customer, case, &number, event.occurred_at)];
             } else if matches!(fields["Status"].as_str(), Some("Closed" | "Resolved")) {
                 NotificationKind::CaseResolved
             } else {
@@ -608,7 +685,7 @@ mod tests {
             order("ord-000123"),
             json!({"data": {"status": "SHIPPED"}}),
         );
-        let made = rules(&shipped, false);
+        let made = rules(&shipped, &Facts::default());
         assert_eq!(made.len(), 1);
         let n = &made[0];
         assert_eq!(n.kind, NotificationKind::OrderShipped);
@@ -619,7 +696,7 @@ mod tests {
             order("ord-000123"),
             json!({"data": {"status": "OUT_FOR_DELIVERY"}}),
         );
-        let later = &rules(&out, false)[0];
+        let later = &rules(&out, &Facts::default())[0];
         assert_eq!(later.kind, NotificationKind::OrderOutForDelivery);
         assert!(later.kind.urgent());
         assert_eq!(
@@ -632,14 +709,14 @@ mod tests {
                 order("ord-000123"),
                 json!({"data": {"status": quiet}}),
             );
-            assert!(rules(&e, false).is_empty(), "{quiet}");
+            assert!(rules(&e, &Facts::default()).is_empty(), "{quiet}");
         }
         let in_transit = event(
             EventKind::ShipmentUpdated,
             order("ord-000123"),
             json!({"data": {"status": "IN_TRANSIT"}}),
         );
-        assert!(rules(&in_transit, false).is_empty());
+        assert!(rules(&in_transit, &Facts::default()).is_empty());
     }
 
     #[test]
@@ -656,11 +733,18 @@ mod tests {
         );
         assert_eq!(comment_id(&comment), Some("00a000000000001AAA"));
         assert_eq!(
-            rules(&comment, false)[0].kind,
+            rules(&comment, &Facts::default())[0].kind,
             NotificationKind::CaseAnswered
         );
         assert!(
-            rules(&comment, true).is_empty(),
+            rules(
+                &comment,
+                &Facts {
+                    own_comment: true,
+                    ..Facts::default()
+                }
+            )
+            .is_empty(),
             "the customer's own comment"
         );
         let note = event(
@@ -668,13 +752,16 @@ mod tests {
             subject.clone(),
             json!({"payload": {"IsPublished": false, "CaseNumber": "00001001"}}),
         );
-        assert!(rules(&note, false).is_empty(), "an internal note");
+        assert!(
+            rules(&note, &Facts::default()).is_empty(),
+            "an internal note"
+        );
         let closed = event(
             EventKind::CaseUpdated,
             subject,
             json!({"payload": {"Status": "Closed", "CaseNumber": "00001001"}}),
         );
-        let made = rules(&closed, false);
+        let made = rules(&closed, &Facts::default());
         assert_eq!(made[0].kind, NotificationKind::CaseResolved);
         assert_eq!(
             render(made[0].kind, &made[0].params, "en").1,
@@ -698,7 +785,7 @@ mod tests {
             json!({"type": "TaskCreated", "taskName": "ConfirmPickup", "taskStatus": "Ready"}),
         );
         assert_eq!(
-            rules(&created, false)[0].kind,
+            rules(&created, &Facts::default())[0].kind,
             NotificationKind::TaskOffered
         );
         let approval = event(
@@ -707,12 +794,12 @@ mod tests {
             json!({"type": "TaskCreated", "taskName": "ApproveReturn", "taskStatus": "Ready"}),
         );
         assert!(
-            rules(&approval, false).is_empty(),
+            rules(&approval, &Facts::default()).is_empty(),
             "agents' tasks are not the customer's"
         );
         let mut nobody = created.clone();
         nobody.customer_id = None;
-        assert!(rules(&nobody, false).is_empty());
+        assert!(rules(&nobody, &Facts::default()).is_empty());
     }
 
     #[test]

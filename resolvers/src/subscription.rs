@@ -27,7 +27,7 @@ use crate::error::GraphError;
 use crate::events::{DomainEvent, EventHub, EventKind};
 use crate::ids::{CaseId, OrderId};
 use crate::loaders::{LoaderScope, Loaders, settle};
-use crate::notifications::{comment_id, own_comment_key, rules};
+use crate::notifications::{Facts, rules};
 use crate::query::{load_case, load_order, load_task, visible_case, visible_order, visible_task};
 use crate::records::TaskStatus;
 use crate::types::{InboxNotification, Order, Shipment, SupportCase, Task, store, unavailable};
@@ -339,15 +339,10 @@ impl Notification {
             return Ok(None);
         };
         let store = store(ctx)?;
-        let own_comment = match comment_id(&self.event) {
-            Some(id) => store
-                .claimed(&own_comment_key(id))
-                .await
-                .map_err(unavailable)?
-                .is_some(),
-            None => false,
-        };
-        let Some(record) = rules(&self.event, own_comment).into_iter().next() else {
+        let facts = Facts::of(&self.event, store.as_ref())
+            .await
+            .map_err(unavailable)?;
+        let Some(record) = rules(&self.event, &facts).into_iter().next() else {
             return Ok(None);
         };
         let preferences = store.preferences(customer).await.map_err(unavailable)?;

@@ -61,6 +61,7 @@
 //! - **The memory bus across processes.** It serves one instance, and forgets everything
 //!   when it stops.
 
+pub(crate) mod group;
 pub(crate) mod memory;
 mod redis;
 

@@ -247,3 +247,423 @@ async fn the_notification_centre_starts_empty_and_web_apps_get_the_push_key() {
     assert_eq!(code(&body), "BAD_USER_INPUT");
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------
+// From an event to the devices, the centre and the inbox of e-mail
+// ---------------------------------------------------------------------------------------
+
+use std::time::Instant;
+
+use sandbox::{ApnsEnvironment, ReceivedPush};
+
+use crate::support::WAIT;
+
+const APP: &str = "com.example.retail";
+
+/// A signed backend webhook: `order` of `customer` is now `status`.
+fn order_event(id: &str, customer: &str, order: &str, status: &str) -> Value {
+    json!({"id": id, "type": "order.status_changed", "occurredAt": "2026-01-01T10:00:00Z",
+           "data": {"orderId": order, "customerId": customer, "status": status}})
+}
+
+/// A signed carrier webhook: the parcel of `order` is out for delivery (urgent).
+fn out_for_delivery(id: &str, customer: &str, order: &str) -> Value {
+    json!({"id": id, "event": "tracking.updated", "created_at": "2026-01-01T10:00:00Z",
+           "data": {"tracking_number": "PC100000123", "carrier": "PARCELCO",
+                    "status": "OUT_FOR_DELIVERY", "location": "London, GB",
+                    "description": "Out for delivery", "reference": order,
+                    "customer_reference": customer}})
+}
+
+/// What the sandbox's providers received, once at least `n` pushes are there.
+async fn pushes(app: &TestApp, n: usize) -> Vec<ReceivedPush> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let received = app.sandbox.push().received();
+        if received.len() >= n {
+            return received;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} pushes, got {received:#?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// The title each push carried, by provider.
+fn titles(received: &[ReceivedPush]) -> Vec<(String, String)> {
+    received
+        .iter()
+        .map(|push| match push {
+            ReceivedPush::Fcm(m) => (
+                "fcm".into(),
+                m.message["notification"]["title"]
+                    .as_str()
+                    .unwrap_or("")
+                    .into(),
+            ),
+            ReceivedPush::Apns(m) => (
+                "apns".into(),
+                m.payload["aps"]["alert"]["title"]
+                    .as_str()
+                    .unwrap_or("")
+                    .into(),
+            ),
+            ReceivedPush::WebPush(m) => {
+                let payload: Value = serde_json::from_str(&m.payload).unwrap_or_default();
+                (
+                    "webpush".into(),
+                    payload["title"].as_str().unwrap_or("").into(),
+                )
+            }
+            ReceivedPush::Email(m) => ("email".into(), m.subject.clone().unwrap_or_default()),
+        })
+        .collect()
+}
+
+/// Ada's newest order id.
+async fn adas_order(app: &TestApp, token: &str) -> String {
+    app.data(
+        token,
+        "{ me { orders(first: 1) { edges { node { id } } } } }",
+        json!({}),
+    )
+    .await["me"]["orders"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Registers an FCM, an APNs (German) and a Web Push device for the token's customer.
+async fn three_devices(app: &TestApp, token: &str) {
+    let key = app.data(token, "{ webPushPublicKey }", json!({})).await["webPushPublicKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let subscription = app.sandbox.push().webpush_subscribe(Some(&key)).unwrap();
+    let apns = app
+        .sandbox
+        .push()
+        .apns_device(APP, ApnsEnvironment::Development);
+    for input in [
+        json!({"platform": "ANDROID", "fcmToken": "fcm-ada-1"}),
+        json!({"platform": "IOS", "locale": "de", "apns": {"token": apns, "bundleId": APP, "environment": "SANDBOX"}}),
+        json!({"platform": "WEB", "webPush": {"endpoint": subscription.endpoint,
+               "p256dh": subscription.keys.p256dh, "auth": subscription.keys.auth}}),
+    ] {
+        app.data(token, REGISTER, json!({ "input": input })).await;
+    }
+}
+
+#[tokio::test]
+async fn a_shipped_order_reaches_every_device_in_its_language_and_the_centre() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    three_devices(&app, &ada).await;
+    let order = adas_order(&app, &ada).await;
+    let shipped = order_event("evt_ship_1", ADA, &order, "SHIPPED");
+    assert_eq!(app.post_webhook("backend", &shipped).await.0, 202);
+
+    let received = pushes(&app, 3).await;
+    let mut got = titles(&received);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            (
+                "apns".to_owned(),
+                "Deine Bestellung ist unterwegs".to_owned()
+            ),
+            ("fcm".to_owned(), "Your order is on its way".to_owned()),
+            ("webpush".to_owned(), "Your order is on its way".to_owned()),
+        ]
+    );
+    for push in &received {
+        match push {
+            ReceivedPush::Fcm(m) => {
+                assert_eq!(
+                    m.message["data"]["notificationId"],
+                    "ntf:backend:evt_ship_1"
+                );
+                assert_eq!(
+                    m.message["data"]["deepLink"],
+                    format!("retail://orders/{order}")
+                );
+            }
+            ReceivedPush::Apns(m) => {
+                assert_eq!(m.headers["apns-collapse-id"], format!("order:{order}"));
+                assert_eq!(m.headers["apns-priority"], "5", "not urgent");
+            }
+            ReceivedPush::WebPush(m) => {
+                let payload: Value = serde_json::from_str(&m.payload).unwrap();
+                assert_eq!(payload["body"], format!("Order {order} has shipped."));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    // The notification centre has the same notification, unread.
+    let centre = "{ notifications(first: 5) { edges { node { id kind title body deepLink read } } } unreadNotificationCount }";
+    let data = app.data(&ada, centre, json!({})).await;
+    let node = &data["notifications"]["edges"][0]["node"];
+    assert_eq!(node["kind"], "ORDER_SHIPPED");
+    assert_eq!(node["title"], "Your order is on its way");
+    assert_eq!(node["read"], false);
+    assert_eq!(data["unreadNotificationCount"], 1);
+    let read = app
+        .data(
+            &ada,
+            "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }",
+            json!({"ids": [node["id"]]}),
+        )
+        .await;
+    assert_eq!(read["markNotificationsRead"], 1);
+    let data = app.data(&ada, centre, json!({})).await;
+    assert_eq!(data["unreadNotificationCount"], 0);
+    assert_eq!(data["notifications"]["edges"][0]["node"]["read"], true);
+
+    // The same webhook delivered again (a sender's retry): nothing twice.
+    assert_eq!(app.post_webhook("backend", &shipped).await.0, 200);
+    let cancelled = order_event("evt_cancel_1", ADA, &order, "CANCELLED");
+    app.post_webhook("backend", &cancelled).await;
+    let received = pushes(&app, 6).await;
+    assert_eq!(
+        received.len(),
+        6,
+        "three shipped, three cancelled: {:#?}",
+        titles(&received)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn preferences_and_quiet_hours_decide_where_and_when() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    app.data(
+        &ada,
+        REGISTER,
+        json!({"input": {"platform": "ANDROID", "fcmToken": "fcm-quiet"}}),
+    )
+    .await;
+    let order = adas_order(&app, &ada).await;
+    let update = "mutation($input: NotificationPreferencesInput!) { updateNotificationPreferences(input: $input) { locale } }";
+    // Quiet all day long in Berlin: the shipment waits, the delivery van does not.
+    app.data(
+        &ada,
+        update,
+        json!({"input": {"timeZone": "Europe/Berlin", "quietHours": {"start": "00:00", "end": "23:59"}}}),
+    )
+    .await;
+    app.post_webhook("backend", &order_event("evt_q_1", ADA, &order, "SHIPPED"))
+        .await;
+    app.post_webhook("carrier", &out_for_delivery("whk_q_2", ADA, &order))
+        .await;
+    let received = pushes(&app, 1).await;
+    assert_eq!(
+        titles(&received),
+        [("fcm".to_owned(), "Arriving today".to_owned())],
+        "only the urgent one, the shipment waits for the end of the quiet hours"
+    );
+    // Both are in the centre at once.
+    let centre = app
+        .data(
+            &ada,
+            "{ notifications(first: 5) { edges { node { kind } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        centre["notifications"]["edges"].as_array().unwrap().len(),
+        2
+    );
+
+    // No push for orders, and no centre either: only what is still on arrives.
+    app.data(
+        &ada,
+        update,
+        json!({"input": {"clearQuietHours": true, "categories": [
+            {"category": "ORDERS", "push": false, "email": false, "inApp": false}]}}),
+    )
+    .await;
+    app.sandbox.push().reset();
+    app.post_webhook("backend", &order_event("evt_q_3", ADA, &order, "DELIVERED"))
+        .await;
+    let closed = json!({"schema": "CaseChangeEvent-v60",
+        "event": {"replayId": 9, "EventUuid": "7a1f7b1e-2b1a-4c57-9e7a-0d3f5b2a9c11"},
+        "payload": {"ChangeEventHeader": {"entityName": "Case", "changeType": "UPDATE",
+                        "recordIds": ["500000000000001AAA"], "commitTimestamp": 1767261600000u64,
+                        "changedFields": ["Status"]},
+                    "Status": "Closed", "CaseNumber": "00001001", "Customer_Id__c": ADA}});
+    app.post_webhook("crm", &closed).await;
+    let received = pushes(&app, 1).await;
+    assert_eq!(
+        titles(&received),
+        [("fcm".to_owned(), "Your request is resolved".to_owned())],
+        "the delivered order sent nothing; the case (SUPPORT) did"
+    );
+    let centre = app
+        .data(
+            &ada,
+            "{ notifications(first: 5) { edges { node { kind } } } }",
+            json!({}),
+        )
+        .await;
+    let kinds: Vec<&str> = centre["notifications"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["CASE_RESOLVED", "ORDER_OUT_FOR_DELIVERY", "ORDER_SHIPPED"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_customer_without_a_device_gets_an_email() {
+    let app = TestApp::spawn().await;
+    let agent = app.token(AGENT).await;
+    let email = app
+        .data(&agent, "query($id: ID!) { customer(id: $id) { email orders(first: 1) { edges { node { id } } } } }", json!({"id": BOB}))
+        .await["customer"]
+        .clone();
+    let order = email["orders"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.post_webhook(
+        "backend",
+        &order_event("evt_mail_1", BOB, &order, "SHIPPED"),
+    )
+    .await;
+    let received = pushes(&app, 1).await;
+    let ReceivedPush::Email(mail) = &received[0] else {
+        panic!("expected an e-mail, got {received:#?}");
+    };
+    assert_eq!(mail.to, [email["email"].as_str().unwrap()]);
+    assert!(
+        mail.data.contains(&format!("Order {order} has shipped.")),
+        "{}",
+        mail.data
+    );
+    app.stop().await;
+}
+
+/// The scenario Switchyard is built around: the app hits an error, reports it, customer
+/// service gets a case with the app's context, the customer hears "we're on it" everywhere;
+/// the same error again is a comment on that case, not a second case; an agent's answer is
+/// news again.
+#[tokio::test]
+async fn a_reported_error_opens_one_case_and_the_customer_hears_of_it() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    app.data(
+        &ada,
+        REGISTER,
+        json!({"input": {"platform": "ANDROID", "fcmToken": "fcm-support"}}),
+    )
+    .await;
+    let mut feed = crate::support::ws::signed_in(&app, ADA).await;
+    feed.subscribe(
+        "n",
+        "subscription { notifications { kind supportCase { caseNumber } message { kind title } } }",
+    )
+    .await;
+    feed.expect_quiet().await;
+
+    let report = "mutation($input: ReportClientErrorInput!) { reportClientError(input: $input) { repeated case { id caseNumber subject description status } } }";
+    let input = json!({"input": {"code": "CHECKOUT_TIMEOUT", "message": "The payment took too long",
+        "screen": "Checkout", "appVersion": "4.2.0", "context": {"network": "3G", "cartItems": 3}}});
+    let first = app.data(&ada, report, input.clone()).await["reportClientError"].clone();
+    assert_eq!(first["repeated"], false);
+    let case = &first["case"];
+    assert_eq!(case["subject"], "App error CHECKOUT_TIMEOUT on Checkout");
+    let description = case["description"].as_str().unwrap();
+    for part in ["The payment took too long", "4.2.0", "\"network\": \"3G\""] {
+        assert!(description.contains(part), "{part} in {description}");
+    }
+    let number = case["caseNumber"].as_str().unwrap().to_owned();
+
+    // "We're on it", with the case number: on the device, in the centre, on the feed.
+    let received = pushes(&app, 1).await;
+    let ReceivedPush::Fcm(push) = &received[0] else {
+        panic!("{received:#?}");
+    };
+    assert_eq!(push.message["notification"]["title"], "We're on it");
+    assert!(
+        push.message["notification"]["body"]
+            .as_str()
+            .unwrap()
+            .contains(&number)
+    );
+    let centre = app
+        .data(
+            &ada,
+            "{ notifications(first: 5) { edges { node { kind body } } } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        centre["notifications"]["edges"][0]["node"]["kind"],
+        "CLIENT_ERROR_REPORTED"
+    );
+    let next = feed.recv().await;
+    let notification = &next["payload"]["data"]["notifications"];
+    assert_eq!(notification["kind"], "CASE_UPDATED", "{next:#}");
+    assert_eq!(notification["supportCase"]["caseNumber"], number.as_str());
+    assert_eq!(
+        notification["message"]["kind"], "CLIENT_ERROR_REPORTED",
+        "{next:#}"
+    );
+
+    // The same error again: a comment on the same case, and no second "we're on it".
+    let again = app.data(&ada, report, input).await["reportClientError"].clone();
+    assert_eq!(again["repeated"], true);
+    assert_eq!(again["case"]["id"], case["id"]);
+    let comments = app
+        .data(
+            &ada,
+            "query($id: ID!) { supportCase(id: $id) { comments { body } } }",
+            json!({"id": case["id"]}),
+        )
+        .await;
+    let bodies = comments["supportCase"]["comments"].to_string();
+    assert!(bodies.contains("reported this error again"), "{bodies}");
+    let next = feed.recv().await;
+    assert_eq!(
+        next["payload"]["data"]["notifications"]["kind"], "CASE_COMMENT_ADDED",
+        "{next:#}"
+    );
+    assert_eq!(
+        next["payload"]["data"]["notifications"]["message"],
+        Value::Null,
+        "{next:#}"
+    );
+
+    // An agent answers: news again.
+    let agent = app.token(AGENT).await;
+    app.data(
+        &agent,
+        "mutation($id: ID!) { addCaseComment(caseId: $id, body: \"We found the cause.\") { id } }",
+        json!({"id": case["id"]}),
+    )
+    .await;
+    let received = pushes(&app, 2).await;
+    let ReceivedPush::Fcm(answer) = &received[1] else {
+        panic!("{received:#?}");
+    };
+    assert_eq!(
+        answer.message["notification"]["title"],
+        "We replied to your request"
+    );
+    assert_eq!(
+        app.sandbox.push().received().len(),
+        2,
+        "the repeat sent nothing"
+    );
+    app.stop().await;
+}

@@ -214,6 +214,13 @@ impl NotificationStore for MemoryStore {
         Ok(true)
     }
 
+    async fn remember(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()> {
+        self.state()
+            .claims
+            .insert(key.to_owned(), (value.to_owned(), Instant::now() + ttl));
+        Ok(())
+    }
+
     async fn claimed(&self, key: &str) -> StoreResult<Option<String>> {
         let state = self.state();
         Ok(state

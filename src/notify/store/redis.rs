@@ -375,6 +375,19 @@ impl NotificationStore for RedisStore {
         Ok(set.is_some())
     }
 
+    async fn remember(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()> {
+        let mut c = self.connection.clone();
+        let _: () = redis::cmd("SET")
+            .arg(self.key(format!("claim:{key}")))
+            .arg(value)
+            .arg("PX")
+            .arg(ttl.as_millis().max(1) as u64)
+            .query_async(&mut c)
+            .await
+            .map_err(failed)?;
+        Ok(())
+    }
+
     async fn claimed(&self, key: &str) -> StoreResult<Option<String>> {
         let mut c = self.connection.clone();
         c.get(self.key(format!("claim:{key}")))
