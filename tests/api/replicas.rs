@@ -227,3 +227,95 @@ async fn a_replica_from_the_printed_config_serves_no_demo_sign_in() {
         .unwrap();
     sandbox.shutdown().await;
 }
+
+/// Two replicas on one Redis: the notification rules run once per event (a consumer group),
+/// and each push goes out once, whichever replica took the webhook or holds the device.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_notification_is_sent_once_by_one_of_the_replicas() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let redis = RedisServer::start();
+    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(SandboxConfig {
+        simulator_interval_ms: 0,
+        webhooks: Some(SandboxWebhooks::dev(format!(
+            "http://{}/webhooks",
+            a_listener.local_addr().unwrap()
+        ))),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
+    let url = redis.url();
+    let shared = format!(
+        "[events]\nredis_url = \"{url}\"\n[notifications]\nredis_url = \"{url}\"\n[outbox]\nredis_url = \"{url}\"\n"
+    );
+    let a = start(
+        a_listener,
+        crate::support::replica_config(&printed, &shared),
+    )
+    .await;
+    let b = start(
+        b_listener,
+        crate::support::replica_config(&printed, &shared),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ada = crate::support::issuer_token(&sandbox, "cust-0001").await;
+
+    // The device is registered on B; the orders go through A.
+    let register = "mutation { registerDevice(input: { platform: ANDROID, fcmToken: \"fcm-replicas\" }) { id } }";
+    graphql(&http, &b, &ada, register, json!({})).await;
+    let placed = graphql(&http, &a, &ada, PLACE, json!({})).await["placeOrder"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    graphql(&http, &a, &ada, CANCEL, json!({ "id": placed })).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while sandbox.push().received().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "no push arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // A second cancellation's push proves the first had all the time it needed to be sent
+    // twice, if it were to be.
+    let other = graphql(&http, &a, &ada, PLACE, json!({})).await["placeOrder"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    graphql(&http, &a, &ada, CANCEL, json!({ "id": other })).await;
+    while sandbox.push().received().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second push did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = sandbox.push().received();
+    assert_eq!(
+        received.len(),
+        2,
+        "one push per cancellation: {received:#?}"
+    );
+    // Both replicas show the notifications (one store in Redis).
+    for replica in [&a, &b] {
+        let centre = graphql(
+            &http,
+            replica,
+            &ada,
+            "{ unreadNotificationCount }",
+            json!({}),
+        )
+        .await;
+        assert_eq!(centre["unreadNotificationCount"], 2);
+    }
+    for replica in [a, b] {
+        let _ = replica.stop.send(());
+        tokio::time::timeout(WAIT, replica.server)
+            .await
+            .expect("a replica stops within the timeout")
+            .unwrap()
+            .unwrap();
+    }
+    sandbox.shutdown().await;
+}
