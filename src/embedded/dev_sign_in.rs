@@ -3,6 +3,11 @@
 //! uses them to set the bearer header (and hides its sign-in when `/dev/users` is 404). They
 //! forward to the issuer, so the tokens are validated exactly like a real provider's.
 //!
+//! And the demo's push devices: `POST /dev/webpush-subscription` mints a subscription of the
+//! sandbox's Web Push service, as a browser's `pushManager.subscribe` would (answered as the
+//! `input` of `registerDevice`), and `GET /dev/pushes` lists what the sandbox's providers
+//! received (Web Push payloads decrypted), newest last.
+//!
 //! Only a Switchyard that runs a sandbox itself mounts these routes: a [`DevSignIn`] comes from
 //! a running [`Sandbox`], never from configuration.
 
@@ -24,6 +29,8 @@ use tower_http::trace::TraceLayer;
 pub struct DevSignIn {
     /// The issuer's base URL, without a trailing slash.
     issuer: String,
+    /// The sandbox's push providers.
+    push: sandbox::SandboxPush,
 }
 
 impl DevSignIn {
@@ -31,6 +38,7 @@ impl DevSignIn {
     pub fn of(sandbox: &Sandbox) -> Self {
         Self {
             issuer: sandbox.urls().oidc.trim_end_matches('/').to_owned(),
+            push: sandbox.push().clone(),
         }
     }
 
@@ -43,11 +51,21 @@ impl DevSignIn {
                 .build()
                 .context("building the demo sign-in's HTTP client")?,
         });
+        let pushes = self.push.clone();
+        let subscriptions = self.push.clone();
         Ok(Router::new()
             .route("/dev/users", get(users))
             .route("/dev/token", post(token))
-            .layer(TraceLayer::new_for_http())
-            .with_state(state))
+            .with_state(state)
+            .route(
+                "/dev/webpush-subscription",
+                post(move || webpush_subscription(subscriptions.clone())),
+            )
+            .route(
+                "/dev/pushes",
+                get(move || async move { axum::Json(pushes.received()) }),
+            )
+            .layer(TraceLayer::new_for_http()))
     }
 }
 
@@ -75,6 +93,26 @@ async fn token(State(state): State<Arc<Forward>>, body: Bytes) -> Response {
             .body(body),
     )
     .await
+}
+
+/// `POST /dev/webpush-subscription`: a new subscription of the sandbox's Web Push service,
+/// shaped as `registerDevice`'s input.
+async fn webpush_subscription(push: sandbox::SandboxPush) -> Response {
+    match push.webpush_subscribe(None) {
+        Ok(subscription) => axum::Json(serde_json::json!({
+            "platform": "WEB",
+            "webPush": {
+                "endpoint": subscription.endpoint,
+                "p256dh": subscription.keys.p256dh,
+                "auth": subscription.keys.auth,
+            },
+        }))
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the sandbox's Web Push service could not subscribe");
+            (StatusCode::INTERNAL_SERVER_ERROR, "could not subscribe").into_response()
+        }
+    }
 }
 
 async fn forward(request: reqwest::RequestBuilder) -> Response {

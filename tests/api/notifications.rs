@@ -667,3 +667,39 @@ async fn a_reported_error_opens_one_case_and_the_customer_hears_of_it() {
     );
     app.stop().await;
 }
+
+/// The playground's path: a Web Push subscription from the sandbox, registered as a device,
+/// and the push it gets, decrypted, in `GET /dev/pushes`.
+#[tokio::test]
+async fn the_sandbox_hands_out_web_push_subscriptions_and_shows_what_arrived() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let input: Value = app
+        .http
+        .post(app.url("/dev/webpush-subscription"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let device = app.data(&ada, REGISTER, json!({ "input": input })).await;
+    assert_eq!(device["registerDevice"]["pushService"], "WEB_PUSH");
+    let order = adas_order(&app, &ada).await;
+    app.post_webhook("backend", &order_event("evt_dev_1", ADA, &order, "SHIPPED"))
+        .await;
+    pushes(&app, 1).await;
+    let shown: Value = app
+        .http
+        .get(app.url("/dev/pushes"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown[0]["provider"], "webpush", "{shown:#}");
+    let payload: Value = serde_json::from_str(shown[0]["payload"].as_str().unwrap()).unwrap();
+    assert_eq!(payload["title"], "Your order is on its way");
+    app.stop().await;
+}
