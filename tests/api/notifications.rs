@@ -703,3 +703,44 @@ async fn the_sandbox_hands_out_web_push_subscriptions_and_shows_what_arrived() {
     assert_eq!(payload["title"], "Your order is on its way");
     app.stop().await;
 }
+
+/// A device its provider says is gone (FCM `UNREGISTERED`) is forgotten after the first push
+/// to it; the customer's other devices keep theirs.
+#[tokio::test]
+async fn a_device_its_provider_says_is_gone_is_forgotten() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    for token in ["unregistered-old-phone", "fcm-new-phone"] {
+        app.data(
+            &ada,
+            REGISTER,
+            json!({"input": {"platform": "ANDROID", "fcmToken": token}}),
+        )
+        .await;
+    }
+    let order = adas_order(&app, &ada).await;
+    app.post_webhook(
+        "backend",
+        &order_event("evt_gone_1", ADA, &order, "SHIPPED"),
+    )
+    .await;
+    pushes(&app, 1).await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let devices = app.data(&ada, DEVICES, json!({})).await["myDevices"].clone();
+        if devices.as_array().unwrap().len() == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the gone device is still there: {devices}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let received = app.sandbox.push().received();
+    let ReceivedPush::Fcm(push) = &received[0] else {
+        panic!("{received:#?}");
+    };
+    assert_eq!(push.message["token"], "fcm-new-phone");
+    app.stop().await;
+}
