@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::cache::{Cache, Cached};
-use crate::ids::{CaseId, CustomerId, OrderId};
+use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
 use crate::ports::Source;
 
 /// What kind of thing happened.
@@ -32,6 +32,8 @@ pub enum EventKind {
     TaskUpdated,
     /// A process instance started or ended.
     ProcessUpdated,
+    /// A product's price or stock changed.
+    ProductUpdated,
 }
 
 /// Where it happened: the ids an event is about (only those that apply are set).
@@ -42,6 +44,8 @@ pub struct Subject {
     pub tracking_number: Option<String>,
     pub task_id: Option<i64>,
     pub process_instance_id: Option<i64>,
+    #[serde(default)]
+    pub product_id: Option<ProductId>,
 }
 
 /// One thing that happened upstream, normalized.
@@ -83,6 +87,13 @@ impl DomainEvent {
         }
         if self.kind == EventKind::ShipmentUpdated {
             keys.extend(s.tracking_number.iter().map(|n| Cached::Tracking.key(n)));
+        }
+        if self.kind == EventKind::ProductUpdated {
+            keys.extend(
+                s.product_id
+                    .iter()
+                    .map(|id| Cached::Product.key(id.as_str())),
+            );
         }
         keys
     }

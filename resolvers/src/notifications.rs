@@ -22,7 +22,7 @@ use chrono::{DateTime, NaiveTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::events::{DomainEvent, EventKind};
-use crate::ids::CustomerId;
+use crate::ids::{CustomerId, ProductId};
 
 /// The Web Push application server key (VAPID public key, base64url) apps subscribe with;
 /// `None` when Web Push is off. Schema data.
@@ -634,7 +634,8 @@ pub fn rules(event: &DomainEvent, facts: &Facts) -> Vec<NotificationRecord> {
                 None,
             )
         }
-        EventKind::ProcessUpdated => return Vec::new(),
+        // Concerns the customers who looked at the product: see [`deal`].
+        EventKind::ProcessUpdated | EventKind::ProductUpdated => return Vec::new(),
     };
     vec![NotificationRecord {
         id: format!("ntf:{}", event.id),
@@ -648,13 +649,90 @@ pub fn rules(event: &DomainEvent, facts: &Facts) -> Vec<NotificationRecord> {
     }]
 }
 
+/// How often a customer must have viewed a product in the last seven days for a deal on it
+/// to be worth telling them.
+pub const DEAL_MIN_VIEWS: u32 = 3;
+
+/// What a product update offers a customer who kept looking at the product.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deal {
+    pub product: ProductId,
+    pub product_name: String,
+    /// `back in stock` or `cheaper`.
+    pub what: &'static str,
+}
+
+/// The deal a `ProductUpdated` event is: the product came back in stock, or is in stock and
+/// got cheaper (in the same currency). Anything else (out of stock, dearer, unchanged, a
+/// payload without the fields) is none.
+pub fn deal(event: &DomainEvent) -> Option<Deal> {
+    if event.kind != EventKind::ProductUpdated {
+        return None;
+    }
+    let product = event.subject.product_id.clone()?;
+    let data = &event.payload["data"];
+    let now_in_stock = data["inStock"].as_bool()?;
+    let was_in_stock = data["previous"]["inStock"].as_bool();
+    fn price(p: &serde_json::Value) -> Option<(i64, &str)> {
+        Some((p["minorUnits"].as_i64()?, p["currency"].as_str()?))
+    }
+    let cheaper = match (price(&data["price"]), price(&data["previous"]["price"])) {
+        (Some((now, currency)), Some((before, was))) => currency == was && now < before,
+        _ => false,
+    };
+    let what = if !now_in_stock {
+        return None;
+    } else if was_in_stock == Some(false) {
+        "back in stock"
+    } else if cheaper {
+        "cheaper"
+    } else {
+        return None;
+    };
+    let name = data["name"].as_str().filter(|n| !n.trim().is_empty());
+    Some(Deal {
+        product_name: name.unwrap_or(product.as_str()).chars().take(120).collect(),
+        product,
+        what,
+    })
+}
+
+/// The MARKETING notification of `deal` for `customer` (one per event and customer).
+pub fn deal_notification(
+    event: &DomainEvent,
+    deal: &Deal,
+    customer: &CustomerId,
+) -> NotificationRecord {
+    let product = deal.product.as_str();
+    NotificationRecord {
+        id: format!("ntf:{}:{}", event.id, customer.as_str()),
+        customer_id: customer.clone(),
+        kind: NotificationKind::ProductDeal,
+        params: BTreeMap::from([
+            ("product".to_owned(), product.to_owned()),
+            ("productName".to_owned(), deal.product_name.clone()),
+            ("deal".to_owned(), deal.what.to_owned()),
+        ]),
+        deep_link: format!("retail://products/{product}"),
+        collapse_key: Some(format!("deal:{product}")),
+        created_at: event.occurred_at,
+        read: false,
+    }
+}
+
+/// The store claim that keeps a customer to one MARKETING notification a day; it holds the id
+/// of the notification that took it.
+pub fn daily_deal_key(customer: &CustomerId) -> String {
+    format!("deal-of-the-day:{}", customer.as_str())
+}
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
 
     use super::*;
     use crate::events::Subject;
-    use crate::ids::{CaseId, OrderId};
+    use crate::ids::{CaseId, OrderId, ProductId};
     use crate::ports::Source;
 
     fn event(kind: EventKind, subject: Subject, payload: serde_json::Value) -> DomainEvent {
@@ -676,6 +754,63 @@ mod tests {
             order_id: Some(OrderId::parse(id).unwrap()),
             ..Subject::default()
         }
+    }
+
+    fn product_update(data: serde_json::Value) -> DomainEvent {
+        let mut event = event(
+            EventKind::ProductUpdated,
+            Subject {
+                product_id: Some(ProductId::parse("prod-0042").unwrap()),
+                ..Subject::default()
+            },
+            json!({ "data": data }),
+        );
+        event.customer_id = None;
+        event
+    }
+
+    fn eur(minor: i64) -> serde_json::Value {
+        json!({"minorUnits": minor, "currency": "EUR"})
+    }
+
+    #[test]
+    fn a_product_back_in_stock_or_cheaper_is_a_deal_and_nothing_else_is() {
+        let what = |data| deal(&product_update(data)).map(|d| d.what);
+        let back = json!({"name": "Trail Runner", "inStock": true, "price": eur(100),
+            "previous": {"inStock": false, "price": eur(100)}});
+        assert_eq!(what(back.clone()), Some("back in stock"));
+        let cheaper = json!({"name": "Trail Runner", "inStock": true, "price": eur(90),
+            "previous": {"inStock": true, "price": eur(100)}});
+        assert_eq!(what(cheaper), Some("cheaper"));
+        for none in [
+            json!({"inStock": false, "price": eur(90), "previous": {"inStock": true, "price": eur(100)}}),
+            json!({"inStock": true, "price": eur(110), "previous": {"inStock": true, "price": eur(100)}}),
+            json!({"inStock": true, "price": eur(100), "previous": {"inStock": true, "price": eur(100)}}),
+            json!({"inStock": true, "price": {"minorUnits": 90, "currency": "USD"},
+                   "previous": {"inStock": true, "price": eur(100)}}),
+            json!({"inStock": true}),
+            json!({}),
+        ] {
+            assert_eq!(what(none.clone()), None, "{none}");
+        }
+        let found = deal(&product_update(back)).unwrap();
+        assert_eq!(found.product_name, "Trail Runner");
+        let customer = CustomerId::parse("cust-0001").unwrap();
+        let n = deal_notification(&product_update(json!({})), &found, &customer);
+        assert_eq!(
+            n.id, "ntf:backend:evt_1:cust-0001",
+            "one per event and customer"
+        );
+        assert_eq!(n.kind.category(), Category::Marketing);
+        assert_eq!(n.deep_link, "retail://products/prod-0042");
+        assert_eq!(
+            render(n.kind, &n.params, "de"),
+            (
+                "Trail Runner wartet auf dich".to_owned(),
+                "Trail Runner ist wieder verfügbar.".to_owned()
+            )
+        );
+        assert!(rules(&product_update(json!({})), &Facts::default()).is_empty());
     }
 
     #[test]

@@ -51,7 +51,7 @@ pub(crate) fn router(world: SharedWorld, config: &SandboxConfig) -> Router {
         .route("/orders/{id}", get(get_order))
         .route("/orders/{id}/cancel", post(cancel_order))
         .route("/products", get(bulk_products))
-        .route("/products/{id}", get(get_product))
+        .route("/products/{id}", get(get_product).patch(update_product))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token))
         .fallback(no_route)
         .with_state(state)
@@ -570,6 +570,40 @@ async fn get_product(State(state): State<BackendState>, Path(id): Path<String>) 
         .get(&id)
         .ok_or_else(|| ApiError::not_found("product", &id))?;
     Ok(Json(ProductJson::from(product)).into_response())
+}
+
+/// What `PATCH /products/{id}` may change (the catalogue team's tool): the price in cents and
+/// the stock; a change is announced as a `product.updated` webhook.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProductUpdate {
+    price_minor: Option<i64>,
+    in_stock: Option<bool>,
+}
+
+async fn update_product(
+    State(state): State<BackendState>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult {
+    let update: ProductUpdate = serde_json::from_slice(&body).map_err(|cause| {
+        ApiError::bad_request(
+            "INVALID_JSON",
+            format!("the body is not a product update ({{priceMinor, inStock}}): {cause}"),
+        )
+    })?;
+    if update.price_minor.is_some_and(|price| price <= 0) {
+        return Err(ApiError::bad_request(
+            "INVALID_PRICE",
+            "priceMinor must be a positive number of cents",
+        ));
+    }
+    let updated = state
+        .world
+        .write()
+        .update_product(&id, update.price_minor, update.in_stock);
+    let product = updated.ok_or_else(|| ApiError::not_found("product", &id))?;
+    Ok(Json(ProductJson::from(&product)).into_response())
 }
 
 async fn bulk_products(State(state): State<BackendState>, RawQuery(query): RawQuery) -> ApiResult {

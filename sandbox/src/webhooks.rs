@@ -8,6 +8,7 @@
 //! | change | source | payload |
 //! |---|---|---|
 //! | `OrderStatusChanged` | `backend` | `order.status_changed` |
+//! | `ProductChanged` | `backend` | `product.updated` |
 //! | `ShipmentScanned` | `carrier` | `tracking.updated` |
 //! | `CaseChanged`, `CaseCommentAdded` | `crm` | Change Data Capture event, as a relay forwards it |
 //! | `TaskChanged`, `ProcessChanged` | `process` | KIE event listener JSON |
@@ -40,7 +41,8 @@ use tokio::task::JoinHandle;
 use super::Upstream;
 use super::data::SplitMix64;
 use super::world::{
-    CARRIER_NAME, RETURN_PROCESS_ID, RETURNS_CONTAINER, SandboxChange, integration_user_id,
+    CARRIER_NAME, CURRENCY, RETURN_PROCESS_ID, RETURNS_CONTAINER, SandboxChange,
+    integration_user_id,
 };
 
 /// Dev secret the sandbox signs the backend's webhooks with, unless configured otherwise.
@@ -412,6 +414,29 @@ impl Payloads {
                 let payload = json!({
                     "id": id, "type": "order.status_changed", "occurredAt": rfc3339,
                     "data": {"orderId": order_id, "customerId": customer_id, "status": status},
+                });
+                (Upstream::Backend, id, payload)
+            }
+            SandboxChange::ProductChanged {
+                product_id,
+                name,
+                price_minor,
+                in_stock,
+                previous_price_minor,
+                previous_in_stock,
+            } => {
+                let id = format!("evt_{}", self.uuid().replace('-', ""));
+                let payload = json!({
+                    "id": id, "type": "product.updated", "occurredAt": rfc3339,
+                    "data": {
+                        "productId": product_id, "name": name,
+                        "price": {"minorUnits": price_minor, "currency": CURRENCY},
+                        "inStock": in_stock,
+                        "previous": {
+                            "price": {"minorUnits": previous_price_minor, "currency": CURRENCY},
+                            "inStock": previous_in_stock,
+                        },
+                    },
                 });
                 (Upstream::Backend, id, payload)
             }

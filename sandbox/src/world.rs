@@ -112,6 +112,22 @@ pub enum SandboxChange {
         /// The order the return request is about.
         order_id: String,
     },
+    /// A product's price or stock changed (backend).
+    #[serde(rename_all = "camelCase")]
+    ProductChanged {
+        /// The product, `prod-NNNN`.
+        product_id: String,
+        /// Its name.
+        name: String,
+        /// Its price now, in cents of [`CURRENCY`].
+        price_minor: i64,
+        /// Whether it is in stock now.
+        in_stock: bool,
+        /// Its price before the change.
+        previous_price_minor: i64,
+        /// Whether it was in stock before the change.
+        previous_in_stock: bool,
+    },
     /// A process instance was started or changed state.
     #[serde(rename_all = "camelCase")]
     ProcessChanged {
@@ -701,6 +717,32 @@ impl World {
     }
 
     // ----- backend -------------------------------------------------------------------------
+
+    /// Changes a product's price (cents, positive) and stock, announcing the change when
+    /// there is one. `None` when there is no such product.
+    pub(crate) fn update_product(
+        &mut self,
+        product_id: &str,
+        price_minor: Option<i64>,
+        in_stock: Option<bool>,
+    ) -> Option<Product> {
+        let product = self.products.get_mut(product_id)?;
+        let (previous_price_minor, previous_in_stock) = (product.price_minor, product.in_stock);
+        product.price_minor = price_minor.unwrap_or(product.price_minor);
+        product.in_stock = in_stock.unwrap_or(product.in_stock);
+        let product = product.clone();
+        if (product.price_minor, product.in_stock) != (previous_price_minor, previous_in_stock) {
+            self.announce(SandboxChange::ProductChanged {
+                product_id: product.id.clone(),
+                name: product.name.clone(),
+                price_minor: product.price_minor,
+                in_stock: product.in_stock,
+                previous_price_minor,
+                previous_in_stock,
+            });
+        }
+        Some(product)
+    }
 
     /// Adds an order built by the seeder or a mutation, indexing it by customer.
     pub(crate) fn insert_order(&mut self, order: Order) {

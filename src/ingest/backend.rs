@@ -1,23 +1,32 @@
-//! The backend's webhooks (the company's own services): an order was placed or changed status.
+//! The backend's webhooks (the company's own services): an order was placed or changed status,
+//! a product's price or stock changed.
 //!
 //! ```json
 //! {"id":"evt_01JGZ3","type":"order.status_changed","occurredAt":"2026-01-01T10:00:00Z",
 //!  "data":{"orderId":"ord-000123","customerId":"cust-0001","status":"SHIPPED"}}
 //! ```
 //! becomes an `OrderUpdated` event `backend:evt_01JGZ3` about the order, for the customer:
-//! "Order ord-000123 is now SHIPPED". Unknown fields are ignored.
+//! "Order ord-000123 is now SHIPPED".
+//!
+//! ```json
+//! {"id":"evt_01JH00","type":"product.updated","occurredAt":"2026-01-01T10:00:00Z",
+//!  "data":{"productId":"prod-0042","name":"Trail Runner","price":{"minorUnits":7990,"currency":"EUR"},
+//!          "inStock":true,"previous":{"price":{"minorUnits":8990,"currency":"EUR"},"inStock":false}}}
+//! ```
+//! becomes a `ProductUpdated` event about the product, for no customer in particular (the
+//! marketing rule finds who cares). Unknown fields are ignored.
 
 use chrono::{DateTime, Utc};
 use resolvers::events::{DomainEvent, EventKind, Subject};
-use resolvers::ids::{CustomerId, OrderId};
+use resolvers::ids::{CustomerId, OrderId, ProductId};
 use resolvers::ports::Source;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::{EventError, checked_id, decode, discriminator, event_id, label};
 
-/// The one event type the backend sends.
 const ORDER_STATUS_CHANGED: &str = "order.status_changed";
+const PRODUCT_UPDATED: &str = "product.updated";
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,24 +44,52 @@ struct OrderStatusChanged {
     status: String,
 }
 
+/// What a `product.updated` must carry (the rest is read by the marketing rule from the
+/// payload, and checked there).
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ProductUpdated {
+    product_id: String,
+}
+
 /// Parses a verified backend webhook.
 pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
     let value = super::parse_object(body)?;
     let kind = discriminator(&value, &["type"])?;
-    if kind != ORDER_STATUS_CHANGED {
+    if kind != ORDER_STATUS_CHANGED && kind != PRODUCT_UPDATED {
         return Err(super::unsupported(
             "event type",
             kind,
-            &[ORDER_STATUS_CHANGED],
+            &[ORDER_STATUS_CHANGED, PRODUCT_UPDATED],
         ));
     }
+    let product = kind == PRODUCT_UPDATED;
     let envelope: Envelope = decode(value, "")?;
+    let id = event_id(Source::Backend, "id", &envelope.id)?;
+    if product {
+        let data: ProductUpdated = decode(envelope.data, "data")?;
+        let product_id = checked_id("data.productId", &data.product_id, ProductId::parse)?;
+        return Ok(DomainEvent {
+            id,
+            kind: EventKind::ProductUpdated,
+            source: Source::Backend,
+            summary: format!("Product {product_id} changed"),
+            customer_id: None,
+            subject: Subject {
+                product_id: Some(product_id),
+                ..Subject::default()
+            },
+            occurred_at: envelope.occurred_at,
+            audience: Vec::new(),
+            payload: Value::Null,
+        });
+    }
     let data: OrderStatusChanged = decode(envelope.data, "data")?;
     let order_id = checked_id("data.orderId", &data.order_id, OrderId::parse)?;
     let customer_id = checked_id("data.customerId", &data.customer_id, CustomerId::parse)?;
     let status = label("data.status", &data.status)?;
     Ok(DomainEvent {
-        id: event_id(Source::Backend, "id", &envelope.id)?,
+        id,
         kind: EventKind::OrderUpdated,
         source: Source::Backend,
         summary: format!("Order {order_id} is now {status}"),
@@ -63,7 +100,7 @@ pub(super) fn normalize(body: &[u8]) -> Result<DomainEvent, EventError> {
         },
         occurred_at: envelope.occurred_at,
         audience: Vec::new(),
-        payload: serde_json::Value::Null,
+        payload: Value::Null,
     })
 }
 
@@ -106,6 +143,29 @@ mod tests {
     }
 
     #[test]
+    fn a_product_update_becomes_product_updated_for_no_customer() {
+        let event = parse(json!({"id": "evt_p1", "type": "product.updated",
+            "occurredAt": "2026-01-01T10:00:00Z",
+            "data": {"productId": "prod-0042", "name": "Trail Runner", "inStock": true}}))
+        .unwrap();
+        assert_eq!(event.kind, EventKind::ProductUpdated);
+        assert_eq!(event.id, "backend:evt_p1");
+        assert_eq!(event.customer_id, None);
+        assert_eq!(
+            event.subject.product_id,
+            Some(ProductId::from_upstream("prod-0042"))
+        );
+        let no_id = parse(json!({"id": "evt_p2", "type": "product.updated",
+            "occurredAt": "2026-01-01T10:00:00Z", "data": {"name": "x"}}));
+        assert_eq!(
+            no_id,
+            Err(EventError::Malformed(
+                "data: missing field `productId`".into()
+            ))
+        );
+    }
+
+    #[test]
     fn says_what_is_wrong() {
         let mut missing = shipped();
         missing["data"].as_object_mut().unwrap().remove("status");
@@ -144,7 +204,7 @@ mod tests {
         assert_eq!(
             parse(other),
             Err(EventError::Unsupported(
-                "unsupported event type `order.deleted`; supported: order.status_changed".into()
+                "unsupported event type `order.deleted`; supported: order.status_changed, product.updated".into()
             ))
         );
     }

@@ -559,7 +559,7 @@ mod tests {
         assert_eq!(code(answer.clone()), (400, "UNSUPPORTED_EVENT".into()));
         assert_eq!(
             answer.1["error"]["message"],
-            "unsupported event type `customer.updated`; supported: order.status_changed"
+            "unsupported event type `customer.updated`; supported: order.status_changed, product.updated"
         );
         assert!(bus.seen.lock().unwrap().is_empty());
 

@@ -23,8 +23,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use resolvers::events::DomainEvent;
 use resolvers::notifications::{
-    Facts, NotificationRecord, NotificationStore, Notify, Preferences, PushAddress, StoreError,
-    StoreResult, render, rules,
+    Category, DEAL_MIN_VIEWS, Deal, Facts, NotificationRecord, NotificationStore, Notify,
+    Preferences, PushAddress, StoreError, StoreResult, daily_deal_key, deal, deal_notification,
+    render, rules,
 };
 use resolvers::ports::Backend;
 
@@ -34,6 +35,8 @@ use crate::push::{PushMessage, Target};
 
 /// How long a push may wait at a provider for the device to come online.
 const PUSH_TTL: Duration = Duration::from_secs(24 * 3600);
+/// A customer gets at most one MARKETING notification in this long.
+const DEAL_EVERY: Duration = Duration::from_secs(24 * 3600);
 
 /// Turns events into notifications and their deliveries.
 pub(crate) struct Notifier {
@@ -150,6 +153,48 @@ impl Handler for Notifier {
         let facts = Facts::of(event, self.store.as_ref()).await.map_err(store)?;
         for notification in rules(event, &facts) {
             self.deliver(&notification, Utc::now()).await?;
+        }
+        if let Some(deal) = deal(event) {
+            self.offer(event, &deal, Utc::now()).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Notifier {
+    /// Tells the customers who viewed the product at least [`DEAL_MIN_VIEWS`] times this week
+    /// of `deal`: only those who opted in to MARKETING on some channel, and each at most once
+    /// in [`DEAL_EVERY`]. Handling the same event again (a redelivery) finds its own claim
+    /// and delivers the same notification, which the centre and the outbox keep once.
+    async fn offer(
+        &self,
+        event: &DomainEvent,
+        deal: &Deal,
+        now: DateTime<Utc>,
+    ) -> anyhow::Result<()> {
+        let viewers = self
+            .store
+            .frequent_viewers(deal.product.as_str(), DEAL_MIN_VIEWS, now)
+            .await
+            .map_err(store)?;
+        for customer in viewers {
+            let preferences = self.store.preferences(&customer).await.map_err(store)?;
+            let channels = preferences.channels(Category::Marketing);
+            if !(channels.in_app || channels.push || channels.email) {
+                continue;
+            }
+            let notification = deal_notification(event, deal, &customer);
+            let key = daily_deal_key(&customer);
+            let ours = self
+                .store
+                .claim(&key, &notification.id, DEAL_EVERY)
+                .await
+                .map_err(store)?
+                || self.store.claimed(&key).await.map_err(store)?.as_deref()
+                    == Some(notification.id.as_str());
+            if ours {
+                self.deliver(&notification, now).await?;
+            }
         }
         Ok(())
     }

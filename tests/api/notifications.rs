@@ -744,3 +744,131 @@ async fn a_device_its_provider_says_is_gone_is_forgotten() {
     assert_eq!(push.message["token"], "fcm-new-phone");
     app.stop().await;
 }
+
+/// Changes a product in the sandbox's backend as the catalogue team would (its `PATCH`),
+/// which posts a `product.updated` webhook to this Switchyard.
+async fn change_product(app: &TestApp, product: &str, change: Value) -> Value {
+    let response = app
+        .http
+        .patch(format!("{}/products/{product}", app.sandbox.urls().backend))
+        .bearer_auth(&app.sandbox.config().backend_token)
+        .json(&change)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    response.json().await.unwrap()
+}
+
+/// The kinds in the customer's notification centre, newest first, once it holds `n`.
+async fn centre_kinds(app: &TestApp, token: &str, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let data = app
+            .data(
+                token,
+                "{ notifications(first: 20) { edges { node { kind } } } }",
+                json!({}),
+            )
+            .await;
+        let kinds: Vec<String> = data["notifications"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["kind"].as_str().unwrap().to_owned())
+            .collect();
+        if kinds.len() >= n {
+            return kinds;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "expected {n} notifications, got {kinds:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_product_viewed_three_times_that_gets_cheaper_is_one_marketing_notification_a_day() {
+    marketing_once_a_day(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn views_and_the_daily_limit_of_marketing_live_in_redis_when_configured() {
+    let redis = RedisServer::start();
+    marketing_once_a_day(with_redis(&redis).await).await;
+}
+
+/// Three customers look at a product; it gets cheaper twice in a day: only the one who
+/// looked three times and opted in hears of it, once.
+async fn marketing_once_a_day(app: TestApp) {
+    let product = "prod-0007";
+    let before = change_product(&app, product, json!({"inStock": true})).await;
+    let price = before["price"]["minorUnits"].as_i64().unwrap();
+    let name = before["name"].as_str().unwrap().to_owned();
+    let marketing = json!({"input": {"categories": [
+        {"category": "MARKETING", "push": true, "email": false, "inApp": true}]}});
+    let opt_in = "mutation($input: NotificationPreferencesInput!) { updateNotificationPreferences(input: $input) { locale } }";
+    let view = "mutation($id: ID!) { trackProductView(productId: $id) }";
+    // Ada: opted in, three views, a phone. Bob: three views, no opt-in. Carla
+    // (cust-0003): opted in, two views. Only Ada hears of it.
+    let customers = [(ADA, true, 3), (BOB, false, 3), ("cust-0003", true, 2)];
+    for (customer, opted_in, views) in customers {
+        let token = app.token(customer).await;
+        app.data(
+            &token,
+            REGISTER,
+            json!({"input": {"platform": "ANDROID", "fcmToken": format!("fcm-{customer}")}}),
+        )
+        .await;
+        if opted_in {
+            app.data(&token, opt_in, marketing.clone()).await;
+        }
+        for n in 1..=views {
+            let counted = app.data(&token, view, json!({"id": product})).await;
+            assert_eq!(counted["trackProductView"], n);
+        }
+    }
+    let ada = app.token(ADA).await;
+    let shown = "query($id: ID!) { product(id: $id) { price { minorUnits } } }";
+    let cached = app.data(&ada, shown, json!({"id": product})).await;
+    assert_eq!(cached["product"]["price"]["minorUnits"], price);
+
+    change_product(&app, product, json!({"priceMinor": price - 500})).await;
+    let received = pushes(&app, 1).await;
+    assert_eq!(
+        titles(&received),
+        [("fcm".to_owned(), format!("{name} is waiting for you"))]
+    );
+    let ReceivedPush::Fcm(push) = &received[0] else {
+        unreachable!()
+    };
+    assert_eq!(push.message["token"], "fcm-cust-0001", "to Ada's phone");
+    assert_eq!(
+        push.message["notification"]["body"],
+        format!("{name} is cheaper.")
+    );
+    assert_eq!(
+        push.message["data"]["deepLink"],
+        format!("retail://products/{product}")
+    );
+    assert_eq!(centre_kinds(&app, &ada, 1).await, ["PRODUCT_DEAL"]);
+    // The event made the cached product stale: the new price shows at once.
+    let fresh = app.data(&ada, shown, json!({"id": product})).await;
+    assert_eq!(fresh["product"]["price"]["minorUnits"], price - 500);
+
+    // Cheaper again the same day: not a second one. The shipment after it is handled
+    // after it, so once the shipment is in the centre, a second deal would be too (the
+    // shipment happened on New Year's Day: newest first, it comes last).
+    change_product(&app, product, json!({"priceMinor": price - 900})).await;
+    let order = adas_order(&app, &ada).await;
+    app.post_webhook("backend", &order_event("evt_mk_1", ADA, &order, "SHIPPED"))
+        .await;
+    assert_eq!(
+        centre_kinds(&app, &ada, 2).await,
+        ["PRODUCT_DEAL", "ORDER_SHIPPED"]
+    );
+    let received = pushes(&app, 2).await;
+    assert_eq!(received.len(), 2, "{:#?}", titles(&received));
+    app.stop().await;
+}

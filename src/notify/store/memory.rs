@@ -112,7 +112,10 @@ impl NotificationStore for MemoryStore {
         if inbox.iter().any(|n| n.id == notification.id) {
             return Ok(false);
         }
-        inbox.push_back(notification.clone());
+        // Newest first means by `created_at`, as in Redis (a late event sorts where it
+        // happened); equal times keep their arrival order.
+        let at = inbox.partition_point(|n| n.created_at <= notification.created_at);
+        inbox.insert(at, notification.clone());
         while inbox.len() > INBOX_LIMIT {
             inbox.pop_front();
         }
