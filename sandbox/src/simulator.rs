@@ -537,6 +537,7 @@ mod tests {
                     | SandboxChange::ProcessChanged { customer_id, .. } => Some(customer_id),
                     SandboxChange::CaseChanged { customer_id, .. }
                     | SandboxChange::CaseCommentAdded { customer_id, .. } => customer_id.as_ref(),
+                    SandboxChange::ProductChanged { .. } => None,
                 };
                 customer.is_some_and(|c| DEMO_CUSTOMERS.contains(&c.as_str()))
             })
