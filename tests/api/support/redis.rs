@@ -4,7 +4,9 @@
 //! machine's 6379, whose data is someone else's), without persistence, in a fresh temporary
 //! directory that also holds its unix socket; dropping it kills the server and removes the
 //! directory. [`RedisServer::start_tls`] does the same with TLS only, on certificates made
-//! with the `openssl` command. [`TcpProxy`] forwards 127.0.0.1 connections to
+//! with the `openssl` command. [`RedisServer::start_persistent`] keeps an append-only file
+//! fsynced on every write, so that [`RedisServer::restart`] (a kill -9 and a start on the
+//! same port and directory) comes back with everything it acknowledged. [`TcpProxy`] forwards 127.0.0.1 connections to
 //! a target and can [`cut`](TcpProxy::cut) them, to simulate a replica losing Redis.
 #![allow(dead_code, unreachable_pub)]
 
@@ -35,19 +37,57 @@ pub struct RedisServer {
     dir: PathBuf,
     /// Whether it speaks TLS only.
     tls: bool,
+    /// Whether it keeps an append-only file (`appendfsync always`).
+    persistent: bool,
 }
 
 impl RedisServer {
     /// Starts a server and waits until it answers `PING`.
     pub fn start() -> RedisServer {
-        Self::start_with(false)
+        Self::start_with(false, false)
+    }
+
+    /// Starts a server that writes every change to its append-only file before answering,
+    /// and waits until it answers `PING`.
+    pub fn start_persistent() -> RedisServer {
+        Self::start_with(false, true)
+    }
+
+    /// Kills the server (SIGKILL: no chance to save anything more) and starts it again on the
+    /// same port and directory; with [`RedisServer::start_persistent`] it comes back with
+    /// every write it answered. Waits until it answers `PING` again.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let mut child = redis_command(&self.dir, self.port, self.tls, self.persistent)
+                .spawn()
+                .expect("redis-server restarts");
+            match wait_ready(&mut child, self.addr(), self.tls) {
+                Ok(()) => {
+                    self.child = child;
+                    return;
+                }
+                // The old process's port may take a moment to be free again.
+                Err(reason) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    assert!(
+                        Instant::now() < deadline,
+                        "redis-server did not restart: {reason}"
+                    );
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
+        }
     }
 
     /// Starts a server that accepts TLS connections only, with a certificate for 127.0.0.1
     /// issued by a test CA (clients must trust [`RedisServer::ca_file`]), and waits until it
     /// listens.
     pub fn start_tls() -> RedisServer {
-        Self::start_with(true)
+        Self::start_with(true, false)
     }
 
     /// `redis://127.0.0.1:PORT` (`rediss://` for TLS).
@@ -78,44 +118,15 @@ impl RedisServer {
         self.dir.join("redis.sock")
     }
 
-    fn start_with(tls: bool) -> RedisServer {
+    fn start_with(tls: bool, persistent: bool) -> RedisServer {
         let dir = temp_dir();
-        let tls_files = tls.then(|| test_certificates(&dir));
+        if tls {
+            test_certificates(&dir);
+        }
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             let port = free_port();
-            let mut command = Command::new("redis-server");
-            command
-                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(&dir)
-                .arg("--logfile")
-                .arg(dir.join("redis.log"))
-                .arg("--unixsocket")
-                .arg(dir.join("redis.sock"))
-                .args(["--unixsocketperm", "700"]);
-            match &tls_files {
-                None => {
-                    command.args(["--port", &port.to_string()]);
-                }
-                Some(files) => {
-                    command
-                        .args(["--port", "0", "--tls-port", &port.to_string()])
-                        .arg("--tls-cert-file")
-                        .arg(&files.cert)
-                        .arg("--tls-key-file")
-                        .arg(&files.key)
-                        .arg("--tls-ca-cert-file")
-                        .arg(&files.ca)
-                        .args(["--tls-auth-clients", "no"]);
-                }
-            }
-            let mut child = match command
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-            {
+            let mut child = match redis_command(&dir, port, tls, persistent).spawn() {
                 Ok(child) => child,
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     let _ = std::fs::remove_dir_all(&dir);
@@ -134,6 +145,7 @@ impl RedisServer {
                         port,
                         dir,
                         tls,
+                        persistent,
                     };
                 }
                 Err(reason) => {
@@ -158,6 +170,44 @@ impl Drop for RedisServer {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The `redis-server` command line of a server in `dir` on `port`.
+fn redis_command(dir: &Path, port: u16, tls: bool, persistent: bool) -> Command {
+    let mut command = Command::new("redis-server");
+    command.args(["--bind", "127.0.0.1", "--save", ""]);
+    if persistent {
+        command.args(["--appendonly", "yes", "--appendfsync", "always"]);
+    } else {
+        command.args(["--appendonly", "no"]);
+    }
+    command
+        .arg("--dir")
+        .arg(dir)
+        .arg("--logfile")
+        .arg(dir.join("redis.log"))
+        .arg("--unixsocket")
+        .arg(dir.join("redis.sock"))
+        .args(["--unixsocketperm", "700"]);
+    if tls {
+        let files = tls_files(dir);
+        command
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .arg("--tls-cert-file")
+            .arg(&files.cert)
+            .arg("--tls-key-file")
+            .arg(&files.key)
+            .arg("--tls-ca-cert-file")
+            .arg(&files.ca)
+            .args(["--tls-auth-clients", "no"]);
+    } else {
+        command.args(["--port", &port.to_string()]);
+    }
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
 }
 
 /// Waits until the server at `addr` answers `PING` (listens, for TLS), or fails.
@@ -230,12 +280,17 @@ struct TlsFiles {
 
 /// A test CA and a server certificate for 127.0.0.1 it issued, written into `dir` (rustls
 /// refuses a CA certificate as the server's own, so a lone self-signed one will not do).
-fn test_certificates(dir: &Path) -> TlsFiles {
-    let files = TlsFiles {
+/// Where a TLS server's files are in its directory.
+fn tls_files(dir: &Path) -> TlsFiles {
+    TlsFiles {
         ca: dir.join("ca.pem"),
         cert: dir.join("cert.pem"),
         key: dir.join("key.pem"),
-    };
+    }
+}
+
+fn test_certificates(dir: &Path) -> TlsFiles {
+    let files = tls_files(dir);
     let (ca_key, request, extensions) = (
         dir.join("ca-key.pem"),
         dir.join("server.csr"),
