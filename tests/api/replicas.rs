@@ -35,13 +35,13 @@ async fn start(listener: TcpListener, config: Config) -> Replica {
 
 async fn graphql(
     http: &reqwest::Client,
-    replica: &Replica,
+    base: &str,
     token: &str,
     query: &str,
     variables: Value,
 ) -> Value {
     let body: Value = http
-        .post(format!("{}/graphql", replica.base))
+        .post(format!("{base}/graphql"))
         .bearer_auth(token)
         .json(&json!({ "query": query, "variables": variables }))
         .send()
@@ -120,7 +120,7 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
     // Ada listens on B; she orders through A.
     let mut feed = subscribe(&b, &ada, FEED).await;
     expect_quiet(&mut feed).await;
-    let first = graphql(&http, &a, &ada, PLACE, json!({})).await["placeOrder"]["id"]
+    let first = graphql(&http, &a.base, &ada, PLACE, json!({})).await["placeOrder"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -129,10 +129,10 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
     assert_eq!(seen["order"], json!({ "id": first, "status": "CONFIRMED" }));
 
     // B caches the order: a second read does not reach the backend.
-    let read = graphql(&http, &b, &ada, READ, json!({ "id": first })).await;
+    let read = graphql(&http, &b.base, &ada, READ, json!({ "id": first })).await;
     assert_eq!(read["order"]["status"], "CONFIRMED");
     sandbox.reset_requests();
-    graphql(&http, &b, &ada, READ, json!({ "id": first })).await;
+    graphql(&http, &b.base, &ada, READ, json!({ "id": first })).await;
     assert!(
         sandbox.requests(Upstream::Backend).is_empty(),
         "served from B's cache"
@@ -140,8 +140,8 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
 
     // B loses Redis; meanwhile A takes a cancellation and a new order.
     proxy.cut().await;
-    graphql(&http, &a, &ada, CANCEL, json!({ "id": first })).await;
-    let second = graphql(&http, &a, &ada, PLACE, json!({})).await["placeOrder"]["id"]
+    graphql(&http, &a.base, &ada, CANCEL, json!({ "id": first })).await;
+    let second = graphql(&http, &a.base, &ada, PLACE, json!({})).await["placeOrder"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -167,7 +167,7 @@ async fn events_reach_every_replica_through_redis_even_across_a_cut_connection()
 
     // The event invalidated B's cached copy (CONFIRMED, good for 30 s): B reads the
     // cancellation (cached afresh when the notification above resolved the order).
-    let read = graphql(&http, &b, &ada, READ, json!({ "id": first })).await;
+    let read = graphql(&http, &b.base, &ada, READ, json!({ "id": first })).await;
     assert_eq!(read["order"]["status"], "CANCELLED");
 
     for replica in [a, b] {
@@ -216,7 +216,7 @@ async fn a_replica_from_the_printed_config_serves_no_demo_sign_in() {
     assert_eq!(users.status(), 404);
 
     let ada = crate::support::issuer_token(&sandbox, "cust-0001").await;
-    let me = graphql(&http, &replica, &ada, "{ me { name } }", json!({})).await;
+    let me = graphql(&http, &replica.base, &ada, "{ me { name } }", json!({})).await;
     assert_eq!(me["me"]["name"], "Ada Lovelace");
 
     let _ = replica.stop.send(());
@@ -266,12 +266,12 @@ async fn each_notification_is_sent_once_by_one_of_the_replicas() {
 
     // The device is registered on B; the orders go through A.
     let register = "mutation { registerDevice(input: { platform: ANDROID, fcmToken: \"fcm-replicas\" }) { id } }";
-    graphql(&http, &b, &ada, register, json!({})).await;
-    let placed = graphql(&http, &a, &ada, PLACE, json!({})).await["placeOrder"]["id"]
+    graphql(&http, &b.base, &ada, register, json!({})).await;
+    let placed = graphql(&http, &a.base, &ada, PLACE, json!({})).await["placeOrder"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    graphql(&http, &a, &ada, CANCEL, json!({ "id": placed })).await;
+    graphql(&http, &a.base, &ada, CANCEL, json!({ "id": placed })).await;
     let deadline = std::time::Instant::now() + WAIT;
     while sandbox.push().received().is_empty() {
         assert!(std::time::Instant::now() < deadline, "no push arrived");
@@ -279,11 +279,11 @@ async fn each_notification_is_sent_once_by_one_of_the_replicas() {
     }
     // A second cancellation's push proves the first had all the time it needed to be sent
     // twice, if it were to be.
-    let other = graphql(&http, &a, &ada, PLACE, json!({})).await["placeOrder"]["id"]
+    let other = graphql(&http, &a.base, &ada, PLACE, json!({})).await["placeOrder"]["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    graphql(&http, &a, &ada, CANCEL, json!({ "id": other })).await;
+    graphql(&http, &a.base, &ada, CANCEL, json!({ "id": other })).await;
     while sandbox.push().received().len() < 2 {
         assert!(
             std::time::Instant::now() < deadline,
@@ -301,7 +301,7 @@ async fn each_notification_is_sent_once_by_one_of_the_replicas() {
     for replica in [&a, &b] {
         let centre = graphql(
             &http,
-            replica,
+            &replica.base,
             &ada,
             "{ unreadNotificationCount }",
             json!({}),
@@ -317,5 +317,190 @@ async fn each_notification_is_sent_once_by_one_of_the_replicas() {
             .unwrap()
             .unwrap();
     }
+    sandbox.shutdown().await;
+}
+
+/// A replica as its own process (the `switchyard` binary), so that it can be killed.
+struct Process {
+    base: String,
+    child: tokio::process::Child,
+}
+
+const PROCESS_WEBHOOK_SECRET: &str = "replica-process-webhook-secret";
+
+async fn spawn_process(dir: &std::path::Path, name: &str, config: &str) -> Process {
+    let port = crate::support::redis::free_port();
+    let file = dir.join(format!("{name}.toml"));
+    std::fs::write(&file, config).unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .arg("--config")
+        .arg(&file)
+        .env("SWITCHYARD_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "SWITCHYARD_WEBHOOKS__BACKEND_SECRET",
+            PROCESS_WEBHOOK_SECRET,
+        )
+        .env("SWITCHYARD_LOG__FILTER", "warn")
+        .env_remove("RUST_LOG")
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let deadline = std::time::Instant::now() + WAIT;
+    while !http
+        .get(format!("{base}/healthz"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(std::time::Instant::now() < deadline, "{name} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Process { base, child }
+}
+
+/// Two replicas as processes on one Redis. Replica A takes a webhook and starts sending its
+/// push (the provider is slow); A is killed (SIGKILL) after it read the job and before it
+/// acknowledged it. Replica B, started afterwards, takes the job over once it was idle for
+/// `claim_idle_ms` (6 s here) and delivers it; the outbox ends empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_its_replica_died_sending_is_delivered_by_the_other() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let redis = RedisServer::start();
+    let sandbox = Sandbox::start(SandboxConfig {
+        simulator_interval_ms: 0,
+        fcm: sandbox::UpstreamKnobs {
+            latency_ms: 1_000,
+            ..sandbox::UpstreamKnobs::default()
+        },
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
+    let url = redis.url();
+    let config = format!(
+        "{printed}\n[events]\nredis_url = \"{url}\"\n[notifications]\nredis_url = \"{url}\"\n\
+         [outbox]\nredis_url = \"{url}\"\nclaim_idle_ms = 6000\n"
+    );
+    let dir = std::env::temp_dir().join(format!("switchyard-kill-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut a = spawn_process(&dir, "a", &config).await;
+    let http = reqwest::Client::new();
+    let ada = crate::support::issuer_token(&sandbox, "cust-0001").await;
+    let register = "mutation { registerDevice(input: { platform: ANDROID, fcmToken: \"fcm-killed\" }) { id } }";
+    graphql(&http, &a.base, &ada, register, json!({})).await;
+
+    let body = json!({"id": "evt_kill_1", "type": "order.status_changed",
+        "occurredAt": "2026-01-01T10:00:00Z",
+        "data": {"orderId": "ord-019801", "customerId": "cust-0001", "status": "SHIPPED"}})
+    .to_string();
+    let timestamp = chrono::Utc::now().timestamp().to_string();
+    let accepted = http
+        .post(format!("{}/webhooks/backend", a.base))
+        .header("content-type", "application/json")
+        .header("x-webhook-timestamp", &timestamp)
+        .header(
+            "x-webhook-signature",
+            crate::support::sign_webhook(PROCESS_WEBHOOK_SECRET, &timestamp, body.as_bytes()),
+        )
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(accepted.status(), 202);
+
+    let sends = || {
+        sandbox
+            .requests(Upstream::Fcm)
+            .get("POST /v1/projects/{project}/messages:send")
+            .copied()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + WAIT;
+    while sends() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "A never sent the push"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // A is sending (the provider takes a second to answer; A waits up to half of
+    // claim_idle_ms, 3 s, for its token and the send): kill it before it can acknowledge.
+    a.child.kill().await.unwrap();
+    assert!(
+        sandbox.push().received().is_empty(),
+        "killed before the provider answered"
+    );
+
+    let b = spawn_process(&dir, "b", &config).await;
+    let deadline = std::time::Instant::now() + WAIT;
+    while sends() < 2 || sandbox.push().received().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B did not take the push over: {} sends",
+            sends()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let received = sandbox.push().received();
+    assert!(
+        (1..=2).contains(&received.len()),
+        "at least once, at most once more: {received:#?}"
+    );
+    for push in &received {
+        let sandbox::ReceivedPush::Fcm(push) = push else {
+            panic!("{push:?}")
+        };
+        assert_eq!(push.message["token"], "fcm-killed");
+        assert_eq!(
+            push.message["data"]["notificationId"],
+            "ntf:backend:evt_kill_1"
+        );
+    }
+    // B acknowledged it: nothing is left in the outbox, nothing pending.
+    let mut connection = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    loop {
+        let pending: redis::Value = redis::cmd("XPENDING")
+            .arg("switchyard:outbox")
+            .arg("senders")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let length: u64 = redis::cmd("XLEN")
+            .arg("switchyard:outbox")
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+        let none_pending = matches!(&pending, redis::Value::Array(parts) if matches!(parts.first(), Some(redis::Value::Int(0))));
+        if none_pending && length == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the outbox did not empty: {length} entries, pending {pending:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let centre = graphql(
+        &http,
+        &b.base,
+        &ada,
+        "{ notifications(first: 5) { edges { node { id } } } }",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        centre["notifications"]["edges"][0]["node"]["id"],
+        "ntf:backend:evt_kill_1"
+    );
+    drop(b);
+    let _ = std::fs::remove_dir_all(&dir);
     sandbox.shutdown().await;
 }
