@@ -1305,7 +1305,16 @@ async fn a_stalled_answer_trips_the_client_timeout_without_holding_up_shutdown()
             .await
             .map(|response| response.status())
     });
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Shut down once the sandbox has the request (counted, stalling), not before: a request
+    // still on its way would meet a closed connection.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sandbox.requests(Upstream::Process).values().sum::<u64>() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the second request never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let started = Instant::now();
     sandbox.shutdown().await;
     assert!(
