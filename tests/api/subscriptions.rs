@@ -421,7 +421,7 @@ async fn an_sse_stream_completes_when_the_token_expires() {
     let started = Instant::now();
     let mut stream = sse(
         &app,
-        Some(&issuer.token(ADA, 2)),
+        Some(&issuer.token(ADA, 3)),
         json!({"query": "subscription { notifications { id } }"}),
     )
     .await
@@ -964,7 +964,7 @@ async fn a_slow_subscriber_lags_alone() {
             .await;
         let order = placed["placeOrder"]["id"].as_str().unwrap().to_owned();
         loop {
-            let next = reading.recv().await;
+            let next = reading.recv_skipping_pings().await;
             assert_eq!(next["type"], "next", "{next:#}");
             assert!(
                 next["payload"].get("errors").is_none(),

@@ -516,7 +516,7 @@ async fn switchyard_refuses_what_it_cannot_trust_or_read() {
             400,
             refused(
                 "UNSUPPORTED_EVENT",
-                "unsupported event type `order.refunded`; supported: order.status_changed"
+                "unsupported event type `order.refunded`; supported: order.status_changed, product.updated"
             )
         )
     );
