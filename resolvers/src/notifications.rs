@@ -23,6 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::events::{DomainEvent, EventKind};
 use crate::ids::{CustomerId, ProductId};
+use crate::loaders::{Loaders, settle};
+use crate::ports::{Ports, UpstreamError};
 
 /// The Web Push application server key (VAPID public key, base64url) apps subscribe with;
 /// `None` when Web Push is off. Schema data.
@@ -511,6 +513,40 @@ impl Facts {
             reported_error,
         })
     }
+}
+
+/// Whether everything `event` names (its order, case, task) exists and is its customer's.
+/// The notifier makes notifications only of such events: a webhook that names one customer
+/// and another's order (or an order that does not exist) tells nobody anything. (The
+/// subscriptions' check, `subscription::names_what_is_not_theirs`, is lenient instead: it
+/// never holds a live event back for an upstream that is down.) An upstream that cannot
+/// answer now is an `Err`, so the event is handled again later rather than dropped.
+pub async fn is_about_its_customer(event: &DomainEvent, ports: &Ports) -> Result<bool, String> {
+    let Some(customer) = &event.customer_id else {
+        return Ok(true);
+    };
+    let loaders = Loaders::new(ports);
+    let failed = |e: UpstreamError| format!("checking whose the event's objects are: {e:?}");
+    let subject = &event.subject;
+    if let Some(id) = &subject.order_id {
+        let order = loaders.orders.load_one(id.clone()).await.map_err(failed)?;
+        if order.is_none_or(|o| &o.customer_id != customer) {
+            return Ok(false);
+        }
+    }
+    if let Some(id) = &subject.case_id {
+        let case = loaders.cases.load_one(id.clone()).await.map_err(failed)?;
+        if case.is_none_or(|c| &c.customer_id != customer) {
+            return Ok(false);
+        }
+    }
+    if let Some(id) = subject.task_id {
+        let task = settle(loaders.tasks.load_one(id).await).map_err(failed)?;
+        if task.is_none_or(|t| t.customer_id.as_ref() != Some(customer)) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The store claim that remembers case `id` as opened for an error the app reported.

@@ -56,7 +56,7 @@ pub(crate) async fn start(
     let notifier = Arc::new(Notifier::new(
         store.clone(),
         outbox.outbox.clone(),
-        ports.backend.clone(),
+        ports.clone(),
     ));
     let rules =
         crate::events::group::consume(&config.events, RULES_GROUP, hub, notifier.clone(), shutdown)

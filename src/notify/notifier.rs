@@ -25,9 +25,9 @@ use resolvers::events::DomainEvent;
 use resolvers::notifications::{
     Category, DEAL_MIN_VIEWS, Deal, Facts, NotificationRecord, NotificationStore, Notify,
     Preferences, PushAddress, StoreError, StoreResult, daily_deal_key, deal, deal_notification,
-    render, rules,
+    is_about_its_customer, render, rules,
 };
-use resolvers::ports::Backend;
+use resolvers::ports::Ports;
 
 use super::outbox::{Deliveries, Job, Outbox};
 use crate::events::group::Handler;
@@ -42,20 +42,20 @@ const DEAL_EVERY: Duration = Duration::from_secs(24 * 3600);
 pub(crate) struct Notifier {
     store: Arc<dyn NotificationStore>,
     outbox: Arc<dyn Outbox>,
-    /// For customers' e-mail addresses.
-    backend: Arc<dyn Backend>,
+    /// For customers' e-mail addresses, and whose the objects an event names are.
+    ports: Ports,
 }
 
 impl Notifier {
     pub(crate) fn new(
         store: Arc<dyn NotificationStore>,
         outbox: Arc<dyn Outbox>,
-        backend: Arc<dyn Backend>,
+        ports: Ports,
     ) -> Self {
         Self {
             store,
             outbox,
-            backend,
+            ports,
         }
     }
 
@@ -121,6 +121,7 @@ impl Notifier {
         }
         if channels.email || (channels.push && devices.is_empty()) {
             let found = self
+                .ports
                 .backend
                 .customers_by_ids(std::slice::from_ref(customer))
                 .await
@@ -150,6 +151,16 @@ impl Notifier {
 #[async_trait]
 impl Handler for Notifier {
     async fn handle(&self, event: &DomainEvent) -> anyhow::Result<()> {
+        if !is_about_its_customer(event, &self.ports)
+            .await
+            .map_err(anyhow::Error::msg)?
+        {
+            tracing::warn!(
+                event = %event.id,
+                "an event names an order, case or task that is not its customer's (or none): no notification"
+            );
+            return Ok(());
+        }
         let facts = Facts::of(event, self.store.as_ref()).await.map_err(store)?;
         for notification in rules(event, &facts) {
             self.deliver(&notification, Utc::now()).await?;

@@ -872,3 +872,78 @@ async fn marketing_once_a_day(app: TestApp) {
     assert_eq!(received.len(), 2, "{:#?}", titles(&received));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_event_naming_someone_else_s_order_notifies_nobody() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let bob = app.token(BOB).await;
+    for (token, fcm) in [(&ada, "fcm-ada-own"), (&bob, "fcm-bob-own")] {
+        app.data(
+            token,
+            REGISTER,
+            json!({"input": {"platform": "ANDROID", "fcmToken": fcm}}),
+        )
+        .await;
+    }
+    let adas = adas_order(&app, &ada).await;
+    let bobs = app
+        .data(
+            &bob,
+            "{ me { orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await["me"]["orders"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Ada's order under Bob's name, an order that does not exist, then Bob's own.
+    for event in [
+        order_event("evt_forged_1", BOB, &adas, "SHIPPED"),
+        out_for_delivery("whk_forged_2", BOB, &adas),
+        order_event("evt_forged_3", ADA, "ord-999999", "SHIPPED"),
+        order_event("evt_own_4", BOB, &bobs, "SHIPPED"),
+    ] {
+        let source = if event.get("event").is_some() {
+            "carrier"
+        } else {
+            "backend"
+        };
+        assert_eq!(app.post_webhook(source, &event).await.0, 202);
+    }
+    // Events are handled in order: once Bob's own is in his centre, the others were
+    // handled before it, and would be there too.
+    let deadline = Instant::now() + WAIT;
+    let ids = loop {
+        let centre = app
+            .data(
+                &bob,
+                "{ notifications(first: 5) { edges { node { id } } } }",
+                json!({}),
+            )
+            .await;
+        let ids: Vec<String> = centre["notifications"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+            .collect();
+        if ids.iter().any(|id| id == "ntf:backend:evt_own_4") {
+            break ids;
+        }
+        assert!(Instant::now() < deadline, "Bob's own shipment: {ids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(ids, ["ntf:backend:evt_own_4"], "only his own");
+    let received = pushes(&app, 1).await;
+    assert_eq!(received.len(), 1, "{:#?}", titles(&received));
+    let ReceivedPush::Fcm(push) = &received[0] else {
+        unreachable!()
+    };
+    assert_eq!(push.message["token"], "fcm-bob-own");
+    let adas_centre = app
+        .data(&ada, "{ unreadNotificationCount }", json!({}))
+        .await;
+    assert_eq!(adas_centre["unreadNotificationCount"], 0);
+    app.stop().await;
+}
