@@ -9,7 +9,9 @@
 //! payload is JSON `{notificationId, title, body, deepLink?, data}` for the app's service
 //! worker, at most 3993 bytes before encryption.
 //!
-//! Endpoints must be `https://` (plain `http://` only with `allow_http`, for local testing);
+//! Endpoints must be `https://` on a public address (plain `http://`, and addresses of this
+//! network, only with `allow_http`, for local testing: an endpoint on loopback, private or
+//! link-local addresses is dropped as gone, never called);
 //! anything else, and keys that are not a P-256 point and a 16-byte secret, is Rejected without
 //! a request. The subscription's endpoint comes from a browser, so it is never logged beyond its
 //! host.
@@ -117,6 +119,21 @@ impl WebPushChannel {
             }
         };
         let host = url.host_str().unwrap_or_default().to_owned();
+        if !self.allow_http {
+            match public_address(&url).await {
+                Ok(()) => {}
+                Err(Refused::Internal(reason)) => {
+                    // Never a push service: the subscription can never work (and must not
+                    // make this server call its own network).
+                    tracing::warn!(channel = "webpush", notification = %message.id, %host, %reason, "Web Push endpoint refused: the subscription is dropped");
+                    return SendOutcome::Gone;
+                }
+                Err(Refused::Unresolved(detail)) => {
+                    tracing::warn!(channel = "webpush", notification = %message.id, %host, %detail, "Web Push endpoint does not resolve now");
+                    return SendOutcome::Retry { after: None };
+                }
+            }
+        }
         let topic = topic(message.collapse_key.as_deref().unwrap_or(&message.id));
         let request = self
             .http
@@ -181,6 +198,74 @@ impl WebPushChannel {
             .vapid(&url.origin().ascii_serialization(), unix_now())
             .map_err(|e| format!("signing the VAPID JWT: {e}"))?;
         Ok((url, body, authorization))
+    }
+}
+
+/// Why an endpoint is not sent to.
+enum Refused {
+    /// It is, or resolves to, an address of this network (loopback, private, link-local,
+    /// metadata services...).
+    Internal(String),
+    /// Its name does not resolve now.
+    Unresolved(String),
+}
+
+/// Whether the endpoint's host is a public address, as every push service's is. Checked
+/// before each send when plain http is off (production); with `allow_http` (local testing)
+/// anything goes. The name is resolved here and again by the HTTP client: a name whose
+/// answers change between the two (DNS rebinding) is not caught.
+async fn public_address(url: &Url) -> Result<(), Refused> {
+    let port = url.port_or_known_default().unwrap_or(443);
+    let addresses: Vec<std::net::IpAddr> = match url.host() {
+        Some(url::Host::Ipv4(ip)) => vec![ip.into()],
+        Some(url::Host::Ipv6(ip)) => vec![ip.into()],
+        Some(url::Host::Domain(name)) => {
+            let name = name.trim_end_matches('.').to_ascii_lowercase();
+            if name == "localhost" || name.ends_with(".localhost") {
+                return Err(Refused::Internal(format!("{name} is this machine")));
+            }
+            tokio::net::lookup_host((name.as_str(), port))
+                .await
+                .map_err(|e| Refused::Unresolved(e.to_string()))?
+                .map(|a| a.ip())
+                .collect()
+        }
+        None => return Err(Refused::Internal("no host".to_owned())),
+    };
+    match addresses.iter().find(|ip| !is_public(**ip)) {
+        Some(ip) => Err(Refused::Internal(format!("{ip} is not a public address"))),
+        None if addresses.is_empty() => Err(Refused::Unresolved("no address".to_owned())),
+        None => Ok(()),
+    }
+}
+
+/// Not loopback, private, link-local, shared, documentation, multicast or unspecified.
+fn is_public(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, ..] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || v4.is_multicast()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b)))
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let first = v6.segments()[0];
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (first & 0xfe00) == 0xfc00
+                || (first & 0xffc0) == 0xfe80)
+        }
     }
 }
 
@@ -478,6 +563,40 @@ mod tests {
                 .prepare("https://p.example/1", "bad!", subscription.1, &message())
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn endpoints_on_this_network_are_dropped_without_a_request() {
+        let subscription = (
+            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "BTBZMqHH6r4Tts7J_aSIgg",
+        );
+        // Port 9 on these hosts would refuse or hang: `Gone` at once means no request.
+        for endpoint in [
+            "https://127.0.0.1:9/x",
+            "https://localhost:9/x",
+            "https://LOCALHOST./x",
+            "https://10.1.2.3:9/x",
+            "https://192.168.0.1:9/x",
+            "https://169.254.169.254/latest/meta-data",
+            "https://100.64.0.1:9/x",
+            "https://[::1]:9/x",
+            "https://[fd00::1]:9/x",
+            "https://[fe80::1]:9/x",
+            "https://[::ffff:127.0.0.1]:9/x",
+            "https://2130706433:9/x",
+            "https://0.0.0.0:9/x",
+        ] {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(5),
+                channel(false).send_to(endpoint, subscription.0, subscription.1, &message()),
+            )
+            .await
+            .expect("no request, so no wait");
+            assert_eq!(sent, SendOutcome::Gone, "{endpoint}");
+        }
+        assert!(is_public("8.8.8.8".parse().unwrap()));
+        assert!(is_public("2001:4860:4860::8888".parse().unwrap()));
     }
 
     #[test]
