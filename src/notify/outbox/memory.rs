@@ -154,6 +154,24 @@ impl Outbox for MemoryOutbox {
     async fn enqueue(&self, jobs: Vec<Job>) -> anyhow::Result<()> {
         let now = Utc::now();
         for job in jobs {
+            let due_now = job.not_before.is_none_or(|due| due <= now);
+            // A place in the queue first: waiting for it is the only await, so a caller that
+            // gives up (its request timed out) gives up before the job is marked as enqueued,
+            // and a later enqueue of the same job stores it.
+            let place = if due_now {
+                let mut shutdown = self.shutdown.clone();
+                tokio::select! {
+                    biased;
+                    place = self.queue.reserve() => {
+                        Some(place.map_err(|_| anyhow::anyhow!("the push outbox is stopped"))?)
+                    }
+                    () = stopped(&mut shutdown) => {
+                        anyhow::bail!("the push outbox is stopping");
+                    }
+                }
+            } else {
+                None
+            };
             let fresh = self
                 .seen
                 .lock()
@@ -163,20 +181,9 @@ impl Outbox for MemoryOutbox {
                 tracing::debug!(job = %job.id, "push outbox: job enqueued already, skipped");
                 continue;
             }
-            match job.not_before {
-                Some(due) if due > now => self.schedule.push(due, job),
-                _ => {
-                    let mut shutdown = self.shutdown.clone();
-                    tokio::select! {
-                        biased;
-                        sent = self.queue.send(job) => {
-                            sent.map_err(|_| anyhow::anyhow!("the push outbox is stopped"))?;
-                        }
-                        () = stopped(&mut shutdown) => {
-                            anyhow::bail!("the push outbox is stopping");
-                        }
-                    }
-                }
+            match place {
+                Some(place) => place.send(job),
+                None => self.schedule.push(job.not_before.unwrap_or(now), job),
             }
         }
         Ok(())
