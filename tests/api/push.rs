@@ -701,6 +701,15 @@ async fn the_sandbox_lists_every_push_newest_last() {
     assert_eq!(providers, ["fcm", "apns", "webpush", "email"]);
     let payload: Value = serde_json::from_str(listed[2]["payload"].as_str().unwrap()).unwrap();
     assert_eq!(payload["title"], "Your order has shipped", "decrypted");
+    // Each stamped with when it was accepted, in order.
+    let stamps: Vec<chrono::DateTime<chrono::Utc>> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["received_at"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(stamps.is_sorted(), "{stamps:?}");
+    assert_eq!(h.sandbox.push().received_count(), 4);
 }
 
 #[tokio::test]

@@ -385,6 +385,7 @@ async fn send(
         provider_token_issued_at: issued_at,
         provider_token_fingerprint: fingerprint(jwt),
         payload,
+        received_at: chrono::Utc::now(),
     }));
     let mut response = StatusCode::OK.into_response();
     if let Ok(value) = HeaderValue::from_str(&apns_id) {

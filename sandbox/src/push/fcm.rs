@@ -329,6 +329,7 @@ async fn send(
             project_id: project,
             name: name.clone(),
             message: message.clone(),
+            received_at: chrono::Utc::now(),
         }));
     }
     Json(json!({ "name": name })).into_response()

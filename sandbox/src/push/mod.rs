@@ -1,7 +1,7 @@
 //! The push providers' stand-ins: FCM HTTP v1, APNs (HTTP/2 over TLS), a Web Push service
 //! (RFC 8030/8291/8292) and an SMTP sink, each on its own port, each recording what it
 //! accepted in one shared log ([`SandboxPush::received`], `GET /_sandbox/push` on the FCM
-//! server).
+//! server), each record stamped with when it was accepted (`received_at`).
 //!
 //! The credentials a sender needs are generated at start and written to a temporary directory
 //! the sandbox owns (removed when it stops): the FCM service-account JSON (an RSA key of the
@@ -62,6 +62,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
@@ -120,6 +121,9 @@ pub struct FcmReceived {
     pub name: String,
     /// The `message` object as sent.
     pub message: Value,
+    /// When the provider accepted it (the wall clock, taken as it was recorded, before the
+    /// provider answered the sender): what a benchmark measures arrival with.
+    pub received_at: DateTime<Utc>,
 }
 
 /// A notification APNs accepted (`POST /3/device/{token}`).
@@ -139,6 +143,9 @@ pub struct ApnsReceived {
     pub provider_token_fingerprint: String,
     /// The JSON payload.
     pub payload: Value,
+    /// When the provider accepted it (the wall clock, taken as it was recorded, before the
+    /// provider answered the sender): what a benchmark measures arrival with.
+    pub received_at: DateTime<Utc>,
 }
 
 /// A push message the Web Push service accepted (`POST /push/{id}`).
@@ -158,6 +165,9 @@ pub struct WebPushReceived {
     pub vapid_public_key: String,
     /// The payload, decrypted with the subscription's private key, as text.
     pub payload: String,
+    /// When the provider accepted it (the wall clock, taken as it was recorded, before the
+    /// provider answered the sender): what a benchmark measures arrival with.
+    pub received_at: DateTime<Utc>,
 }
 
 /// A message the SMTP sink accepted.
@@ -171,6 +181,9 @@ pub struct EmailReceived {
     pub subject: Option<String>,
     /// The message (headers and body) as received, dot-stuffing undone.
     pub data: String,
+    /// When the provider accepted it (the wall clock, taken as it was recorded, before the
+    /// provider answered the sender): what a benchmark measures arrival with.
+    pub received_at: DateTime<Utc>,
 }
 
 /// The providers' shared state: the log, and what each provider knows.
@@ -267,6 +280,16 @@ impl SandboxPush {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
+    }
+
+    /// How many pushes the providers accepted so far: [`SandboxPush::received`]'s length,
+    /// without copying the log (a benchmark waiting for thousands asks often).
+    pub fn received_count(&self) -> usize {
+        self.state
+            .log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
     }
 
     /// Forgets what the providers received.

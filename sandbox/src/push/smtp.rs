@@ -184,6 +184,7 @@ async fn session(stream: TcpStream, faults: &Faults, push: &PushState) -> std::i
                             to: envelope.to,
                             subject: subject(&data),
                             data,
+                            received_at: chrono::Utc::now(),
                         }));
                         "250 2.0.0 OK queued\r\n".to_owned()
                     }

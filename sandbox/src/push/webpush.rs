@@ -446,6 +446,7 @@ async fn receive(
         vapid_subject,
         vapid_public_key,
         payload,
+        received_at: chrono::Utc::now(),
     }));
     let mut response = StatusCode::CREATED.into_response();
     if let Ok(location) = HeaderValue::from_str(&format!("{}/messages/{number}", service.origin)) {
