@@ -5,7 +5,9 @@
 //!
 //! And the demo's push devices: `POST /dev/webpush-subscription` mints a subscription of the
 //! sandbox's Web Push service, as a browser's `pushManager.subscribe` would (answered as the
-//! `input` of `registerDevice`), and `GET /dev/pushes` lists what the sandbox's providers
+//! `input` of `registerDevice`), `POST /dev/apns-device` mints an APNs device token of the
+//! demo iOS app (`com.example.retail`, development environment: a debug build's) the same
+//! way, and `GET /dev/pushes` lists what the sandbox's providers
 //! received (Web Push payloads decrypted), newest last.
 //!
 //! Only a Switchyard that runs a sandbox itself mounts these routes: a [`DevSignIn`] comes from
@@ -53,6 +55,7 @@ impl DevSignIn {
         });
         let pushes = self.push.clone();
         let subscriptions = self.push.clone();
+        let apns = self.push.clone();
         Ok(Router::new()
             .route("/dev/users", get(users))
             .route("/dev/token", post(token))
@@ -60,6 +63,10 @@ impl DevSignIn {
             .route(
                 "/dev/webpush-subscription",
                 post(move || webpush_subscription(subscriptions.clone())),
+            )
+            .route(
+                "/dev/apns-device",
+                post(move || async move { apns_device(&apns) }),
             )
             .route(
                 "/dev/pushes",
@@ -113,6 +120,20 @@ async fn webpush_subscription(push: sandbox::SandboxPush) -> Response {
             (StatusCode::INTERNAL_SERVER_ERROR, "could not subscribe").into_response()
         }
     }
+}
+
+/// The demo iOS app's bundle id.
+const DEMO_IOS_APP: &str = "com.example.retail";
+
+/// `POST /dev/apns-device`: a device token of the sandbox's APNs for the demo iOS app, shaped
+/// as `registerDevice`'s input.
+fn apns_device(push: &sandbox::SandboxPush) -> Response {
+    let token = push.apns_device(DEMO_IOS_APP, sandbox::ApnsEnvironment::Development);
+    axum::Json(serde_json::json!({
+        "platform": "IOS",
+        "apns": {"token": token, "bundleId": DEMO_IOS_APP, "environment": "SANDBOX"},
+    }))
+    .into_response()
 }
 
 async fn forward(request: reqwest::RequestBuilder) -> Response {

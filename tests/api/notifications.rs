@@ -668,27 +668,33 @@ async fn a_reported_error_opens_one_case_and_the_customer_hears_of_it() {
     app.stop().await;
 }
 
-/// The playground's path: a Web Push subscription from the sandbox, registered as a device,
-/// and the push it gets, decrypted, in `GET /dev/pushes`.
+/// The playground's path: a Web Push subscription and an iPhone's APNs token from the
+/// sandbox, registered as devices, and the pushes they get (Web Push decrypted) in
+/// `GET /dev/pushes`.
 #[tokio::test]
-async fn the_sandbox_hands_out_web_push_subscriptions_and_shows_what_arrived() {
+async fn the_sandbox_hands_out_devices_and_shows_what_arrived() {
     let app = TestApp::spawn().await;
     let ada = app.token(ADA).await;
-    let input: Value = app
-        .http
-        .post(app.url("/dev/webpush-subscription"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let device = app.data(&ada, REGISTER, json!({ "input": input })).await;
-    assert_eq!(device["registerDevice"]["pushService"], "WEB_PUSH");
+    for (route, service) in [
+        ("/dev/webpush-subscription", "WEB_PUSH"),
+        ("/dev/apns-device", "APNS"),
+    ] {
+        let input: Value = app
+            .http
+            .post(app.url(route))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let device = app.data(&ada, REGISTER, json!({ "input": input })).await;
+        assert_eq!(device["registerDevice"]["pushService"], service);
+    }
     let order = adas_order(&app, &ada).await;
     app.post_webhook("backend", &order_event("evt_dev_1", ADA, &order, "SHIPPED"))
         .await;
-    pushes(&app, 1).await;
+    pushes(&app, 2).await;
     let shown: Value = app
         .http
         .get(app.url("/dev/pushes"))
@@ -698,9 +704,28 @@ async fn the_sandbox_hands_out_web_push_subscriptions_and_shows_what_arrived() {
         .json()
         .await
         .unwrap();
-    assert_eq!(shown[0]["provider"], "webpush", "{shown:#}");
-    let payload: Value = serde_json::from_str(shown[0]["payload"].as_str().unwrap()).unwrap();
+    let by = |provider: &str| {
+        shown
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["provider"] == provider)
+            .unwrap_or_else(|| panic!("no {provider} push: {shown:#}"))
+            .clone()
+    };
+    let payload: Value = serde_json::from_str(by("webpush")["payload"].as_str().unwrap()).unwrap();
     assert_eq!(payload["title"], "Your order is on its way");
+    assert_eq!(
+        by("apns")["payload"]["aps"]["alert"]["title"],
+        "Your order is on its way",
+        "the iPhone's push was accepted by APNs, not refused as a bad token"
+    );
+    let devices = app.data(&ada, DEVICES, json!({})).await;
+    assert_eq!(
+        devices["myDevices"].as_array().unwrap().len(),
+        2,
+        "both kept"
+    );
     app.stop().await;
 }
 
