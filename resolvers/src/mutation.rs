@@ -31,6 +31,8 @@ const MAX_SUBJECT: usize = 255;
 const MAX_TEXT: usize = 32_000;
 /// How long a reported error's case takes the same error's repeats.
 const REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Most devices a customer keeps (each notification is one push per device).
+const MAX_DEVICES_PER_CUSTOMER: usize = 10;
 
 /// What the app reports.
 #[derive(InputObject)]
@@ -352,18 +354,25 @@ impl MutationRoot {
 
     /// Registers the signed-in customer's phone or browser for push notifications. The same
     /// token (or Web Push endpoint) registered again is the same device, updated; one that
-    /// another customer registered moves to this one.
+    /// another customer registered moves to this one. A customer keeps at most 10 devices:
+    /// registering an eleventh forgets the one registered longest ago.
     async fn register_device(
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The device and where it receives pushes.")] input: RegisterDeviceInput,
     ) -> async_graphql::Result<Device> {
         let customer = customer(ctx)?;
-        let device = input.into_device(customer, Utc::now())?;
-        let registered = store(ctx)?
-            .register_device(device)
-            .await
-            .map_err(unavailable)?;
+        let device = input.into_device(customer.clone(), Utc::now())?;
+        let store = store(ctx)?;
+        let registered = store.register_device(device).await.map_err(unavailable)?;
+        let devices = store.devices(&customer).await.map_err(unavailable)?;
+        let extra = devices.len().saturating_sub(MAX_DEVICES_PER_CUSTOMER);
+        for old in devices.iter().filter(|d| d.id != registered.id).take(extra) {
+            store
+                .unregister_device(&customer, &old.id)
+                .await
+                .map_err(unavailable)?;
+        }
         Ok(Device(registered))
     }
 

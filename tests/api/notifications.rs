@@ -85,6 +85,24 @@ async fn devices_register_move_and_unregister(app: &TestApp) {
     assert_eq!(gone["unregisterDevice"], true);
     let bob_devices = app.data(&bob, DEVICES, json!({})).await["myDevices"].clone();
     assert_eq!(bob_devices, json!([]));
+
+    // At most ten: the eleventh and twelfth push out the two registered longest ago.
+    for i in 0..12 {
+        app.data(
+            &bob,
+            REGISTER,
+            json!({"input": {"platform": "ANDROID", "fcmToken": format!("cap-{i}"), "appVersion": format!("1.0.{i}")}}),
+        )
+        .await;
+    }
+    let kept: Vec<String> = app.data(&bob, DEVICES, json!({})).await["myDevices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["appVersion"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (2..12).map(|i| format!("1.0.{i}")).collect();
+    assert_eq!(kept, expected);
 }
 
 #[tokio::test]
