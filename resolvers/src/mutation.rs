@@ -79,13 +79,29 @@ impl ReportClientErrorInput {
             }
         }
         Ok(ClientError {
-            code: self.code.trim().to_owned(),
-            message: self.message.trim().to_owned(),
-            screen: self.screen.map(|s| s.trim().to_owned()),
-            app_version: self.app_version.map(|v| v.trim().to_owned()),
+            code: one_line(&self.code),
+            message: self
+                .message
+                .chars()
+                .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+                .collect::<String>()
+                .trim()
+                .to_owned(),
+            screen: self.screen.as_deref().map(one_line),
+            app_version: self.app_version.as_deref().map(one_line),
             context,
         })
     }
+}
+
+/// `text` on one line: control characters (line breaks, NUL...) become spaces, so a case's
+/// subject and its labelled lines say only what they label.
+fn one_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    line.trim().to_owned()
 }
 
 impl ClientError {
@@ -107,20 +123,29 @@ impl ClientError {
         }
     }
 
+    /// The case's description: the labelled fields, then the app's message indented (so no
+    /// line of it can pass for a label), then the context as JSON (pretty when that fits the
+    /// CRM's long text limit, else compact: the 16 KiB allowed always fit).
     fn description(&self) -> String {
-        let mut text = format!(
-            "The app reported an error.\n\nCode: {}\nMessage: {}\n",
-            self.code, self.message
-        );
+        let mut text = format!("The app reported an error.\n\nCode: {}\n", self.code);
         if let Some(screen) = &self.screen {
             text.push_str(&format!("Screen: {screen}\n"));
         }
         if let Some(version) = &self.app_version {
             text.push_str(&format!("App version: {version}\n"));
         }
+        text.push_str("Message:\n");
+        for line in self.message.lines() {
+            text.push_str(&format!("    {line}\n"));
+        }
         if let Some(context) = &self.context {
             let pretty = serde_json::to_string_pretty(context).unwrap_or_default();
-            text.push_str(&format!("\nContext:\n{pretty}\n"));
+            let json = if text.len() + pretty.len() + 16 <= MAX_TEXT {
+                pretty
+            } else {
+                context.to_string()
+            };
+            text.push_str(&format!("\nContext:\n{json}\n"));
         }
         text
     }
@@ -622,4 +647,54 @@ async fn reload_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Task> 
     crate::loaders::settle(loaders.tasks.load_one(id).await)?
         .map(Task)
         .ok_or_else(|| GraphError::NotFound(format!("no task {id}")).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(code: &str, message: &str, context: Option<serde_json::Value>) -> ClientError {
+        ReportClientErrorInput {
+            code: code.into(),
+            message: message.into(),
+            screen: Some("Check\r\nout".into()),
+            app_version: Some("4.2.0".into()),
+            context: context.map(async_graphql::Json),
+        }
+        .checked()
+        .unwrap()
+    }
+
+    #[test]
+    fn a_report_cannot_forge_the_case_s_labelled_lines() {
+        let forged = report(
+            "C8\u{0}\r\nSubject: injected",
+            "Timed out\n\nCode: FAKE\nApp version: 0.0.0\u{7}",
+            None,
+        );
+        assert_eq!(
+            forged.subject(),
+            "App error C8   Subject: injected on Check  out"
+        );
+        let text = forged.description();
+        let labels: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("Code:") || l.starts_with("App version:"))
+            .collect();
+        assert_eq!(
+            labels,
+            ["Code: C8   Subject: injected", "App version: 4.2.0"]
+        );
+        assert!(text.contains("    Code: FAKE\n"), "{text}");
+        assert!(!text.contains('\u{7}'));
+    }
+
+    #[test]
+    fn the_largest_context_fits_the_crm_s_long_text() {
+        let numbers: Vec<u32> = (0..3000).collect();
+        let context = serde_json::json!({ "a": numbers });
+        assert!(context.to_string().len() <= 16 * 1024);
+        let text = report("C", &"m".repeat(2000), Some(context)).description();
+        assert!(text.len() <= MAX_TEXT, "{}", text.len());
+    }
 }
