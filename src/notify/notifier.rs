@@ -303,9 +303,13 @@ pub(crate) fn quiet_until(preferences: &Preferences, now: DateTime<Utc>) -> Opti
     } else {
         local.date_naive().succ_opt()?
     };
-    let end = zone
-        .from_local_datetime(&day.and_time(quiet.end))
-        .earliest()?;
+    // An end that falls into a daylight-saving gap (02:30 on the spring-forward night) is the
+    // first local time after it that exists.
+    let end = day.and_time(quiet.end);
+    let end = (0..=8).find_map(|quarter| {
+        zone.from_local_datetime(&(end + chrono::Duration::minutes(15 * quarter)))
+            .earliest()
+    })?;
     Some(end.with_timezone(&Utc))
 }
 
@@ -352,6 +356,17 @@ mod tests {
         assert_eq!(
             quiet_until(&berlin, at("2026-07-01T21:30:00Z")),
             Some(at("2026-07-02T05:00:00Z"))
+        );
+    }
+
+    #[test]
+    fn quiet_hours_ending_in_a_daylight_saving_gap_end_when_the_clock_resumes() {
+        // Berlin springs forward on 2026-03-29 from 02:00 to 03:00: 02:30 does not exist.
+        let quiet = quiet("Europe/Berlin", "22:00", "02:30");
+        assert_eq!(
+            quiet_until(&quiet, at("2026-03-28T23:30:00Z")),
+            Some(at("2026-03-29T01:00:00Z")),
+            "03:00 local, the first time after 02:30 that exists"
         );
     }
 
