@@ -319,12 +319,13 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Adds a notification to its customer's centre; `false` when one with its id is there.
     async fn add_notification(&self, notification: &NotificationRecord) -> StoreResult<bool>;
     /// A page of a customer's centre, newest first (`first + 1` records, to tell whether
-    /// there are more).
+    /// there are more); `None` when `after` is not one of the customer's notifications (a
+    /// cursor that was never theirs, or fell out of the centre).
     async fn notifications(
         &self,
         customer: &CustomerId,
         query: &InboxQuery,
-    ) -> StoreResult<Vec<NotificationRecord>>;
+    ) -> StoreResult<Option<Vec<NotificationRecord>>>;
     /// Marks these of the customer's notifications read; answers how many changed.
     async fn mark_read(&self, customer: &CustomerId, ids: &[String]) -> StoreResult<usize>;
     /// How many of the customer's notifications are unread.

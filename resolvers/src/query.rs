@@ -252,7 +252,13 @@ impl QueryRoot {
         let mut page = store
             .notifications(&customer, &query)
             .await
-            .map_err(unavailable)?;
+            .map_err(unavailable)?
+            .ok_or_else(|| {
+                GraphError::Rejected(
+                    "BAD_CURSOR",
+                    "`after` is not one of your notifications (or no longer in the centre): start again without it".to_owned(),
+                )
+            })?;
         let more = page.len() > query.first;
         page.truncate(query.first);
         let locale = store

@@ -990,3 +990,63 @@ async fn an_event_naming_someone_else_s_order_notifies_nobody() {
     assert_eq!(adas_centre["unreadNotificationCount"], 0);
     app.stop().await;
 }
+
+/// Paging the centre: a cursor that is not the customer's is `BAD_CURSOR`; a cursor read
+/// since still pages on through the unread ones older than it.
+async fn centre_cursors(app: TestApp) {
+    let ada = app.token(ADA).await;
+    let bob = app.token(BOB).await;
+    let order = adas_order(&app, &ada).await;
+    for (i, status) in ["SHIPPED", "DELIVERED", "CANCELLED"].iter().enumerate() {
+        let mut event = order_event(&format!("evt_page_{i}"), ADA, &order, status);
+        event["occurredAt"] = json!(format!("2026-01-01T10:0{i}:00Z"));
+        app.post_webhook("backend", &event).await;
+    }
+    centre_kinds(&app, &ada, 3).await;
+    let page = "query($after: String, $unread: Boolean!) { notifications(first: 1, after: $after, unreadOnly: $unread) { edges { node { id } } pageInfo { hasNextPage } } }";
+    let ids = |data: &Value| -> Vec<String> {
+        data["notifications"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let newest = ids(&app
+        .data(&ada, page, json!({"after": null, "unread": true}))
+        .await);
+    assert_eq!(newest, ["ntf:backend:evt_page_2"]);
+    app.data(
+        &ada,
+        "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }",
+        json!({"ids": newest}),
+    )
+    .await;
+    let next = app
+        .data(&ada, page, json!({"after": newest[0], "unread": true}))
+        .await;
+    assert_eq!(
+        ids(&next),
+        ["ntf:backend:evt_page_1"],
+        "read since, still a cursor"
+    );
+    assert_eq!(next["notifications"]["pageInfo"]["hasNextPage"], true);
+    for (token, after) in [(&ada, "ntf:nope"), (&bob, newest[0].as_str())] {
+        let (_, body) = app
+            .post(Some(token), page, json!({"after": after, "unread": false}))
+            .await;
+        assert_eq!(code(&body), "BAD_CURSOR", "{after}: {body}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn centre_cursors_are_checked_in_memory() {
+    centre_cursors(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn centre_cursors_are_checked_in_redis() {
+    let redis = RedisServer::start();
+    centre_cursors(with_redis(&redis).await).await;
+}

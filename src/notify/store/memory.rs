@@ -126,21 +126,23 @@ impl NotificationStore for MemoryStore {
         &self,
         customer: &CustomerId,
         query: &InboxQuery,
-    ) -> StoreResult<Vec<NotificationRecord>> {
+    ) -> StoreResult<Option<Vec<NotificationRecord>>> {
         let state = self.state();
-        let Some(inbox) = state.inbox.get(customer) else {
-            return Ok(Vec::new());
-        };
+        let empty = VecDeque::new();
+        let inbox = state.inbox.get(customer).unwrap_or(&empty);
         let newest_first = inbox.iter().rev();
         let after_cursor: Box<dyn Iterator<Item = &NotificationRecord>> = match &query.after {
+            Some(after) if !inbox.iter().any(|n| &n.id == after) => return Ok(None),
             Some(after) => Box::new(newest_first.skip_while(move |n| &n.id != after).skip(1)),
             None => Box::new(newest_first),
         };
-        Ok(after_cursor
-            .filter(|n| !query.unread_only || !n.read)
-            .take(query.first + 1)
-            .cloned()
-            .collect())
+        Ok(Some(
+            after_cursor
+                .filter(|n| !query.unread_only || !n.read)
+                .take(query.first + 1)
+                .cloned()
+                .collect(),
+        ))
     }
 
     async fn mark_read(&self, customer: &CustomerId, ids: &[String]) -> StoreResult<usize> {

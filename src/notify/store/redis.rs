@@ -252,7 +252,7 @@ impl NotificationStore for RedisStore {
         &self,
         customer: &CustomerId,
         query: &InboxQuery,
-    ) -> StoreResult<Vec<NotificationRecord>> {
+    ) -> StoreResult<Option<Vec<NotificationRecord>>> {
         let [all, unread, items] = self.inbox_keys(customer);
         let set = if query.unread_only { &unread } else { &all };
         let mut c = self.connection.clone();
@@ -261,8 +261,19 @@ impl NotificationStore for RedisStore {
                 let rank: Option<isize> = c.zrevrank(set, after).await.map_err(failed)?;
                 match rank {
                     Some(rank) => rank + 1,
-                    // A cursor that is gone (read since, or trimmed): nothing after it.
-                    None => return Ok(Vec::new()),
+                    None => {
+                        // Not unread (read since) but in the centre: the page goes on after
+                        // the unread ones newer than it. Not in the centre at all: unknown.
+                        let score: Option<f64> = c.zscore(&all, after).await.map_err(failed)?;
+                        let Some(score) = score else {
+                            return Ok(None);
+                        };
+                        let newer: isize = c
+                            .zcount(&unread, format!("({score}"), "+inf")
+                            .await
+                            .map_err(failed)?;
+                        newer
+                    }
                 }
             }
             None => 0,
@@ -272,7 +283,7 @@ impl NotificationStore for RedisStore {
             .await
             .map_err(failed)?;
         if ids.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Some(Vec::new()));
         }
         let records: Vec<Option<String>> = redis::cmd("HMGET")
             .arg(&items)
@@ -294,7 +305,7 @@ impl NotificationStore for RedisStore {
                 page.push(notification);
             }
         }
-        Ok(page)
+        Ok(Some(page))
     }
 
     async fn mark_read(&self, customer: &CustomerId, ids: &[String]) -> StoreResult<usize> {
