@@ -714,7 +714,7 @@ pub fn deal(event: &DomainEvent) -> Option<Deal> {
         Some((p["minorUnits"].as_i64()?, p["currency"].as_str()?))
     }
     let cheaper = match (price(&data["price"]), price(&data["previous"]["price"])) {
-        (Some((now, currency)), Some((before, was))) => currency == was && now < before,
+        (Some((now, currency)), Some((before, was))) => currency == was && 0 < now && now < before,
         _ => false,
     };
     let what = if !now_in_stock {
@@ -825,6 +825,7 @@ mod tests {
             json!({"inStock": true, "price": eur(100), "previous": {"inStock": true, "price": eur(100)}}),
             json!({"inStock": true, "price": {"minorUnits": 90, "currency": "USD"},
                    "previous": {"inStock": true, "price": eur(100)}}),
+            json!({"inStock": true, "price": eur(-100), "previous": {"inStock": true, "price": eur(100)}}),
             json!({"inStock": true}),
             json!({}),
         ] {

@@ -162,8 +162,12 @@ impl Handler for Notifier {
             return Ok(());
         }
         let facts = Facts::of(event, self.store.as_ref()).await.map_err(store)?;
-        for notification in rules(event, &facts) {
-            self.deliver(&notification, Utc::now()).await?;
+        let now = Utc::now();
+        for mut notification in rules(event, &facts) {
+            // An upstream's clock (or a forged date) in the future must not pin a
+            // notification to the top of the centre.
+            notification.created_at = notification.created_at.min(now);
+            self.deliver(&notification, now).await?;
         }
         if let Some(deal) = deal(event) {
             self.offer(event, &deal, Utc::now()).await?;
@@ -194,7 +198,8 @@ impl Notifier {
             if !(channels.in_app || channels.push || channels.email) {
                 continue;
             }
-            let notification = deal_notification(event, deal, &customer);
+            let mut notification = deal_notification(event, deal, &customer);
+            notification.created_at = notification.created_at.min(now);
             let key = daily_deal_key(&customer);
             let ours = self
                 .store

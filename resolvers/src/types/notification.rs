@@ -341,7 +341,8 @@ impl NotificationPreferencesInput {
         }
         if let Some(zone) = self.time_zone {
             if zone.parse::<chrono_tz::Tz>().is_err() {
-                return Err(bad(format!("`{zone}` is not an IANA time zone")));
+                let shown: String = zone.chars().take(64).collect();
+                return Err(bad(format!("`{shown}` is not an IANA time zone")));
             }
             preferences.time_zone = zone;
         }
