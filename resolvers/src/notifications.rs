@@ -331,7 +331,7 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// How many of the customer's notifications are unread.
     async fn unread_count(&self, customer: &CustomerId) -> StoreResult<usize>;
     /// Counts a view of a product by a customer; answers their views of it in the last
-    /// seven days.
+    /// seven days (the newest 100 are kept, so at most 100).
     async fn count_view(
         &self,
         customer: &CustomerId,

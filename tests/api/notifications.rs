@@ -1050,3 +1050,30 @@ async fn centre_cursors_are_checked_in_redis() {
     let redis = RedisServer::start();
     centre_cursors(with_redis(&redis).await).await;
 }
+
+/// Views are counted up to a bound: a client looping on `trackProductView` cannot grow
+/// the store.
+async fn views_are_bounded(app: TestApp) {
+    let ada = app.token(ADA).await;
+    let fields: String = (0..105)
+        .map(|i| format!("v{i}: trackProductView(productId: \"prod-0007\") "))
+        .collect();
+    let counted = app
+        .data(&ada, &format!("mutation {{ {fields} }}"), json!({}))
+        .await;
+    assert_eq!(counted["v2"], 3);
+    assert_eq!(counted["v99"], 100);
+    assert_eq!(counted["v104"], 100, "the newest 100 are kept");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn views_are_bounded_in_memory() {
+    views_are_bounded(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn views_are_bounded_in_redis() {
+    let redis = RedisServer::start();
+    views_are_bounded(with_redis(&redis).await).await;
+}

@@ -15,7 +15,7 @@ use resolvers::notifications::{
     DeviceRecord, InboxQuery, NotificationRecord, NotificationStore, Preferences, StoreResult,
 };
 
-use super::{INBOX_LIMIT, VIEW_WINDOW, device_id};
+use super::{INBOX_LIMIT, MAX_VIEWS_KEPT, VIEW_WINDOW, device_id};
 
 /// Everything, under one std mutex: held only for map operations, never across an await.
 #[derive(Default)]
@@ -179,6 +179,9 @@ impl NotificationStore for MemoryStore {
             .or_default();
         views.push_back(at);
         prune(views, at);
+        while views.len() > MAX_VIEWS_KEPT {
+            views.pop_front();
+        }
         Ok(u32::try_from(views.len()).unwrap_or(u32::MAX))
     }
 

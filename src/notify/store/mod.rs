@@ -19,6 +19,9 @@ pub(crate) use memory::MemoryStore;
 pub(crate) const INBOX_LIMIT: usize = 200;
 /// How far back product views count ("viewed three times this week").
 pub(crate) const VIEW_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Most views of one product by one customer kept (the newest): the rules need three, and a
+/// client looping on `trackProductView` must not grow the store.
+pub(crate) const MAX_VIEWS_KEPT: usize = 100;
 
 /// The store the config asks for.
 pub(crate) async fn build(

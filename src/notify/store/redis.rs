@@ -30,7 +30,7 @@ use resolvers::notifications::{
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{INBOX_LIMIT, VIEW_WINDOW, device_id};
+use super::{INBOX_LIMIT, MAX_VIEWS_KEPT, VIEW_WINDOW, device_id};
 
 /// Registers a device: KEYS[1] = `device:<id>`, KEYS[2] = the new owner's device set;
 /// ARGV[1] = the record, ARGV[2] = the id, ARGV[3] = the prefix of device sets. The device
@@ -337,6 +337,8 @@ impl NotificationStore for RedisStore {
         let member = format!("{ms}:{}", uuid_like());
         let _: () = redis::pipe()
             .zadd(&key, member, ms)
+            .ignore()
+            .zremrangebyrank(&key, 0, -(MAX_VIEWS_KEPT as isize) - 1)
             .ignore()
             .expire(&key, VIEW_WINDOW.as_secs() as i64)
             .ignore()
