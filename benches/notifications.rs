@@ -7,9 +7,9 @@
 //! 1. **Outbox throughput**, in this process: the sandbox's push providers (FCM, APNs over
 //!    HTTP/2, Web Push, the SMTP sink) and the push channels wired to them as the embedded
 //!    sandbox wires them; `NOTIFY_JOBS` jobs (default 20000) spread round-robin over
-//!    `NOTIFY_CHANNELS` (default `fcm,apns,webpush`; `email` can be added) are enqueued in batches of
-//!    `NOTIFY_BATCH` (default 50), and the clock runs from the first enqueue until the
-//!    providers have received the last one. Then each channel alone, with `NOTIFY_CHANNEL_JOBS`
+//!    `NOTIFY_CHANNELS` (default `fcm,apns,webpush`; `email` can be added) are enqueued in
+//!    batches of `NOTIFY_BATCH` (default 50), and the clock runs from the first enqueue until
+//!    the providers have received the last one. Then each channel alone, with `NOTIFY_CHANNEL_JOBS`
 //!    jobs (default 5000). Both with the memory outbox and with the Redis outbox (a private
 //!    `redis-server` on a free port, never 6379). `NOTIFY_SENDERS` overrides the outbox's
 //!    `senders` (default: the config default).

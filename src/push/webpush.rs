@@ -3,11 +3,14 @@
 //!
 //! VAPID: an ES256 JWT `{aud: the endpoint's origin (scheme, host and port), exp: 12 hours
 //! ahead (push services take at most 24), sub: push.webpush.subject}` in `Authorization: vapid
-//! t=<jwt>, k=<public key, base64url>`. Headers: `TTL` (seconds), `Urgency` (`high` for urgent
-//! messages, else `normal`), `Topic` (derived from the collapse key, else from the message id,
-//! so a retried message replaces its own pending copy), `Content-Encoding: aes128gcm`. The
-//! payload is JSON `{notificationId, title, body, deepLink?, data}` for the app's service
-//! worker, at most 3993 bytes before encryption.
+//! t=<jwt>, k=<public key, base64url>`. One JWT per push service origin is signed and reused
+//! for an hour (so it always has 11 hours or more left), as RFC 8292 allows: signing one per
+//! message (a key parse and an ECDSA signature) was about an eighth of a send's own CPU.
+//! Headers: `TTL` (seconds), `Urgency` (`high` for urgent messages, else `normal`), `Topic`
+//! (derived from the collapse key, else from the message id, so a retried message replaces its
+//! own pending copy), `Content-Encoding: aes128gcm`. The payload is JSON `{notificationId,
+//! title, body, deepLink?, data}` for the app's service worker, at most 3993 bytes before
+//! encryption.
 //!
 //! Endpoints must be `https://` on a public address (plain `http://`, and addresses of this
 //! network, only with `allow_http`, for local testing: an endpoint on loopback, private or
@@ -19,6 +22,9 @@
 //! Answers: 2xx (201) Delivered; 404, 410 Gone; 413 Rejected (a bug of ours: the size is
 //! checked before sending); 429 and 5xx Retry with `Retry-After`; another 4xx (400, 401 and
 //! 403 about our VAPID header) Rejected.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
 
 use anyhow::Context as _;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _};
@@ -37,6 +43,11 @@ use crate::config::WebPushConfig;
 
 /// How long a VAPID JWT is valid (push services take at most 24 hours).
 const VAPID_LIFETIME_SECS: i64 = 12 * 3600;
+/// How long one signed VAPID header is reused for its origin.
+const VAPID_REUSE_SECS: i64 = 3600;
+/// Most origins whose VAPID header is kept (there are a handful of push services; endpoints
+/// come from browsers, so the cache is bounded all the same).
+const VAPID_CACHE_ORIGINS: usize = 256;
 /// The longest `Topic` (RFC 8030 section 5.4).
 const MAX_TOPIC_CHARS: usize = 32;
 
@@ -49,6 +60,9 @@ pub(super) struct WebPushChannel {
     public_key: String,
     subject: String,
     allow_http: bool,
+    /// The signed `Authorization` header by push service origin, with when it was signed
+    /// (unix seconds). A plain mutex: looked up and filled without an `.await`.
+    vapid_headers: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl WebPushChannel {
@@ -81,6 +95,7 @@ impl WebPushChannel {
             public_key: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
             subject: config.subject.clone(),
             allow_http: config.allow_http,
+            vapid_headers: Mutex::default(),
         };
         channel
             .vapid("https://push.example", unix_now())
@@ -92,7 +107,39 @@ impl WebPushChannel {
         &self.public_key
     }
 
-    /// The `Authorization` header for pushes to `origin`.
+    /// The `Authorization` header for pushes to `origin` at `now`: the one signed for it
+    /// within [`VAPID_REUSE_SECS`], else a new one.
+    fn authorization(&self, origin: &str, now: i64) -> jsonwebtoken::errors::Result<String> {
+        let fresh = |signed_at: i64| (0..VAPID_REUSE_SECS).contains(&(now - signed_at));
+        if let Some((header, signed_at)) = self.cached(origin)
+            && fresh(signed_at)
+        {
+            return Ok(header);
+        }
+        let header = self.vapid(origin, now)?;
+        let mut cache = self
+            .vapid_headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= VAPID_CACHE_ORIGINS && !cache.contains_key(origin) {
+            cache.retain(|_, (_, signed_at)| fresh(*signed_at));
+            if cache.len() >= VAPID_CACHE_ORIGINS {
+                cache.clear();
+            }
+        }
+        cache.insert(origin.to_owned(), (header.clone(), now));
+        Ok(header)
+    }
+
+    fn cached(&self, origin: &str) -> Option<(String, i64)> {
+        self.vapid_headers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(origin)
+            .cloned()
+    }
+
+    /// A newly signed `Authorization` header for pushes to `origin`.
     fn vapid(&self, origin: &str, now: i64) -> jsonwebtoken::errors::Result<String> {
         let claims = VapidClaims {
             aud: origin,
@@ -195,7 +242,7 @@ impl WebPushChannel {
             .map_err(|e| format!("encoding the payload: {e}"))?;
         let body = ece::encrypt(&payload, &ua_public, &auth)?;
         let authorization = self
-            .vapid(&url.origin().ascii_serialization(), unix_now())
+            .authorization(&url.origin().ascii_serialization(), unix_now())
             .map_err(|e| format!("signing the VAPID JWT: {e}"))?;
         Ok((url, body, authorization))
     }
@@ -521,6 +568,44 @@ mod tests {
             claims,
             json!({"aud": "http://127.0.0.1:8080", "exp": 1_000_000 + 12 * 3600, "sub": "mailto:push@example.com"})
         );
+    }
+
+    #[test]
+    fn one_vapid_header_per_origin_is_reused_for_an_hour() {
+        let channel = channel(false);
+        let first = channel
+            .authorization("https://a.example", 1_000_000)
+            .unwrap();
+        assert_eq!(
+            channel
+                .authorization("https://a.example", 1_000_000 + 3599)
+                .unwrap(),
+            first
+        );
+        let other = channel
+            .authorization("https://b.example", 1_000_000)
+            .unwrap();
+        assert_ne!(other, first, "each origin has its own audience");
+        let renewed = channel
+            .authorization("https://a.example", 1_000_000 + 3600)
+            .unwrap();
+        assert_ne!(renewed, first);
+        // A clock that went back signs anew rather than reuse a header from the future.
+        assert_ne!(
+            channel.authorization("https://a.example", 999_000).unwrap(),
+            renewed
+        );
+    }
+
+    #[test]
+    fn the_vapid_cache_stays_bounded() {
+        let channel = channel(false);
+        for i in 0..VAPID_CACHE_ORIGINS + 10 {
+            channel
+                .authorization(&format!("https://p{i}.example"), 1_000_000)
+                .unwrap();
+        }
+        assert!(channel.vapid_headers.lock().unwrap().len() <= VAPID_CACHE_ORIGINS);
     }
 
     #[test]
