@@ -37,9 +37,11 @@ async fn devices_register_move_and_unregister(app: &TestApp) {
     let first = app.data(&ada, REGISTER, json!({ "input": fcm })).await["registerDevice"].clone();
     assert_eq!(first["pushService"], "FCM");
     assert_eq!(first["locale"], "de");
-    let apns = json!({"platform": "IOS", "apns": {"token": "a1b2c3", "bundleId": "com.example.retail", "environment": "SANDBOX"}});
+    let apns = json!({"platform": "IOS", "apns": {"token": "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90", "bundleId": "com.example.retail", "environment": "SANDBOX"}});
     app.data(&ada, REGISTER, json!({ "input": apns })).await;
-    let web = json!({"platform": "WEB", "webPush": {"endpoint": "https://push.example.com/sub/1", "p256dh": "BPk", "auth": "au"}});
+    let web = json!({"platform": "WEB", "webPush": {"endpoint": "HTTPS://push.example.com/sub/1",
+        "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+        "auth": "BTBZMqHH6r4Tts7J_aSIgg"}});
     app.data(&ada, REGISTER, json!({ "input": web })).await;
 
     // The same token again is the same device, updated.
@@ -149,6 +151,11 @@ async fn bad_devices_are_refused_clearly() {
         json!({"platform": "ANDROID", "fcmToken": "a", "apns": {"token": "b", "bundleId": "c", "environment": "PRODUCTION"}}),
         json!({"platform": "IOS", "webPush": {"endpoint": "https://p.example/1", "p256dh": "k", "auth": "a"}}),
         json!({"platform": "WEB", "webPush": {"endpoint": "ftp://p.example/1", "p256dh": "k", "auth": "a"}}),
+        json!({"platform": "WEB", "webPush": {"endpoint": "https://", "p256dh": "k", "auth": "a"}}),
+        json!({"platform": "WEB", "webPush": {"endpoint": "https://p.example/1", "p256dh": "!!!not base64$$", "auth": "BTBZMqHH6r4Tts7J_aSIgg"}}),
+        json!({"platform": "WEB", "webPush": {"endpoint": "https://p.example/1",
+               "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4", "auth": "YQ"}}),
+        json!({"platform": "IOS", "apns": {"token": "not hex!! /../", "bundleId": "c", "environment": "PRODUCTION"}}),
         json!({"platform": "ANDROID", "fcmToken": " "}),
         json!({"platform": "ANDROID", "fcmToken": "x".repeat(5000)}),
         json!({"platform": "ANDROID", "fcmToken": "a", "locale": "not a locale!"}),

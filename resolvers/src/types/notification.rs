@@ -175,20 +175,26 @@ impl RegisterDeviceInput {
                 token: bounded("fcmToken", token)?,
             },
             (None, Some(apns), None) => PushAddress::Apns {
-                token: bounded("apns.token", apns.token)?,
+                token: apns_token(bounded("apns.token", apns.token)?)?,
                 bundle_id: bounded("apns.bundleId", apns.bundle_id)?,
                 sandbox: apns.environment == ApnsEnvironment::Sandbox,
             },
             (None, None, Some(web)) => {
                 let endpoint = bounded("webPush.endpoint", web.endpoint)?;
-                let scheme = url_scheme(&endpoint);
-                if !matches!(scheme, Some("https" | "http")) {
-                    return Err(bad("`webPush.endpoint` must be an http(s) URL"));
+                let has_host = endpoint.split_once("://").is_some_and(|(scheme, rest)| {
+                    matches!(scheme.to_ascii_lowercase().as_str(), "https" | "http")
+                        && !rest.is_empty()
+                        && !rest.starts_with('/')
+                });
+                if !has_host {
+                    return Err(bad("`webPush.endpoint` must be an http(s) URL with a host"));
                 }
                 PushAddress::WebPush {
                     endpoint,
-                    p256dh: bounded("webPush.p256dh", web.p256dh)?,
-                    auth: bounded("webPush.auth", web.auth)?,
+                    p256dh: web_push_key("webPush.p256dh", web.p256dh, |k| {
+                        k.len() == 65 && k[0] == 4
+                    })?,
+                    auth: web_push_key("webPush.auth", web.auth, |k| k.len() == 16)?,
                 }
             }
             _ => return Err(bad("give exactly one of `fcmToken`, `apns` and `webPush`")),
@@ -218,8 +224,37 @@ impl RegisterDeviceInput {
     }
 }
 
-fn url_scheme(url: &str) -> Option<&str> {
-    url.split_once("://").map(|(scheme, _)| scheme)
+/// An APNs device token: hex digits, as iOS hands it to the app (64 today; Apple says not to
+/// rely on the length).
+fn apns_token(token: String) -> async_graphql::Result<String> {
+    if token.len() < 32
+        || !token.len().is_multiple_of(2)
+        || !token.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(bad(
+            "`apns.token` must be the device token in hex (as `deviceToken` hex-encoded)",
+        ));
+    }
+    Ok(token)
+}
+
+/// A key of a Web Push subscription as `PushSubscription.getKey` gives it, base64url: `p256dh`
+/// an uncompressed P-256 point (65 bytes), `auth` 16 bytes.
+fn web_push_key(
+    field: &str,
+    key: String,
+    fits: impl Fn(&[u8]) -> bool,
+) -> async_graphql::Result<String> {
+    use base64::Engine as _;
+    let key = bounded(field, key)?;
+    let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let decoded = engine.decode(key.trim_end_matches('='));
+    if !decoded.is_ok_and(|k| fits(&k)) {
+        return Err(bad(format!(
+            "`{field}` is not the subscription's key (base64url, from PushSubscription.getKey)"
+        )));
+    }
+    Ok(key)
 }
 
 /// One category's channels.
