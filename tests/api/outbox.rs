@@ -325,8 +325,8 @@ async fn redis_connection(url: &str) -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-/// Entries in the stream, and entries pending in the group.
-async fn stream_state(url: &str) -> (u64, u64) {
+/// Entries in the push outbox's stream, and entries pending in its group (the default keys).
+pub(crate) async fn stream_state(url: &str) -> (u64, u64) {
     let mut redis = redis_connection(url).await;
     let len: u64 = redis.xlen("switchyard:outbox").await.unwrap();
     let pending: Value = redis::cmd("XPENDING")
@@ -920,18 +920,23 @@ async fn a_stopping_replica_hands_back_what_it_has_not_sent() {
 
 // ----- losing Redis ---------------------------------------------------------------------------
 
-/// Redis is cut off in the middle of a stream of jobs and comes back: every job is
-/// delivered, once.
-#[tokio::test]
-async fn a_redis_cut_mid_stream_loses_nothing() {
-    let slow = SandboxConfig {
+/// Providers whose FCM takes 20 ms per send, so that a stream of jobs is still in flight
+/// when Redis goes away.
+fn fcm_taking_20_ms() -> SandboxConfig {
+    SandboxConfig {
         fcm: UpstreamKnobs {
             latency_ms: 20,
             ..UpstreamKnobs::default()
         },
         ..SandboxConfig::default()
-    };
-    let (sandbox, channels) = providers(slow).await;
+    }
+}
+
+/// Redis is cut off in the middle of a stream of jobs and comes back: every job is
+/// delivered, once.
+#[tokio::test]
+async fn a_redis_cut_mid_stream_loses_nothing() {
+    let (sandbox, channels) = providers(fcm_taking_20_ms()).await;
     let redis = RedisServer::start();
     let proxy = TcpProxy::start(redis.addr()).await;
     let config = on_redis(
@@ -971,14 +976,7 @@ async fn a_redis_cut_mid_stream_loses_nothing() {
 /// whose acknowledgement died with Redis may go twice, no more than were in flight.
 #[tokio::test]
 async fn a_redis_restart_mid_stream_loses_nothing() {
-    let slow = SandboxConfig {
-        fcm: UpstreamKnobs {
-            latency_ms: 20,
-            ..UpstreamKnobs::default()
-        },
-        ..SandboxConfig::default()
-    };
-    let (sandbox, channels) = providers(slow).await;
+    let (sandbox, channels) = providers(fcm_taking_20_ms()).await;
     let mut redis = RedisServer::start_persistent();
     let config = on_redis(
         &redis.url(),

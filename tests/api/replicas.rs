@@ -461,30 +461,11 @@ async fn a_push_its_replica_died_sending_is_delivered_by_the_other() {
         );
     }
     // B acknowledged it: nothing is left in the outbox, nothing pending.
-    let mut connection = redis::Client::open(url.as_str())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    loop {
-        let pending: redis::Value = redis::cmd("XPENDING")
-            .arg("switchyard:outbox")
-            .arg("senders")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        let length: u64 = redis::cmd("XLEN")
-            .arg("switchyard:outbox")
-            .query_async(&mut connection)
-            .await
-            .unwrap();
-        let none_pending = matches!(&pending, redis::Value::Array(parts) if matches!(parts.first(), Some(redis::Value::Int(0))));
-        if none_pending && length == 0 {
-            break;
-        }
+    while crate::outbox::stream_state(&url).await != (0, 0) {
         assert!(
             std::time::Instant::now() < deadline,
-            "the outbox did not empty: {length} entries, pending {pending:?}"
+            "the outbox did not empty: {:?}",
+            crate::outbox::stream_state(&url).await
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
