@@ -122,7 +122,8 @@ pub(crate) async fn serve(
         events.bus.clone(),
         graph_data,
         shutdown_rx,
-    )?;
+    )
+    .await?;
     let open_connections = state.open_connections.clone();
     let mut app = transport::router(state, config.server.playground);
     if let Some(extra) = extra_routes {
@@ -171,7 +172,7 @@ fn upstream_ports(config: &Config, cache: Arc<dyn Cache>) -> anyhow::Result<Port
     crate::upstream::ports(backend, crm, process, carrier, cache)
 }
 
-fn app_state(
+async fn app_state(
     config: &Config,
     ports: Ports,
     hub: EventHub,
@@ -227,6 +228,11 @@ fn app_state(
             .clone()
             .unwrap_or_else(|| "customer_id".into()),
     })?;
+    let persisted = Arc::new(
+        transport::PersistedQueries::build(&config.persisted_queries)
+            .await
+            .context("connecting the persisted queries' Redis")?,
+    );
     let types = transport::Types::from_sdl(&schema.sdl()).context("reading the schema's types")?;
     Ok(AppState {
         schema,
@@ -235,7 +241,9 @@ fn app_state(
         ports,
         auth,
         request_timeout: config.server.request_timeout,
+        persisted,
         max_body_bytes: config.server.max_body_bytes,
+        max_batch_size: config.server.max_batch_size,
         webhooks,
         subscriptions: config.subscriptions.clone(),
         open_connections: Default::default(),

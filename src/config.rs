@@ -43,6 +43,8 @@ pub struct Config {
     pub subscriptions: SubscriptionsConfig,
     /// The cross-request entity cache.
     pub cache: CacheConfig,
+    /// Automatic persisted queries (Apollo's protocol): documents registered by hash.
+    pub persisted_queries: PersistedQueriesConfig,
     /// Push delivery: FCM, APNs, Web Push and e-mail; a channel left out is off.
     pub push: PushConfig,
     /// Devices, preferences and notification centres.
@@ -73,6 +75,34 @@ impl Default for CacheConfig {
             redis_url: None,
             key_prefix: "switchyard:cache:".to_owned(),
             max_entries: 100_000,
+        }
+    }
+}
+
+/// Automatic persisted queries: the documents apps registered, by their SHA-256.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PersistedQueriesConfig {
+    /// Take hash-only requests and register documents sent with their hash.
+    pub enabled: bool,
+    /// Keep the documents in Redis (shared by every replica); absent: in memory, per replica.
+    pub redis_url: Option<Secret>,
+    /// Prefix of their Redis keys.
+    pub key_prefix: String,
+    /// Most documents kept in memory.
+    pub max_entries: usize,
+    /// How long a registered document is kept (each registration renews it).
+    pub ttl_secs: u64,
+}
+
+impl Default for PersistedQueriesConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            redis_url: None,
+            key_prefix: "switchyard:apq:".to_owned(),
+            max_entries: 10_000,
+            ttl_secs: 24 * 3600,
         }
     }
 }
@@ -193,6 +223,8 @@ pub struct ServerConfig {
     pub request_timeout: Duration,
     /// Largest request body accepted (413 beyond).
     pub max_body_bytes: usize,
+    /// Most operations in one batched request (an array body); 0 refuses batches.
+    pub max_batch_size: usize,
     /// Serve the playground at `/playground/`.
     pub playground: bool,
     /// Answer introspection queries (the playground needs it).
@@ -205,6 +237,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4000)),
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
+            max_batch_size: 16,
             playground: true,
             introspection: true,
         }

@@ -82,15 +82,27 @@ pub fn schema_builder() -> AppSchemaBuilder {
     .limit_complexity(MAX_COMPLEXITY)
 }
 
-/// Puts what one request needs on it: fresh loaders, the viewer when signed in, and a note of
-/// the `_entities` items whose errors were reported.
+/// The loaders of one client request: fresh for each operation, or shared by the operations
+/// of one batch (same viewer, same request), so that they batch their upstream reads together.
+#[derive(Clone)]
+pub struct RequestLoaders(std::sync::Arc<loaders::LoaderScope>);
+
+impl RequestLoaders {
+    /// Fresh loaders over `ports`.
+    pub fn new(ports: &Ports) -> Self {
+        Self(std::sync::Arc::new(loaders::LoaderScope::new(ports)))
+    }
+}
+
+/// Puts what one operation needs on it: the request's loaders, the viewer when signed in,
+/// and a note of the `_entities` items whose errors were reported.
 pub fn request_data(
     request: async_graphql::Request,
-    ports: &Ports,
+    loaders: &RequestLoaders,
     viewer: Option<Viewer>,
 ) -> async_graphql::Request {
     let request = request
-        .data(std::sync::Arc::new(loaders::LoaderScope::new(ports)))
+        .data(loaders.0.clone())
         .data(federation::ReportedEntities::default())
         .data(serial::MutationRun::default());
     match viewer {

@@ -87,6 +87,18 @@ pub(crate) enum TransportError {
     /// legacy protocol; graphql-transport-ws closes with 4401 instead).
     #[error("send connection_init with a token first")]
     NotInitialised,
+    /// A hash-only persisted query whose document is not registered (the client then sends
+    /// it with the document). The message is what Apollo Client and urql test for.
+    #[error("PersistedQueryNotFound")]
+    PersistedQueryNotFound,
+    /// Persisted queries are switched off (the clients then stop sending hashes).
+    #[error("PersistedQueryNotSupported")]
+    PersistedQueryNotSupported,
+    /// A document sent with a persisted query's hash that is not its SHA-256.
+    #[error(
+        "provided sha256Hash does not match the query: it must be the lower-case hex SHA-256 of the exact text of `query`"
+    )]
+    PersistedQueryHashMismatch,
     /// Something that should not happen; the cause is logged, not shown.
     #[error("internal error")]
     Internal,
@@ -114,6 +126,9 @@ impl TransportError {
             TransportError::Timeout => "TIMEOUT",
             TransportError::TooManyConnections => "TOO_MANY_CONNECTIONS",
             TransportError::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
+            TransportError::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
+            TransportError::PersistedQueryNotSupported => "PERSISTED_QUERY_NOT_SUPPORTED",
+            TransportError::PersistedQueryHashMismatch => "PERSISTED_QUERY_HASH_MISMATCH",
             TransportError::Internal => "INTERNAL",
         }
     }
@@ -126,7 +141,12 @@ impl TransportError {
             | TransportError::Limit { .. }
             | TransportError::Invalid(_)
             | TransportError::UnknownOperation(_)
-            | TransportError::BadVariables(_) => StatusCode::BAD_REQUEST,
+            | TransportError::BadVariables(_)
+            | TransportError::PersistedQueryHashMismatch => StatusCode::BAD_REQUEST,
+            // Apollo Router's status: a client's cue to send the document, not a failure.
+            TransportError::PersistedQueryNotFound | TransportError::PersistedQueryNotSupported => {
+                StatusCode::OK
+            }
             TransportError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             TransportError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             TransportError::MethodNotAllowed | TransportError::WrongMethod => {
@@ -157,6 +177,9 @@ impl TransportError {
                 | TransportError::Invalid(_)
                 | TransportError::UnknownOperation(_)
                 | TransportError::BadVariables(_)
+                | TransportError::PersistedQueryNotFound
+                | TransportError::PersistedQueryNotSupported
+                | TransportError::PersistedQueryHashMismatch
         )
     }
 

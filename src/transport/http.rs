@@ -1,11 +1,15 @@
 //! GraphQL over HTTP, as the GraphQL-over-HTTP spec says.
 //!
-//! - `POST /graphql` with `Content-Type: application/json` (415 otherwise), one operation per
-//!   request (batches are refused with 400); bodies over `server.max_body_bytes` are 413.
+//! - `POST /graphql` with `Content-Type: application/json` (415 otherwise); bodies over
+//!   `server.max_body_bytes` are 413. A batch (an array of requests, as Apollo's
+//!   `BatchHttpLink` sends) of at most `server.max_batch_size` operations is answered with an
+//!   array of results in the same order; its operations share one viewer and one set of
+//!   loaders, so the batch makes one upstream read where its operations would make one each.
 //! - `GET /graphql?query=...&variables=...&operationName=...` for queries; a mutation over GET
 //!   is 405 with `Allow: POST`.
-//! - The answer is `application/graphql-response+json` unless the client accepts only
-//!   `application/json` (406 when it accepts neither). With `application/graphql-response+json`,
+//! - The answer is `application/graphql-response+json` when the `Accept` header names it,
+//!   `application/json` when it names that, or only `*/*`, or is absent (406 when it accepts
+//!   neither). With `application/graphql-response+json`,
 //!   a request error (unparsable or invalid document, unknown operation, a missing variable:
 //!   no `data`) is 400; with `application/json` it is 200, as the spec says for legacy clients.
 //! - A bearer token that does not validate is 401 with `WWW-Authenticate`, before anything
@@ -23,11 +27,12 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use resolvers::{RequestLoaders, Viewer};
 
 use super::AppState;
 use super::error::{GRAPHQL_RESPONSE, TransportError};
-use super::pipeline;
-use super::request::{GraphQlRequest, bearer, negotiate};
+use super::pipeline::{self, Prepared};
+use super::request::{Body, GraphQlRequest, bearer, negotiate};
 use super::shape::Outcome;
 
 /// What `/graphql` answers with, in order of preference.
@@ -43,14 +48,24 @@ pub(super) async fn get(
     answer(&state, Method::GET, &headers, request).await
 }
 
-/// `POST /graphql`.
+/// `POST /graphql`: one operation, or a batch (an array body).
 pub(super) async fn post(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    let request = GraphQlRequest::from_body(&headers, body, state.max_body_bytes);
-    answer(&state, Method::POST, &headers, request).await
+    match GraphQlRequest::read_body(&headers, body, state.max_body_bytes) {
+        Ok(Body::Batch(requests)) => answer_batch(&state, &headers, requests).await,
+        Ok(Body::One(request)) => answer(&state, Method::POST, &headers, Ok(request)).await,
+        Err(e) => answer(&state, Method::POST, &headers, Err(e)).await,
+    }
+}
+
+/// The media type to answer with, or the 406 error.
+fn media(headers: &HeaderMap) -> Result<&'static str, TransportError> {
+    negotiate(headers, &MEDIA_TYPES, "application/json").ok_or(TransportError::NotAcceptable(
+        "application/graphql-response+json or application/json",
+    ))
 }
 
 async fn answer(
@@ -59,11 +74,9 @@ async fn answer(
     headers: &HeaderMap,
     request: Result<GraphQlRequest, TransportError>,
 ) -> Response {
-    let Some(media) = negotiate(headers, &MEDIA_TYPES) else {
-        return TransportError::NotAcceptable(
-            "application/graphql-response+json or application/json",
-        )
-        .into_response();
+    let media = match media(headers) {
+        Ok(media) => media,
+        Err(refused) => return refused.into_response(),
     };
     match run(state, method, headers, request).await {
         Ok(outcome) => {
@@ -71,12 +84,7 @@ async fn answer(
                 Outcome::RequestError(_) if media == GRAPHQL_RESPONSE => StatusCode::BAD_REQUEST,
                 _ => StatusCode::OK,
             };
-            (
-                status,
-                [(header::CONTENT_TYPE, HeaderValue::from_static(media))],
-                outcome.to_json(),
-            )
-                .into_response()
+            json_response(status, media, outcome.to_json())
         }
         Err(e) if e.is_request_error() && media != GRAPHQL_RESPONSE => {
             e.response_with(StatusCode::OK, media)
@@ -85,47 +93,76 @@ async fn answer(
     }
 }
 
+fn json_response(status: StatusCode, media: &'static str, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, HeaderValue::from_static(media))],
+        body,
+    )
+        .into_response()
+}
+
+/// A query or mutation that may run over HTTP with `method`, prepared.
+async fn prepare(
+    state: &AppState,
+    method: &Method,
+    request: Result<GraphQlRequest, TransportError>,
+) -> Result<Prepared, TransportError> {
+    let prepared = pipeline::prepare(state, request?).await?;
+    match prepared.kind() {
+        OperationType::Subscription => Err(TransportError::BadRequest(
+            "subscriptions run over websockets (/graphql/ws) or Server-Sent Events \
+             (/graphql/stream)"
+                .into(),
+        )),
+        OperationType::Mutation if method == Method::GET => Err(TransportError::MethodNotAllowed),
+        _ => Ok(prepared),
+    }
+}
+
+/// Who calls, under the request's deadline: a slow identity provider is a slow request.
+async fn viewer(state: &AppState, token: Option<&str>) -> Result<Option<Viewer>, TransportError> {
+    Ok(match token {
+        Some(token) => Some(state.auth.authenticate(token).await?.viewer),
+        None => None,
+    })
+}
+
+/// Runs `work` under `server.request_timeout_ms`.
+async fn within_deadline<T>(
+    state: &AppState,
+    operation: Option<&str>,
+    work: impl Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout(state.request_timeout, work)
+        .await
+        .unwrap_or_else(|_| {
+            tracing::warn!(
+                ?operation,
+                timeout_ms = state.request_timeout.as_millis() as u64,
+                "request timed out"
+            );
+            Err(TransportError::Timeout)
+        })
+}
+
 async fn run(
     state: &AppState,
     method: Method,
     headers: &HeaderMap,
     request: Result<GraphQlRequest, TransportError>,
 ) -> Result<Outcome, TransportError> {
-    let prepared = pipeline::prepare(request?)?;
-    match prepared.kind() {
-        OperationType::Subscription => {
-            return Err(TransportError::BadRequest(
-                "subscriptions run over websockets (/graphql/ws) or Server-Sent Events \
-                 (/graphql/stream)"
-                    .into(),
-            ));
-        }
-        OperationType::Mutation if method == Method::GET => {
-            return Err(TransportError::MethodNotAllowed);
-        }
-        _ => {}
-    }
+    let prepared = prepare(state, &method, request).await?;
     let token = bearer(headers)?;
     let operation = prepared.name().map(str::to_owned);
     let started = Instant::now();
-    // The deadline covers authentication too: a slow identity provider is a slow request.
-    let work = async {
-        let viewer = match token {
-            Some(token) => Some(state.auth.authenticate(token).await?.viewer),
-            None => None,
-        };
+    let (outcome, user) = within_deadline(state, operation.as_deref(), async {
+        let viewer = viewer(state, token).await?;
         let user = viewer.as_ref().map(|v| v.user_id.clone());
-        Ok::<_, TransportError>((prepared.execute(state, viewer).await, user))
-    };
-    let Ok(done) = tokio::time::timeout(state.request_timeout, work).await else {
-        tracing::warn!(
-            ?operation,
-            timeout_ms = state.request_timeout.as_millis() as u64,
-            "request timed out"
-        );
-        return Err(TransportError::Timeout);
-    };
-    let (outcome, user) = done?;
+        let loaders = RequestLoaders::new(&state.ports);
+        Ok((prepared.execute(state, viewer, &loaders).await, user))
+    })
+    .await?;
     tracing::info!(
         ?operation,
         user = user.as_deref(),
@@ -134,4 +171,100 @@ async fn run(
         "graphql request"
     );
     Ok(outcome)
+}
+
+/// A batch: an array of results in the order of the requests, each a result or a request
+/// error of its own, with status 200; what refuses the whole batch (its size, the token, the
+/// deadline) is answered as for one request.
+async fn answer_batch(
+    state: &AppState,
+    headers: &HeaderMap,
+    requests: Vec<Result<GraphQlRequest, TransportError>>,
+) -> Response {
+    let media = match media(headers) {
+        Ok(media) => media,
+        Err(refused) => return refused.into_response(),
+    };
+    match run_batch(state, headers, requests).await {
+        Ok(results) => {
+            let items: Vec<String> = results
+                .into_iter()
+                .map(|result| match result {
+                    Ok(outcome) => outcome.to_json(),
+                    Err(e) => e.to_errors_json(),
+                })
+                .collect();
+            json_response(StatusCode::OK, media, format!("[{}]", items.join(",")))
+        }
+        Err(e) => e.response_with(e.status(), media),
+    }
+}
+
+/// Runs a batch's operations with one viewer and one set of loaders, so that their upstream
+/// reads batch together: queries at once, and in order when a mutation is among them (a
+/// later operation may read what an earlier one wrote: the loaders start afresh after each
+/// mutation).
+async fn run_batch(
+    state: &AppState,
+    headers: &HeaderMap,
+    requests: Vec<Result<GraphQlRequest, TransportError>>,
+) -> Result<Vec<Result<Outcome, TransportError>>, TransportError> {
+    if requests.is_empty() {
+        return Err(TransportError::BadRequest(
+            "the batch is empty: send at least one operation".into(),
+        ));
+    }
+    if requests.len() > state.max_batch_size {
+        return Err(TransportError::Limit {
+            code: "MAX_BATCH_SIZE_LIMIT",
+            message: format!(
+                "a batch may hold at most {} operations (server.max_batch_size); this one \
+                 holds {}",
+                state.max_batch_size,
+                requests.len()
+            ),
+        });
+    }
+    let token = bearer(headers)?;
+    let size = requests.len();
+    let mut prepared = Vec::with_capacity(size);
+    for request in requests {
+        prepared.push(prepare(state, &Method::POST, request).await);
+    }
+    let started = Instant::now();
+    let in_order = prepared.iter().any(|p| {
+        p.as_ref()
+            .is_ok_and(|p| p.kind() == OperationType::Mutation)
+    });
+    let results = within_deadline(state, None, async {
+        let viewer = viewer(state, token).await?;
+        let mut loaders = RequestLoaders::new(&state.ports);
+        let run = |prepared: Result<Prepared, TransportError>, loaders: &RequestLoaders| {
+            let (viewer, loaders) = (viewer.clone(), loaders.clone());
+            async move { Ok(prepared?.execute(state, viewer, &loaders).await) }
+        };
+        Ok(if in_order {
+            let mut results = Vec::with_capacity(size);
+            for prepared in prepared {
+                let wrote = prepared
+                    .as_ref()
+                    .is_ok_and(|p| p.kind() == OperationType::Mutation);
+                results.push(run(prepared, &loaders).await);
+                if wrote {
+                    // What the loaders read before the write may be stale now.
+                    loaders = RequestLoaders::new(&state.ports);
+                }
+            }
+            results
+        } else {
+            futures::future::join_all(prepared.into_iter().map(|p| run(p, &loaders))).await
+        })
+    })
+    .await?;
+    tracing::info!(
+        operations = size,
+        ms = started.elapsed().as_millis() as u64,
+        "graphql batch"
+    );
+    Ok(results)
 }

@@ -1,8 +1,8 @@
 //! The transports: routes, and the state every handler shares.
 //!
 //! Every GraphQL operation takes one path, whichever transport carries it: the transport
-//! reads the request (`request`), the pipeline bounds, parses and runs it (`pipeline`, with
-//! `limits` and `document`), and its results are shaped as the spec says (`shape`); what the
+//! reads the request (`request`), the pipeline fills in persisted queries (`persisted`),
+//! bounds, parses and runs it (`pipeline`, with `limits` and `document`), and its results are shaped as the spec says (`shape`); what the
 //! transport itself refuses is one enum of errors with their codes (`error`). Websockets and
 //! SSE share their connection bookkeeping (`live`).
 //!
@@ -22,6 +22,7 @@ mod error;
 mod http;
 mod limits;
 mod live;
+mod persisted;
 mod pipeline;
 pub(crate) mod playground;
 mod request;
@@ -43,6 +44,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::SubscriptionsConfig;
 
+pub(crate) use persisted::PersistedQueries;
 pub(crate) use shape::Types;
 
 use error::TransportError;
@@ -63,8 +65,12 @@ pub(crate) struct AppState {
     pub(crate) auth: Authenticator,
     /// Longest a GraphQL request may run.
     pub(crate) request_timeout: Duration,
+    /// The documents of automatic persisted queries, by hash.
+    pub(crate) persisted: Arc<PersistedQueries>,
     /// Largest request body taken (`server.max_body_bytes`).
     pub(crate) max_body_bytes: usize,
+    /// Most operations in one batch (`server.max_batch_size`).
+    pub(crate) max_batch_size: usize,
     /// Webhook reception (verification, normalization, publishing).
     pub(crate) webhooks: Arc<crate::ingest::Webhooks>,
     /// Limits and timeouts of websocket and SSE subscriptions.

@@ -1,8 +1,8 @@
 //! The one path of a GraphQL operation, whichever transport carries it (HTTP, websockets,
 //! SSE):
 //!
-//! 1. [`prepare`]: the limits that must hold before anything recurses on the document
-//!    (`limits`), the one parse, the operation it runs (`document::operation`), whether it
+//! 1. [`prepare`]: the document of a persisted query (`persisted`), the limits that must
+//!    hold before anything recurses on the document (`limits`), the one parse, the operation it runs (`document::operation`), whether it
 //!    only introspects the schema, and the variables the operation requires;
 //! 2. [`Prepared::execute`] (one result) or [`Prepared::stream`] (a subscription's results):
 //!    the schema runs it with data of its own (the viewer, fresh loaders);
@@ -18,9 +18,10 @@ use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, Oper
 use async_graphql::{Value as ConstValue, Variables};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use resolvers::{AppSchema, Viewer};
+use resolvers::{AppSchema, RequestLoaders, Viewer};
 
 use super::error::TransportError;
+use super::persisted::Persisted;
 use super::request::GraphQlRequest;
 use super::shape::{self, Outcome, Types};
 use super::{AppState, document, limits};
@@ -38,8 +39,25 @@ pub(crate) struct Prepared {
     introspection: bool,
 }
 
-/// Reads, bounds and parses a request, and picks its operation.
-pub(crate) fn prepare(raw: GraphQlRequest) -> Result<Prepared, TransportError> {
+/// Resolves a request's persisted query, bounds and parses its document, and picks its
+/// operation; a document sent with its hash is registered once it is known to be good.
+pub(crate) async fn prepare(
+    state: &AppState,
+    mut raw: GraphQlRequest,
+) -> Result<Prepared, TransportError> {
+    match state.persisted.resolve(&mut raw).await? {
+        Persisted::Register(hash) => {
+            let document = raw.query.clone();
+            let prepared = parse(raw)?;
+            state.persisted.register(hash, &document).await;
+            Ok(prepared)
+        }
+        Persisted::No | Persisted::Found => parse(raw),
+    }
+}
+
+/// Bounds and parses a request's document, and picks its operation.
+fn parse(raw: GraphQlRequest) -> Result<Prepared, TransportError> {
     if raw.query.trim().is_empty() {
         return Err(TransportError::BadRequest("`query` is missing".into()));
     }
@@ -123,10 +141,16 @@ impl Prepared {
         }
     }
 
-    /// Runs a query or mutation for `viewer` (none: anonymous): one result.
-    pub(crate) async fn execute(self, state: &AppState, viewer: Option<Viewer>) -> Outcome {
+    /// Runs a query or mutation for `viewer` (none: anonymous) with the request's `loaders`:
+    /// one result.
+    pub(crate) async fn execute(
+        self,
+        state: &AppState,
+        viewer: Option<Viewer>,
+        loaders: &RequestLoaders,
+    ) -> Outcome {
         let schema = self.schema(state);
-        let request = resolvers::request_data(self.request, &state.ports, viewer);
+        let request = resolvers::request_data(self.request, loaders, viewer);
         let response = schema.execute(request).await;
         self.shaper.shape(response, &state.types, true)
     }
@@ -140,7 +164,9 @@ impl Prepared {
             let state = state.clone();
             return futures::stream::once(async move {
                 let deadline = state.request_timeout;
-                match tokio::time::timeout(deadline, self.execute(&state, Some(viewer))).await {
+                let loaders = RequestLoaders::new(&state.ports);
+                let run = self.execute(&state, Some(viewer), &loaders);
+                match tokio::time::timeout(deadline, run).await {
                     Ok(outcome) => outcome,
                     Err(_) => Outcome::Executed(async_graphql::Response::from_errors(vec![
                         TransportError::Timeout.to_server_error(),
@@ -150,7 +176,8 @@ impl Prepared {
             .boxed();
         }
         let schema = self.schema(state).clone();
-        let request = resolvers::request_data(self.request, &state.ports, Some(viewer));
+        let loaders = RequestLoaders::new(&state.ports);
+        let request = resolvers::request_data(self.request, &loaders, Some(viewer));
         let shaper = self.shaper;
         let types = state.types.clone();
         let mut first = true;

@@ -16,7 +16,8 @@ use super::error::TransportError;
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(crate) struct GraphQlRequest {
-    /// The document.
+    /// The document; empty when absent (a persisted query's hash stands for it).
+    #[serde(default)]
     pub(crate) query: String,
     /// Which operation of the document runs.
     #[serde(default)]
@@ -29,6 +30,15 @@ pub(crate) struct GraphQlRequest {
     pub(crate) extensions: Option<Map<String, Value>>,
 }
 
+/// A JSON body: one request, or a batch of them (an array, as Apollo's `BatchHttpLink` and
+/// urql send), each of which may be malformed on its own.
+pub(crate) enum Body {
+    /// One request.
+    One(GraphQlRequest),
+    /// The elements of an array body, in order.
+    Batch(Vec<Result<GraphQlRequest, TransportError>>),
+}
+
 impl GraphQlRequest {
     /// The request of a JSON body (`Content-Type: application/json`, one operation).
     pub(crate) fn from_body(
@@ -36,6 +46,20 @@ impl GraphQlRequest {
         body: Result<Bytes, BytesRejection>,
         max_body_bytes: usize,
     ) -> Result<GraphQlRequest, TransportError> {
+        match Self::read_body(headers, body, max_body_bytes)? {
+            Body::One(request) => Ok(request),
+            Body::Batch(_) => Err(TransportError::BadRequest(
+                "batched requests are taken by POST /graphql only: send one operation".into(),
+            )),
+        }
+    }
+
+    /// The request or batch of a JSON body (`Content-Type: application/json`).
+    pub(crate) fn read_body(
+        headers: &HeaderMap,
+        body: Result<Bytes, BytesRejection>,
+        max_body_bytes: usize,
+    ) -> Result<Body, TransportError> {
         let content_type = headers
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
@@ -53,12 +77,12 @@ impl GraphQlRequest {
         })?;
         let value: Value = serde_json::from_slice(&body)
             .map_err(|e| TransportError::BadRequest(format!("the body is not valid JSON: {e}")))?;
-        if value.is_array() {
-            return Err(TransportError::BadRequest(
-                "batched requests are not supported: send one operation per request".into(),
-            ));
+        match value {
+            Value::Array(items) => Ok(Body::Batch(
+                items.into_iter().map(Self::from_json).collect(),
+            )),
+            value => Self::from_json(value).map(Body::One),
         }
-        Self::from_json(value)
     }
 
     /// The request of a JSON object (a body, or a websocket message's payload).
@@ -105,34 +129,47 @@ impl GraphQlRequest {
     }
 }
 
-/// The first of `offers` (in the server's order of preference) that the `Accept` header
-/// takes, with `type/*` and `*/*` ranges, and `q=0` as a refusal. No `Accept` at all takes
-/// the first offer.
-pub(crate) fn negotiate(headers: &HeaderMap, offers: &[&'static str]) -> Option<&'static str> {
+/// What to answer with: the first of `offers` (in the server's order of preference) that the
+/// `Accept` header names; if it names none, `unnamed` when a `*/*` or `type/*` range takes it,
+/// and also when there is no `Accept` at all (the GraphQL-over-HTTP spec's SHOULD:
+/// `application/json` then). `q=0` refuses a type, even one a wildcard would take.
+pub(crate) fn negotiate(
+    headers: &HeaderMap,
+    offers: &[&'static str],
+    unnamed: &'static str,
+) -> Option<&'static str> {
     let Some(accept) = headers.get(header::ACCEPT) else {
-        return offers.first().copied();
+        return Some(unnamed);
     };
     let accept = accept.to_str().unwrap_or("");
-    let ranges: Vec<String> = accept
-        .split(',')
-        .filter_map(|range| {
-            let mut parts = range.split(';');
-            let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
-            let refused = parts.any(|p| {
-                let p = p.trim().replace(' ', "");
-                p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
-                    .is_some_and(|q| q == 0.0)
-            });
-            (!refused).then_some(media)
-        })
-        .collect();
-    offers.iter().copied().find(|offer| {
-        let kind = offer.split('/').next().unwrap_or("");
-        ranges
-            .iter()
-            .any(|range| range == offer || range == "*/*" || *range == format!("{kind}/*"))
-    })
+    let (mut taken, mut refused) = (Vec::new(), Vec::new());
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let zero = parts.any(|p| {
+            let p = p.trim().replace(' ', "");
+            p.strip_prefix("q=")
+                .and_then(|q| q.parse::<f32>().ok())
+                .is_some_and(|q| q == 0.0)
+        });
+        if zero {
+            refused.push(media)
+        } else {
+            taken.push(media)
+        }
+    }
+    if let Some(named) = offers
+        .iter()
+        .copied()
+        .find(|offer| taken.iter().any(|r| r == offer))
+    {
+        return Some(named);
+    }
+    let kind = unnamed.split('/').next().unwrap_or("");
+    let wildcard = taken
+        .iter()
+        .any(|range| range == "*/*" || *range == format!("{kind}/*"));
+    (wildcard && !refused.iter().any(|r| r == unnamed)).then_some(unnamed)
 }
 
 /// The bearer token of the `Authorization` header, if any; `Err` for a header that is not a
@@ -175,36 +212,26 @@ mod tests {
 
     #[test]
     fn negotiates_the_media_type() {
-        assert_eq!(negotiate(&HeaderMap::new(), &OFFERS), Some(OFFERS[0]));
+        let json = "application/json";
+        let http = |value: &str| negotiate(&accept(value), &OFFERS, json);
+        assert_eq!(negotiate(&HeaderMap::new(), &OFFERS, json), Some(json));
+        assert_eq!(http("application/json"), Some(json));
         assert_eq!(
-            negotiate(&accept("application/json"), &OFFERS),
-            Some(OFFERS[1])
-        );
-        assert_eq!(
-            negotiate(
-                &accept("application/graphql-response+json, application/json;q=0.9"),
-                &OFFERS
-            ),
+            http("application/graphql-response+json, application/json;q=0.9"),
             Some(OFFERS[0])
         );
-        assert_eq!(negotiate(&accept("*/*"), &OFFERS), Some(OFFERS[0]));
-        assert_eq!(
-            negotiate(&accept("application/*"), &OFFERS),
-            Some(OFFERS[0])
-        );
-        assert_eq!(negotiate(&accept("text/html"), &OFFERS), None);
+        assert_eq!(http("*/*"), Some(json));
+        assert_eq!(http("application/*"), Some(json));
+        assert_eq!(http("text/html, */*;q=0.8"), Some(json));
+        assert_eq!(http("application/json;q=0, */*"), None);
+        assert_eq!(http("text/html"), None);
         let sse = ["text/event-stream"];
-        assert_eq!(
-            negotiate(&accept("application/json, */*;q=0.5"), &sse),
-            Some(sse[0])
-        );
-        assert_eq!(negotiate(&accept("text/event-stream;q=0"), &sse), None);
-        assert_eq!(negotiate(&accept("text/event-stream; q=0.0"), &sse), None);
-        assert_eq!(
-            negotiate(&accept("text/event-stream;q=0.5"), &sse),
-            Some(sse[0])
-        );
-        assert_eq!(negotiate(&accept("application/json"), &sse), None);
+        let stream = |value: &str| negotiate(&accept(value), &sse, sse[0]);
+        assert_eq!(stream("application/json, */*;q=0.5"), Some(sse[0]));
+        assert_eq!(stream("text/event-stream;q=0"), None);
+        assert_eq!(stream("text/event-stream; q=0.0"), None);
+        assert_eq!(stream("text/event-stream;q=0.5"), Some(sse[0]));
+        assert_eq!(stream("application/json"), None);
     }
 
     #[test]

@@ -78,7 +78,7 @@ async fn prepare(
     query: Option<&str>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(Prepared, Session, ConnectionSlot), TransportError> {
-    if negotiate(headers, &[EVENT_STREAM]).is_none() {
+    if negotiate(headers, &[EVENT_STREAM], EVENT_STREAM).is_none() {
         return Err(TransportError::NotAcceptable(
             "text/event-stream: this endpoint answers with an event stream",
         ));
@@ -89,7 +89,7 @@ async fn prepare(
     } else {
         GraphQlRequest::from_body(headers, body, state.max_body_bytes)?
     };
-    let prepared = pipeline::prepare(request)?;
+    let prepared = pipeline::prepare(state, request).await?;
     if prepared.kind() == OperationType::Mutation && method == Method::GET {
         return Err(TransportError::MethodNotAllowed);
     }

@@ -67,15 +67,6 @@ async fn malformed_requests_get_clear_errors_and_status_codes() {
     let (status, _) = post("query { me { id } }", "text/plain", None).await;
     assert_eq!(status, 415);
 
-    let (status, body) = post(r#"[{"query":"{ me { id } }"}]"#, "application/json", None).await;
-    assert_eq!(status, 400);
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("batch")
-    );
-
     // A syntax error is a request error: 400 and no `data` with the GraphQL media type...
     let (status, body) = post(r#"{"query":"{ me { id "}"#, "application/json", None).await;
     assert_eq!(status, 400);
@@ -475,5 +466,161 @@ async fn a_field_failing_in_list_items_is_null_in_each_item() {
         assert_eq!(error["path"][5], "shipment");
         assert_eq!(error["path"][6], "status");
     }
+    app.stop().await;
+}
+
+/// POSTs a batch (an array body), as Apollo's `BatchHttpLink` does; answers status and body.
+async fn post_batch(app: &TestApp, token: &str, batch: Value) -> (u16, Value) {
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .header(ACCEPT, "application/json")
+        .bearer_auth(token)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_batch_answers_in_order_and_its_operations_share_loaders() {
+    // No entity cache: every product read reaches the backend, so the count shows batching.
+    let app = TestApp::spawn_with(Default::default(), |c| c.cache.enabled = false).await;
+    let token = app.token("cust-0001").await;
+    let products = "query P($ids: [ID!]!) { products(ids: $ids) { id } }";
+    app.reset_counts();
+    let (status, body) = post_batch(
+        &app,
+        &token,
+        json!([
+            {"query": products, "variables": {"ids": ["prod-0001", "prod-0002"]}},
+            {"query": "{ me { id } }"},
+            {"query": products, "variables": {"ids": ["prod-0003", "prod-0002"]}},
+            {"query": "{ me { nope } }"},
+            "not a request",
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body[0],
+        json!({"data": {"products": [{"id": "prod-0001"}, {"id": "prod-0002"}]}})
+    );
+    assert_eq!(body[1], json!({"data": {"me": {"id": "cust-0001"}}}));
+    assert_eq!(
+        body[2],
+        json!({"data": {"products": [{"id": "prod-0003"}, {"id": "prod-0002"}]}})
+    );
+    assert_eq!(
+        body[3]["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    assert_eq!(body[4]["errors"][0]["extensions"]["code"], "BAD_REQUEST");
+    assert_eq!(body.as_array().unwrap().len(), 5);
+    // Both product lists came from one backend call (one loader), the viewer from one more.
+    let backend = &app.counts()["backend"];
+    assert_eq!(backend.get("GET /products"), Some(&1), "{backend:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batch_with_a_mutation_runs_in_order() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    let status_of = "{ order(id: \"ord-019801\") { status } }";
+    let (status, body) = post_batch(
+        &app,
+        &token,
+        json!([
+            {"query": status_of},
+            {"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"},
+            {"query": status_of},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_ne!(body[0]["data"]["order"]["status"], "CANCELLED", "{body}");
+    assert_eq!(
+        body[1]["data"]["cancelOrder"]["status"], "CANCELLED",
+        "{body}"
+    );
+    assert_eq!(body[2]["data"]["order"]["status"], "CANCELLED", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn batches_are_bounded_and_whole_batches_are_refused_clearly() {
+    let app = TestApp::spawn_with(Default::default(), |c| c.server.max_batch_size = 3).await;
+    let token = app.token("cust-0001").await;
+    let four = Value::Array(vec![json!({"query": "{ __typename }"}); 4]);
+    let (status, body) = post_batch(&app, &token, four).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "MAX_BATCH_SIZE_LIMIT",
+        "{body}"
+    );
+    let (status, body) = post_batch(&app, &token, json!([])).await;
+    assert_eq!(status, 400);
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{body}"
+    );
+    let (status, body) =
+        post_batch(&app, "not-a-token", json!([{"query": "{ __typename }"}])).await;
+    assert_eq!(status, 401, "{body}");
+    // A subscription in a batch is that element's error; the others run.
+    let (status, body) = post_batch(
+        &app,
+        &token,
+        json!([{"query": "subscription { notifications { id } }"}, {"query": "{ __typename }"}]),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body[0]["errors"][0]["extensions"]["code"], "BAD_REQUEST",
+        "{body}"
+    );
+    assert_eq!(body[1], json!({"data": {"__typename": "Query"}}));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn no_accept_or_any_type_gets_application_json() {
+    let app = TestApp::spawn().await;
+    // A client that sends no `Accept`, or `*/*` (Apollo Client 3, curl): `application/json`,
+    // and a request error is 200, as the GraphQL-over-HTTP spec says for such clients.
+    let plain = reqwest::Client::new();
+    for accept in [None, Some("*/*"), Some("text/html, */*;q=0.8")] {
+        for (query, status) in [("{ __typename }", 200), ("{ nope }", 200)] {
+            let mut request = plain
+                .post(app.url("/graphql"))
+                .json(&json!({ "query": query }));
+            if let Some(accept) = accept {
+                request = request.header(ACCEPT, accept);
+            }
+            let response = request.send().await.unwrap();
+            assert_eq!(response.status(), status, "{accept:?} {query}");
+            assert_eq!(
+                response.headers()[CONTENT_TYPE],
+                "application/json",
+                "{accept:?}"
+            );
+        }
+    }
+    // Naming the GraphQL media type still gets it, with the spec's 400 for a request error.
+    let response = plain
+        .post(app.url("/graphql"))
+        .header(ACCEPT, "application/graphql-response+json")
+        .json(&json!({ "query": "{ nope }" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(
+        response.headers()[CONTENT_TYPE],
+        "application/graphql-response+json"
+    );
     app.stop().await;
 }

@@ -6,6 +6,7 @@
 //! - `support`: the harness: [`support::TestApp`], the websocket and SSE clients, an OIDC
 //!   issuer of the tests' own, a private Redis, a browser driver.
 //! - `http`: GraphQL over HTTP (methods, media types, status codes, limits, null semantics).
+//! - `persisted`: automatic persisted queries (Apollo's protocol), memory and Redis.
 //! - `auth`: bearer tokens against the identity provider.
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
@@ -26,6 +27,7 @@ mod http;
 mod mutations;
 mod notifications;
 mod outbox;
+mod persisted;
 mod playground;
 mod push;
 mod replicas;

@@ -92,6 +92,13 @@ pub(super) fn decode(protocol: Protocol, text: &str) -> Result<ClientMessage, In
             let payload = message
                 .remove("payload")
                 .ok_or_else(|| invalid(format_args!("`{kind}` needs a payload")))?;
+            // Only a persisted query's hash may stand for the document.
+            let hashed = payload.pointer("/extensions/persistedQuery").is_some();
+            if payload.get("query").is_none() && !hashed {
+                return Err(invalid(format_args!(
+                    "`{kind}` payload: missing field `query`"
+                )));
+            }
             let operation = serde_json::from_value::<GraphQlRequest>(payload)
                 .map_err(|e| invalid(format_args!("`{kind}` payload: {e}")))?;
             Ok(ClientMessage::Subscribe { id, operation })

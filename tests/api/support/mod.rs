@@ -99,7 +99,7 @@ impl TestApp {
         TestApp {
             base,
             sandbox,
-            http: reqwest::Client::new(),
+            http: modern_client(),
             shutdown: Some(tx),
             server: Some(server),
         }
@@ -193,6 +193,23 @@ impl TestApp {
             server.await.unwrap().unwrap();
         }
     }
+}
+
+/// An HTTP client that asks for what current GraphQL clients ask for (graphql-http, Apollo
+/// Client 4): `Accept: application/graphql-response+json, application/json;q=0.9`, so that
+/// request errors come with their 4xx statuses. A request may set its own `Accept`.
+pub fn modern_client() -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::ACCEPT,
+        reqwest::header::HeaderValue::from_static(
+            "application/graphql-response+json, application/json;q=0.9",
+        ),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .expect("an HTTP client")
 }
 
 /// A bearer token for a demo user straight from the sandbox's OIDC issuer (`POST /token`), the
