@@ -105,11 +105,13 @@ pub(crate) async fn serve(
     config.validate()?;
     let addr = listener.local_addr()?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    crate::metrics::install();
     let cache = crate::cache::build(&config.cache).await?;
     let hub = EventHub::new(config.events.hub_capacity, cache.clone());
     let events = crate::events::start(&config.events, hub.clone(), shutdown_rx.clone()).await?;
-    let ports = upstream_ports(&config, cache)?;
-    let notifications = crate::notify::start(&config, &ports, &hub, shutdown_rx.clone()).await?;
+    let (ports, upstream_health) = upstream_ports(&config, cache)?;
+    let notifications =
+        crate::notify::start(&config, &ports, events.bus.as_ref(), shutdown_rx.clone()).await?;
     let graph_data = GraphData {
         store: notifications.store.clone(),
         web_push_key: WebPushKey(notifications.web_push_key.clone()),
@@ -118,6 +120,7 @@ pub(crate) async fn serve(
     let state = app_state(
         &config,
         ports,
+        upstream_health,
         hub,
         events.bus.clone(),
         graph_data,
@@ -162,7 +165,10 @@ struct GraphData {
 }
 
 /// The upstream adapters of the configured upstreams, reading through `cache`.
-fn upstream_ports(config: &Config, cache: Arc<dyn Cache>) -> anyhow::Result<Ports> {
+fn upstream_ports(
+    config: &Config,
+    cache: Arc<dyn Cache>,
+) -> anyhow::Result<(Ports, crate::upstream::UpstreamHealth)> {
     let u = &config.upstreams;
     let (Some(backend), Some(crm), Some(process), Some(carrier)) =
         (&u.backend, &u.crm, &u.process, &u.carrier)
@@ -175,6 +181,7 @@ fn upstream_ports(config: &Config, cache: Arc<dyn Cache>) -> anyhow::Result<Port
 async fn app_state(
     config: &Config,
     ports: Ports,
+    upstream_health: crate::upstream::UpstreamHealth,
     hub: EventHub,
     bus: Arc<dyn EventBus>,
     graph: GraphData,
@@ -242,6 +249,7 @@ async fn app_state(
         auth,
         request_timeout: config.server.request_timeout,
         persisted,
+        readiness: Arc::new(transport::Readiness::new(config, upstream_health)?),
         max_body_bytes: config.server.max_body_bytes,
         max_batch_size: config.server.max_batch_size,
         webhooks,

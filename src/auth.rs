@@ -162,6 +162,16 @@ impl Authenticator {
         })
     }
 
+    /// Whether the provider's keys are loaded, fetching them first (rate-limited as for
+    /// tokens with an unknown key id) when they are not yet.
+    pub(crate) async fn keys_ready(&self) -> bool {
+        if self.keys().is_none() {
+            // No key has this id: the lookup only fetches the set.
+            let _ = self.key("").await;
+        }
+        self.keys().is_some()
+    }
+
     /// The key with this id, refreshing the JWKS once if it is not known.
     async fn key(&self, kid: &str) -> Result<Jwk, AuthError> {
         if let Some(jwk) = self.cached(kid) {

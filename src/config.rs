@@ -293,6 +293,12 @@ pub struct CallPolicy {
     pub retries: u32,
     /// Most calls in flight to this upstream at once, across all requests.
     pub concurrency: usize,
+    /// Failures in a row (5xx, timeouts, failed connections) that open the circuit breaker;
+    /// 0: no breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails calls at once before it lets a probe through.
+    #[serde(rename = "breaker_open_ms", with = "millis")]
+    pub breaker_open: Duration,
 }
 
 impl Default for CallPolicy {
@@ -301,6 +307,8 @@ impl Default for CallPolicy {
             timeout: Duration::from_secs(5),
             retries: 1,
             concurrency: 32,
+            breaker_failures: 5,
+            breaker_open: Duration::from_secs(5),
         }
     }
 }

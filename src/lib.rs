@@ -17,7 +17,7 @@
 //!   `Channel` interface the push outbox calls.
 //! - [`notify`]: notifications; `notify::outbox` is the push outbox (a Redis stream with a
 //!   consumer group, or memory) that sends each job through `push` until a provider answered.
-//! - [`telemetry`]: structured logs.
+//! - [`telemetry`]: structured logs; `metrics`: the Prometheus series and `GET /metrics`.
 
 pub mod app;
 pub(crate) mod auth;
@@ -27,6 +27,7 @@ pub mod config;
 pub mod embedded;
 pub mod events;
 pub(crate) mod ingest;
+pub(crate) mod metrics;
 pub mod notify;
 pub mod push;
 pub mod telemetry;

@@ -126,6 +126,7 @@ impl EventHub {
     /// Invalidates what the event makes stale, then hands it to every current subscription
     /// of this replica.
     pub async fn deliver(&self, event: Arc<DomainEvent>) {
+        metrics::counter!("switchyard_events_total").increment(1);
         let stale = event.stale_keys();
         if !stale.is_empty() {
             self.cache.delete(&stale).await;

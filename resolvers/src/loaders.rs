@@ -200,6 +200,10 @@ where
             None => misses.push(key.clone()),
         }
     }
+    metrics::counter!("switchyard_cache_requests_total", "result" => "hit")
+        .increment(loaded.len() as u64);
+    metrics::counter!("switchyard_cache_requests_total", "result" => "miss")
+        .increment(misses.len() as u64);
     if misses.is_empty() {
         return Ok(loaded);
     }

@@ -6,8 +6,11 @@
 //! latency, then, drawing from a PRNG seeded from the sandbox seed, may answer 503 in the
 //! upstream's own error shape (`error_rate`), stall for 120 s before answering (`timeout_rate`:
 //! the client's timeout fires first), or answer 200 with the real answer's JSON cut in half
-//! (`malformed_rate`). [`control_routes`] serve `GET`/`DELETE /_sandbox/requests`, outside the
-//! layer: they are never counted, delayed or faulted.
+//! (`malformed_rate`). [`control_routes`] serve `GET`/`DELETE /_sandbox/requests` and
+//! `GET`/`PUT /_sandbox/faults` (the knobs as JSON, `{"latency_ms", "error_rate",
+//! "timeout_rate", "malformed_rate"}`: a `PUT` applies from the next request on, so a test or
+//! a demo can make an upstream fail and recover), outside the layer: they are never counted,
+//! delayed or faulted.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -16,6 +19,7 @@ use std::time::Duration;
 use axum::Json;
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -63,7 +67,8 @@ impl RequestCounter {
 #[derive(Debug)]
 pub(crate) struct Faults {
     upstream: Upstream,
-    knobs: UpstreamKnobs,
+    /// A plain mutex: copied out on every request, swapped by `PUT /_sandbox/faults`.
+    knobs: Mutex<UpstreamKnobs>,
     counter: Arc<RequestCounter>,
     /// A plain mutex around a PRNG: a draw takes nanoseconds and is never held across `.await`.
     rng: Mutex<SplitMix64>,
@@ -83,7 +88,7 @@ impl Faults {
         let stream = seed ^ (0xFA17_0000_0000_0000 | upstream as u64);
         Self {
             upstream,
-            knobs,
+            knobs: Mutex::new(knobs),
             counter,
             rng: Mutex::new(SplitMix64::new(stream)),
             shutdown,
@@ -92,7 +97,14 @@ impl Faults {
 
     /// The knobs it applies.
     pub(crate) fn knobs(&self) -> UpstreamKnobs {
-        self.knobs
+        *self.knobs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies other knobs from now on; refuses rates outside 0..=1.
+    pub(crate) fn set_knobs(&self, knobs: UpstreamKnobs) -> anyhow::Result<()> {
+        knobs.validate(self.upstream)?;
+        *self.knobs.lock().unwrap_or_else(PoisonError::into_inner) = knobs;
+        Ok(())
     }
 
     /// Counts one request (or, for the SMTP sink, one command) under `key`.
@@ -112,12 +124,13 @@ impl Faults {
     /// Draws the three fault dice for one request: (error, timeout, malformed).
     pub(crate) fn roll(&self) -> (bool, bool, bool) {
         let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        let knobs = self.knobs();
         // Always three draws, so the sequence does not depend on which knobs are set.
         let (error, timeout, malformed) = (rng.unit(), rng.unit(), rng.unit());
         (
-            error < self.knobs.error_rate,
-            timeout < self.knobs.timeout_rate,
-            malformed < self.knobs.malformed_rate,
+            error < knobs.error_rate,
+            timeout < knobs.timeout_rate,
+            malformed < knobs.malformed_rate,
         )
     }
 }
@@ -143,8 +156,9 @@ async fn fault_middleware(
         .counter
         .count(format!("{} {route}", request.method()));
 
-    if faults.knobs.latency_ms > 0 {
-        tokio::time::sleep(Duration::from_millis(faults.knobs.latency_ms)).await;
+    let latency_ms = faults.knobs().latency_ms;
+    if latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(latency_ms)).await;
     }
     let (error, timeout, malformed) = faults.roll();
     if error {
@@ -223,13 +237,36 @@ async fn truncate(response: Response) -> Response {
 
 /// `GET /_sandbox/requests` (the counts) and `DELETE /_sandbox/requests` (reset), under `prefix`
 /// (empty for the server root).
-pub(crate) fn control_routes(prefix: &str, counter: Arc<RequestCounter>) -> Router {
-    let read = Arc::clone(&counter);
-    Router::new().route(
-        &format!("{prefix}/_sandbox/requests"),
-        get(move || async move { Json(read.snapshot()) }).delete(move || async move {
-            counter.reset();
-            StatusCode::NO_CONTENT
-        }),
-    )
+pub(crate) fn control_routes(prefix: &str, faults: Arc<Faults>) -> Router {
+    let (read, reset) = (Arc::clone(&faults), Arc::clone(&faults));
+    let (show, set) = (Arc::clone(&faults), faults);
+    Router::new()
+        .route(
+            &format!("{prefix}/_sandbox/requests"),
+            get(move || async move { Json(read.counter.snapshot()) }).delete(move || async move {
+                reset.counter.reset();
+                StatusCode::NO_CONTENT
+            }),
+        )
+        .route(
+            &format!("{prefix}/_sandbox/faults"),
+            get(move || async move { Json(show.knobs()) }).put(
+                move |body: Result<Json<UpstreamKnobs>, JsonRejection>| async move {
+                    let knobs = match body {
+                        Ok(Json(knobs)) => knobs,
+                        Err(e) => {
+                            let error = json!({"error": e.body_text()});
+                            return (StatusCode::BAD_REQUEST, Json(error)).into_response();
+                        }
+                    };
+                    match set.set_knobs(knobs) {
+                        Ok(()) => Json(set.knobs()).into_response(),
+                        Err(e) => {
+                            let error = json!({"error": e.to_string()});
+                            (StatusCode::BAD_REQUEST, Json(error)).into_response()
+                        }
+                    }
+                },
+            ),
+        )
 }

@@ -81,7 +81,7 @@ use world::SharedWorld;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Latency and faults of one upstream. Rates are probabilities per request, from 0 to 1.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UpstreamKnobs {
     /// Added to every answer, in milliseconds.
@@ -95,7 +95,7 @@ pub struct UpstreamKnobs {
 }
 
 impl UpstreamKnobs {
-    fn validate(&self, upstream: Upstream) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self, upstream: Upstream) -> anyhow::Result<()> {
         for (name, rate) in [
             ("error_rate", self.error_rate),
             ("timeout_rate", self.timeout_rate),
@@ -408,6 +408,8 @@ pub struct Sandbox {
     push: SandboxPush,
     /// One counter per upstream, in [`Upstream::ALL`] order; shared with its fault layer.
     counters: [Arc<RequestCounter>; Upstream::ALL.len()],
+    /// The fault layers of the HTTP servers (the SMTP sink's are its own), in the same order.
+    faults: [Option<Arc<Faults>>; Upstream::ALL.len()],
     /// Flipped to `true` to stop every server (and cut injected stalls short).
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -511,6 +513,8 @@ impl Sandbox {
         let counters: [Arc<RequestCounter>; Upstream::ALL.len()] =
             std::array::from_fn(|_| Arc::default());
         let mut servers = Vec::with_capacity(listeners.len() + 1);
+        let mut fault_layers: [Option<Arc<Faults>>; Upstream::ALL.len()] =
+            std::array::from_fn(|_| None);
         let push_state = Arc::clone(push.state());
         for (upstream, listener, _) in listeners {
             let counter = Arc::clone(&counters[upstream as usize]);
@@ -540,11 +544,12 @@ impl Sandbox {
                     continue;
                 }
             };
-            let mut router = faults::layer(router, faults)
-                .merge(faults::control_routes("", Arc::clone(&counter)));
+            fault_layers[upstream as usize] = Some(Arc::clone(&faults));
+            let mut router = faults::layer(router, Arc::clone(&faults))
+                .merge(faults::control_routes("", Arc::clone(&faults)));
             match upstream {
                 Upstream::Process => {
-                    router = router.merge(faults::control_routes(process::BASE_PATH, counter));
+                    router = router.merge(faults::control_routes(process::BASE_PATH, faults));
                 }
                 Upstream::Fcm => router = router.merge(push::control_routes(push.clone())),
                 Upstream::WebPush => {
@@ -585,6 +590,7 @@ impl Sandbox {
             world,
             push,
             counters,
+            faults: fault_layers,
             shutdown,
             servers,
             background,
@@ -616,6 +622,15 @@ impl Sandbox {
     /// `"METHOD /route/template"` (e.g. `"GET /orders/{id}"`).
     pub fn requests(&self, upstream: Upstream) -> BTreeMap<String, u64> {
         self.counters[upstream as usize].snapshot()
+    }
+
+    /// Applies other latency and fault knobs to an upstream from its next request on (what
+    /// `PUT /_sandbox/faults` does); refuses rates outside 0..=1 and the SMTP sink.
+    pub fn set_faults(&self, upstream: Upstream, knobs: UpstreamKnobs) -> anyhow::Result<()> {
+        self.faults[upstream as usize]
+            .as_ref()
+            .with_context(|| format!("{} takes its knobs at start only", upstream.name()))?
+            .set_knobs(knobs)
     }
 
     /// Forgets the request counts of every upstream.

@@ -10,17 +10,23 @@
 //!   [`CLAIM_IDLE`]. At least once: a replica that dies after handling and before acking has
 //!   the entry handled again, so handlers are idempotent (the notification rules make the
 //!   same notification ids from the same event).
-//! - with the memory bus (one instance), from the hub: every event once.
+//!   When Redis comes back empty (restarted without persistence), the group is created
+//!   again, from the start of the new stream, on reconnecting.
+//! - with the memory bus (one instance), from the bus's queue for the group (which makes
+//!   publishing wait rather than drop an event, see `memory`): every event once, in order; a
+//!   failed handler is retried with backoff (100 ms doubling to 5 s) for up to
+//!   [`MEMORY_RETRY_FOR`], then the event is logged as lost.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::{Client, Value};
-use resolvers::events::{DomainEvent, EventHub};
-use tokio::sync::{broadcast, watch};
+use resolvers::events::DomainEvent;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+use super::EventBus;
 use super::redis::{Backoff, connect_reader, entry_list, stopped, stream_entries};
 use crate::config::EventsConfig;
 
@@ -30,6 +36,9 @@ pub(crate) const CLAIM_IDLE: Duration = Duration::from_secs(30);
 const BATCH: usize = 64;
 /// Longest a read blocks, so that claims are looked at now and then.
 const BLOCK_MS: u64 = 2_000;
+
+/// How long the memory path retries an event whose handler fails.
+const MEMORY_RETRY_FOR: Duration = Duration::from_secs(300);
 
 /// What runs once per event.
 #[async_trait]
@@ -43,30 +52,21 @@ pub(crate) trait Handler: Send + Sync + 'static {
 pub(crate) async fn consume(
     config: &EventsConfig,
     group: &str,
-    hub: &EventHub,
+    bus: &dyn EventBus,
     handler: Arc<dyn Handler>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let Some(url) = &config.redis_url else {
-        let events = hub.subscribe();
-        return Ok(tokio::spawn(from_hub(events, handler, shutdown)));
+        let events = bus
+            .join_group()
+            .ok_or_else(|| anyhow::anyhow!("the memory bus has no group queues"))?;
+        return Ok(tokio::spawn(from_queue(events, handler, shutdown)));
     };
     let client = Client::open(url.expose())
         .map_err(|e| anyhow::anyhow!("events.redis_url is not a usable Redis URL: {e}"))?;
     let mut connection = connect_reader(&client).await?;
-    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
-        .arg("CREATE")
-        .arg(&config.stream_key)
-        .arg(group)
-        .arg("$")
-        .arg("MKSTREAM")
-        .query_async(&mut connection)
-        .await;
-    if let Err(e) = created
-        && e.code() != Some("BUSYGROUP")
-    {
-        return Err(anyhow::anyhow!("creating the consumer group {group}: {e}"));
-    }
+    // At first start, only the events from now on.
+    create_group(&mut connection, &config.stream_key, group, "$").await?;
     let consumer = Consumer {
         client,
         stream_key: config.stream_key.clone(),
@@ -89,8 +89,33 @@ fn consumer_name() -> String {
     format!("{host}-{}-{nanos:x}", std::process::id())
 }
 
-async fn from_hub(
-    mut events: broadcast::Receiver<Arc<DomainEvent>>,
+/// `XGROUP CREATE <stream> <group> <from> MKSTREAM`; a group that exists is fine.
+async fn create_group(
+    connection: &mut redis::aio::MultiplexedConnection,
+    stream_key: &str,
+    group: &str,
+    from: &str,
+) -> anyhow::Result<()> {
+    let created: redis::RedisResult<()> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(stream_key)
+        .arg(group)
+        .arg(from)
+        .arg("MKSTREAM")
+        .query_async(connection)
+        .await;
+    match created {
+        Err(e) if e.code() != Some("BUSYGROUP") => {
+            Err(anyhow::anyhow!("creating the consumer group {group}: {e}"))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The memory path: each event of the group's queue in turn, retried while its handler
+/// fails (see the module docs).
+async fn from_queue(
+    mut events: mpsc::Receiver<Arc<DomainEvent>>,
     handler: Arc<dyn Handler>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -100,16 +125,24 @@ async fn from_hub(
             () = stopped(&mut shutdown) => break,
             event = events.recv() => event,
         };
-        match event {
-            Ok(event) => {
-                if let Err(e) = handler.handle(&event).await {
-                    tracing::warn!(error = %e, event = %event.id, "handling an event failed");
-                }
+        let Some(event) = event else { break };
+        let started = tokio::time::Instant::now();
+        let mut backoff = Backoff::default();
+        loop {
+            let Err(error) = handler.handle(&event).await else {
+                break;
+            };
+            if started.elapsed() >= MEMORY_RETRY_FOR {
+                tracing::error!(%error, event = %event.id, "handling an event failed for 5 minutes: given up, it is lost");
+                break;
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                tracing::error!(missed, "the event handler fell behind and missed events");
+            let delay = backoff.next_delay();
+            tracing::warn!(%error, event = %event.id, retry_in_ms = delay.as_millis() as u64, "handling an event failed; it will be retried");
+            tokio::select! {
+                biased;
+                () = stopped(&mut shutdown) => return,
+                () = tokio::time::sleep(delay) => {}
             }
-            Err(broadcast::error::RecvError::Closed) => break,
         }
     }
 }
@@ -129,7 +162,7 @@ impl Consumer {
         loop {
             let open = match connection.as_mut() {
                 Some(open) => open,
-                None => match connect_reader(&self.client).await {
+                None => match self.reconnect().await {
                     Ok(reconnected) => connection.insert(reconnected),
                     Err(error) => {
                         let delay = backoff.next_delay();
@@ -193,6 +226,14 @@ impl Consumer {
             }
         }
         tracing::info!(group = %self.group, "event group consumer stopped");
+    }
+
+    /// A new connection, and the group created again if Redis lost it (restarted empty):
+    /// from the start of the stream, which then holds only events from after the loss.
+    async fn reconnect(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
+        let mut connection = connect_reader(&self.client).await?;
+        create_group(&mut connection, &self.stream_key, &self.group, "0").await?;
+        Ok(connection)
     }
 
     /// Entries of other consumers pending for longer than [`CLAIM_IDLE`], now ours.

@@ -1,5 +1,11 @@
 //! The in-memory event bus, for a single instance: dedups by event id and delivers straight
-//! to the hub.
+//! to the hub, and to the queue of each handler that must see every event (the notification
+//! rules, [`EventBus::join_group`]).
+//!
+//! The hub is a broadcast channel that drops what a slow subscriber has not read; a group's
+//! queue is bounded and loses nothing: publishing waits for room in it, and past
+//! [`GROUP_WAIT`] refuses the event (`Unavailable`: the webhook answers 503 and its sender
+//! retries later), before it is marked seen, so the retry is taken.
 //!
 //! Ids are remembered for `dedup_ttl_secs`, and at most `stream_max_len` of them (the same
 //! bound the Redis stream keeps entries), so memory stays bounded whatever the event rate:
@@ -21,6 +27,11 @@ use tokio::time::Instant;
 use super::{BusError, EventBus};
 use crate::config::EventsConfig;
 
+/// Events a group's queue holds before publishing waits.
+const GROUP_QUEUE: usize = 4096;
+/// Longest publishing waits for room in a group's queue before it refuses the event.
+pub(crate) const GROUP_WAIT: Duration = Duration::from_secs(5);
+
 /// The bus of a lone instance.
 pub(crate) struct MemoryBus {
     /// The ids seen recently. One lock around the check, the insert and the delivery makes
@@ -30,6 +41,8 @@ pub(crate) struct MemoryBus {
     hub: EventHub,
     /// Events handed to the hub, shared with [`super::Events::delivered`].
     delivered: Arc<AtomicU64>,
+    /// The queues of the groups that joined: every accepted event goes to each.
+    groups: std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<Arc<DomainEvent>>>>,
 }
 
 /// Recently seen event ids, with expiry and a size bound.
@@ -55,6 +68,7 @@ impl MemoryBus {
             )),
             hub,
             delivered,
+            groups: std::sync::Mutex::default(),
         }
     }
 }
@@ -64,13 +78,47 @@ impl EventBus for MemoryBus {
     async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError> {
         // Held across the delivery, so the hub sees events in the order they were accepted.
         let mut seen = self.seen.lock().await;
-        if !seen.insert(&event.id, Instant::now()) {
+        if seen.contains(&event.id, Instant::now()) {
             tracing::debug!(event_id = %event.id, "duplicate event absorbed");
             return Ok(false);
         }
-        self.hub.deliver(Arc::new(event.clone())).await;
+        // Room in every group's queue first: an event no group can take is not accepted.
+        let groups = self
+            .groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let mut permits = Vec::with_capacity(groups.len());
+        for group in &groups {
+            match tokio::time::timeout(GROUP_WAIT, group.reserve()).await {
+                Ok(Ok(permit)) => permits.push(permit),
+                // The group stopped (shutdown): nothing to hand it.
+                Ok(Err(_)) => {}
+                Err(_) => {
+                    tracing::warn!(event_id = %event.id, "an event handler is behind: event refused, to be sent again");
+                    return Err(BusError::Unavailable(
+                        "the notification rules are behind: send the event again later".into(),
+                    ));
+                }
+            }
+        }
+        seen.insert(&event.id, Instant::now());
+        let event = Arc::new(event.clone());
+        self.hub.deliver(event.clone()).await;
+        for permit in permits {
+            permit.send(event.clone());
+        }
         self.delivered.fetch_add(1, Ordering::Relaxed);
         Ok(true)
+    }
+
+    fn join_group(&self) -> Option<tokio::sync::mpsc::Receiver<Arc<DomainEvent>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(GROUP_QUEUE);
+        self.groups
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(tx);
+        Some(rx)
     }
 }
 
@@ -99,6 +147,12 @@ impl SeenIds {
         self.expires.insert(Arc::clone(&id), expiry);
         self.order.push_back((expiry, id));
         true
+    }
+
+    /// Whether `id` is remembered at `now`.
+    pub(crate) fn contains(&mut self, id: &str, now: Instant) -> bool {
+        self.prune(now);
+        self.expires.contains_key(id)
     }
 
     /// How many ids are remembered.

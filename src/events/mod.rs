@@ -83,6 +83,12 @@ pub trait EventBus: Send + Sync + 'static {
     /// Appends an event durably. `Ok(false)` when an event with the same id was already
     /// accepted (a duplicate delivery), which is not an error.
     async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError>;
+
+    /// A queue of every event accepted from now on, for a handler that must see each one
+    /// (the memory bus: see `memory`). `None` where consumer groups do this (Redis).
+    fn join_group(&self) -> Option<tokio::sync::mpsc::Receiver<Arc<DomainEvent>>> {
+        None
+    }
 }
 
 /// Why the bus refused an event.

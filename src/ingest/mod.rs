@@ -217,9 +217,16 @@ impl Webhooks {
 
     /// Handles one delivery; see the module docs for the steps and answers.
     pub(crate) async fn handle(&self, source: &str, headers: &HeaderMap, body: Body) -> Response {
+        let label = Source::parse(source).map_or("unknown", |s| s.as_str());
         match self.accept(source, headers, body).await {
-            Ok(response) => response,
+            Ok(response) => {
+                metrics::counter!("switchyard_webhooks_total", "source" => label, "outcome" => "accepted")
+                    .increment(1);
+                response
+            }
             Err((source, rejection)) => {
+                metrics::counter!("switchyard_webhooks_total", "source" => label, "outcome" => "refused")
+                    .increment(1);
                 let (status, code) = rejection.status_and_code();
                 tracing::warn!(
                     source = %clip(source),

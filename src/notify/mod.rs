@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use resolvers::Ports;
-use resolvers::events::EventHub;
 use resolvers::notifications::{NotificationStore, Notify};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -41,7 +40,7 @@ pub(crate) struct Notifications {
 pub(crate) async fn start(
     config: &Config,
     ports: &Ports,
-    hub: &EventHub,
+    bus: &dyn crate::events::EventBus,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Notifications> {
     let store = store::build(&config.notifications)
@@ -59,7 +58,7 @@ pub(crate) async fn start(
         ports.clone(),
     ));
     let rules =
-        crate::events::group::consume(&config.events, RULES_GROUP, hub, notifier.clone(), shutdown)
+        crate::events::group::consume(&config.events, RULES_GROUP, bus, notifier.clone(), shutdown)
             .await
             .context("starting the notification rules")?;
     Ok(Notifications {

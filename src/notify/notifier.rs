@@ -22,6 +22,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::{DateTime, TimeZone, Utc};
 use resolvers::events::DomainEvent;
+use resolvers::ids::CustomerId;
 use resolvers::notifications::{
     Category, DEAL_MIN_VIEWS, Deal, Facts, NotificationRecord, NotificationStore, Notify,
     Preferences, PushAddress, StoreError, StoreResult, daily_deal_key, deal, deal_notification,
@@ -248,6 +249,24 @@ impl Deliveries for ForgetGoneDevices {
                 tracing::info!(customer = %job.customer_id, "a device its provider says is gone was forgotten")
             }
             Err(e) => tracing::warn!(error = %e, "could not forget a gone device"),
+        }
+    }
+
+    async fn still_wanted(&self, job: &Job) -> bool {
+        // E-mail goes to the customer's own address, which cannot move to someone else.
+        let Some(key) = &job.address_key else {
+            return true;
+        };
+        let Ok(customer) = CustomerId::parse(&job.customer_id) else {
+            return false;
+        };
+        match self.store.devices(&customer).await {
+            Ok(devices) => devices.iter().any(|d| d.address.key() == *key),
+            // Sent rather than lost when the store cannot tell: at least once.
+            Err(e) => {
+                tracing::warn!(error = %e, "could not check that a put-off push's device is still registered; sending");
+                true
+            }
         }
     }
 }

@@ -185,6 +185,7 @@ impl TransportError {
 
     /// As a GraphQL error, with its code.
     pub(crate) fn to_server_error(&self) -> ServerError {
+        crate::metrics::graphql_error(self.code());
         let locations = match self {
             TransportError::Parse { locations, .. } => locations.clone(),
             _ => Vec::new(),

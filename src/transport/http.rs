@@ -108,7 +108,7 @@ async fn prepare(
     method: &Method,
     request: Result<GraphQlRequest, TransportError>,
 ) -> Result<Prepared, TransportError> {
-    let prepared = pipeline::prepare(state, request?).await?;
+    let prepared = pipeline::prepare(state, "http", request?).await?;
     match prepared.kind() {
         OperationType::Subscription => Err(TransportError::BadRequest(
             "subscriptions run over websockets (/graphql/ws) or Server-Sent Events \

@@ -42,6 +42,7 @@ impl ConnectionSlot {
                 (open < max).then_some(open + 1)
             })
             .map_err(|_| TransportError::TooManyConnections)?;
+        metrics::gauge!("switchyard_live_connections").increment(1);
         Ok(Self {
             open: state.open_connections.clone(),
         })
@@ -51,6 +52,7 @@ impl ConnectionSlot {
 impl Drop for ConnectionSlot {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::AcqRel);
+        metrics::gauge!("switchyard_live_connections").decrement(1);
     }
 }
 

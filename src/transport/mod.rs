@@ -15,10 +15,13 @@
 //! | `POST /graphql/stream`, `GET /graphql/stream` | subscriptions over Server-Sent Events ([`sse`]) |
 //! | `POST /webhooks/{source}` | signed webhooks from the upstreams ([`crate::ingest`]) |
 //! | `GET /healthz` | liveness: the process answers |
+//! | `GET /readyz` | readiness, with what is degraded ([`health`]) |
+//! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /` | redirects to the playground |
 
 mod document;
 mod error;
+mod health;
 mod http;
 mod limits;
 mod live;
@@ -44,6 +47,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::SubscriptionsConfig;
 
+pub(crate) use health::Readiness;
 pub(crate) use persisted::PersistedQueries;
 pub(crate) use shape::Types;
 
@@ -67,6 +71,8 @@ pub(crate) struct AppState {
     pub(crate) request_timeout: Duration,
     /// The documents of automatic persisted queries, by hash.
     pub(crate) persisted: Arc<PersistedQueries>,
+    /// What `GET /readyz` checks.
+    pub(crate) readiness: Arc<Readiness>,
     /// Largest request body taken (`server.max_body_bytes`).
     pub(crate) max_body_bytes: usize,
     /// Most operations in one batch (`server.max_batch_size`).
@@ -99,7 +105,9 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
             "/webhooks/{source}",
             axum::routing::post(crate::ingest::receive),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(health::ready))
+        .route("/metrics", get(health::metrics));
     if playground_enabled {
         router = router
             .route("/", get(|| async { Redirect::temporary("/playground/") }))

@@ -37,27 +37,33 @@ pub(crate) struct Prepared {
     /// Whether it only reads the schema (see `document`): such documents run on the schema
     /// without the data depth limit.
     introspection: bool,
+    /// Which transport carries it, for metrics.
+    transport: &'static str,
+    /// The operation's name as metrics label it (see `crate::metrics::operation_label`).
+    label: String,
 }
 
 /// Resolves a request's persisted query, bounds and parses its document, and picks its
 /// operation; a document sent with its hash is registered once it is known to be good.
+/// `transport` (`http`, `ws`, `sse`) labels its metrics.
 pub(crate) async fn prepare(
     state: &AppState,
+    transport: &'static str,
     mut raw: GraphQlRequest,
 ) -> Result<Prepared, TransportError> {
     match state.persisted.resolve(&mut raw).await? {
         Persisted::Register(hash) => {
             let document = raw.query.clone();
-            let prepared = parse(raw)?;
+            let prepared = parse(transport, raw)?;
             state.persisted.register(hash, &document).await;
             Ok(prepared)
         }
-        Persisted::No | Persisted::Found => parse(raw),
+        Persisted::No | Persisted::Found => parse(transport, raw),
     }
 }
 
 /// Bounds and parses a request's document, and picks its operation.
-fn parse(raw: GraphQlRequest) -> Result<Prepared, TransportError> {
+fn parse(transport: &'static str, raw: GraphQlRequest) -> Result<Prepared, TransportError> {
     if raw.query.trim().is_empty() {
         return Err(TransportError::BadRequest("`query` is missing".into()));
     }
@@ -83,6 +89,15 @@ fn parse(raw: GraphQlRequest) -> Result<Prepared, TransportError> {
     }
     check_variables(operation, &request.variables)?;
     let kind = operation.ty;
+    // A request need not name the only operation of its document; the document does.
+    let named = request.operation_name.clone().or_else(|| {
+        let mut names = document.operations.iter().map(|(name, _)| name);
+        match (names.next(), names.next()) {
+            (Some(Some(name)), None) => Some(name.to_string()),
+            _ => None,
+        }
+    });
+    let label = crate::metrics::operation_label(named.as_deref());
     Ok(Prepared {
         shaper: Shaper {
             operation: request.operation_name.clone(),
@@ -91,6 +106,8 @@ fn parse(raw: GraphQlRequest) -> Result<Prepared, TransportError> {
         request,
         kind,
         introspection,
+        transport,
+        label,
     })
 }
 
@@ -151,7 +168,19 @@ impl Prepared {
     ) -> Outcome {
         let schema = self.schema(state);
         let request = resolvers::request_data(self.request, loaders, viewer);
+        let started = std::time::Instant::now();
         let response = schema.execute(request).await;
+        let kind = match self.kind {
+            OperationType::Mutation => "mutation",
+            _ => "query",
+        };
+        metrics::histogram!(
+            "switchyard_graphql_request_duration_seconds",
+            "transport" => self.transport,
+            "operation" => self.label,
+            "type" => kind,
+        )
+        .record(started.elapsed().as_secs_f64());
         self.shaper.shape(response, &state.types, true)
     }
 
@@ -175,6 +204,8 @@ impl Prepared {
             })
             .boxed();
         }
+        metrics::counter!("switchyard_subscriptions_total", "transport" => self.transport)
+            .increment(1);
         let schema = self.schema(state).clone();
         let loaders = RequestLoaders::new(&state.ports);
         let request = resolvers::request_data(self.request, &loaders, Some(viewer));

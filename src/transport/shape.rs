@@ -100,7 +100,7 @@ pub(crate) fn outcome(
 /// limits name themselves and anything else is `GRAPHQL_VALIDATION_FAILED`; in a result,
 /// an uncoded error is `INTERNAL`.
 pub(crate) fn add_codes(errors: &mut [ServerError], request_error: bool) {
-    for error in errors {
+    for error in errors.iter_mut() {
         let extensions = error.extensions.get_or_insert_with(Default::default);
         if extensions.get("code").is_some() {
             continue;
@@ -122,6 +122,18 @@ pub(crate) fn add_codes(errors: &mut [ServerError], request_error: bool) {
             "GRAPHQL_VALIDATION_FAILED"
         };
         extensions.set("code", code);
+    }
+    for error in errors.iter() {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|e| e.get("code"))
+            .and_then(|code| match code {
+                async_graphql::Value::String(code) => Some(code.as_str()),
+                _ => None,
+            })
+            .unwrap_or("INTERNAL");
+        crate::metrics::graphql_error(code);
     }
 }
 

@@ -89,7 +89,7 @@ async fn prepare(
     } else {
         GraphQlRequest::from_body(headers, body, state.max_body_bytes)?
     };
-    let prepared = pipeline::prepare(state, request).await?;
+    let prepared = pipeline::prepare(state, "sse", request).await?;
     if prepared.kind() == OperationType::Mutation && method == Method::GET {
         return Err(TransportError::MethodNotAllowed);
     }

@@ -43,7 +43,7 @@ const REFUSALS: [(&str, &str); 8] = [
 
 /// The backend's client.
 pub(crate) struct BackendClient {
-    http: UpstreamHttp,
+    pub(super) http: UpstreamHttp,
     /// Base URL, e.g. `https://backend.internal/api`; routes are appended to its path.
     base: Url,
     /// Sent as `Authorization: Bearer`.

@@ -23,7 +23,7 @@ use crate::config::{CarrierConfig, Secret};
 
 /// The carrier's client.
 pub(crate) struct CarrierClient {
-    http: UpstreamHttp,
+    pub(super) http: UpstreamHttp,
     base: Url,
     /// Sent as `X-Api-Key`.
     api_key: Secret,

@@ -92,7 +92,7 @@ struct SessionSlot {
 
 /// The CRM's client.
 pub struct CrmClient {
-    http: UpstreamHttp,
+    pub(super) http: UpstreamHttp,
     /// Where tokens come from (`https://login.salesforce.com` or the org's My Domain).
     login_url: Url,
     client_id: String,

@@ -2,8 +2,9 @@
 //!
 //! An [`UpstreamHttp`] is one upstream's `reqwest::Client` (its timeout, a connect timeout, the
 //! `user-agent`), its concurrency budget, and its retry rule. [`UpstreamHttp::send`] sends one
-//! request: it holds a permit of the budget for each attempt, retries reads (`GET`) that timed
-//! out, could not connect or got a 5xx, logs every attempt, and hands any other answer to the
+//! request: it holds a permit of the budget for each attempt, goes through the upstream's
+//! circuit breaker (`breaker`), retries reads (`GET`) that timed out, could not connect or
+//! got a 5xx (within the retry budget), logs and measures every attempt, and hands any other answer to the
 //! adapter as an [`Answer`]. Everything an adapter cannot use (transport failures, 5xx, bodies
 //! that do not parse) becomes `UpstreamErrorKind::Unavailable` here, with a detail for the logs
 //! that names the method, the path (never the query string, which may hold search terms or
@@ -11,6 +12,7 @@
 //! travel in headers and form bodies, which are never logged.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::HeaderMap;
@@ -21,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
 use url::Url;
 
+use super::breaker::Breaker;
 use crate::config::CallPolicy;
 
 /// `user-agent` of every upstream call.
@@ -44,6 +47,8 @@ pub(crate) struct UpstreamHttp {
     budget: Semaphore,
     /// Extra tries of a failed `GET`.
     retries: u32,
+    /// The circuit breaker and retry budget of this upstream (see `breaker`).
+    breaker: Arc<Breaker>,
 }
 
 /// An answer the upstream gave: any status but a 5xx.
@@ -77,7 +82,17 @@ impl UpstreamHttp {
             client,
             budget: Semaphore::new(policy.concurrency.max(1)),
             retries: policy.retries,
+            breaker: Arc::new(Breaker::new(
+                source,
+                policy.breaker_failures,
+                policy.breaker_open,
+            )),
         })
+    }
+
+    /// The breaker, for readiness.
+    pub(crate) fn breaker(&self) -> Arc<Breaker> {
+        self.breaker.clone()
     }
 
     /// The client, to build requests with.
@@ -115,19 +130,31 @@ impl UpstreamHttp {
             0
         };
         let mut attempt = 0;
+        self.breaker.first_try();
         loop {
+            if !self.breaker.admit() {
+                metrics::counter!("switchyard_upstream_refused_total", "source" => self.source.as_str())
+                    .increment(1);
+                return Err(self.unavailable(format!(
+                    "{call}: not sent: the circuit breaker is open after repeated failures"
+                )));
+            }
             let Some(this_try) = request.try_clone() else {
                 return Err(self.unavailable(format!("{call}: the request cannot be repeated")));
             };
             let failure = match self.attempt(route, &call, attempt, this_try).await {
-                Ok(answer) if !answer.status.is_server_error() => return Ok(answer),
+                Ok(answer) if !answer.status.is_server_error() => {
+                    self.breaker.record(true);
+                    return Ok(answer);
+                }
                 Ok(answer) => Failure {
                     detail: answer.describe(&answer.status.to_string()),
                     retryable: true,
                 },
                 Err(failure) => failure,
             };
-            if !failure.retryable || attempt >= retries {
+            self.breaker.record(false);
+            if !failure.retryable || attempt >= retries || !self.breaker.take_retry() {
                 let tries = attempt + 1;
                 let suffix = if tries > 1 {
                     format!(" (after {tries} tries)")
@@ -167,8 +194,21 @@ impl UpstreamHttp {
             }
             Err(e) => Err((None, e)),
         };
-        let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let elapsed = started.elapsed();
+        let elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
         let upstream = self.source.as_str();
+        let status_label = match &outcome {
+            Ok((status, _, _)) => status.as_str().to_owned(),
+            Err((_, e)) if e.is_timeout() => "timeout".to_owned(),
+            Err((_, e)) if e.is_connect() => "connect".to_owned(),
+            Err(_) => "failed".to_owned(),
+        };
+        metrics::histogram!(
+            "switchyard_upstream_request_duration_seconds",
+            "source" => upstream,
+            "status" => status_label,
+        )
+        .record(elapsed.as_secs_f64());
         match outcome {
             Ok((status, headers, body)) => {
                 let status_code = status.as_u16();

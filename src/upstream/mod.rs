@@ -8,7 +8,8 @@
 //!
 //! # Layout
 //! - `http`: the one call path all adapters share: the client per upstream, the concurrency
-//!   budget, retries of reads, logging, and the mapping of transport failures and unusable
+//!   budget, the circuit breaker and retries of reads within a budget (`breaker`), logging
+//!   and metrics, and the mapping of transport failures and unusable
 //!   answers to `Unavailable`.
 //! - `wire`: wire pieces several adapters read (money, enum names), validated strictly.
 //! - `backend`: `BackendClient`, our own REST/JSON microservices (bearer token, bulk reads in
@@ -21,6 +22,7 @@
 //!   `Retry-After`).
 
 mod backend;
+mod breaker;
 mod carrier;
 mod crm;
 mod http;
@@ -30,26 +32,52 @@ mod wire;
 use std::sync::Arc;
 
 use backend::BackendClient;
+use breaker::Breaker;
 use carrier::CarrierClient;
 pub use crm::{ApiUsage, CrmClient};
 use process::ProcessClient;
 
 use crate::config::{BackendConfig, CarrierConfig, CrmConfig, ProcessConfig};
 
-/// The graph's ports over the four configured upstreams. Fails on a config no client can work
-/// with (a base URL that is not http(s), a zero timeout, a malformed CRM API version).
+/// The upstreams' circuit breakers, for readiness.
+#[derive(Debug, Clone)]
+pub struct UpstreamHealth(Vec<Arc<Breaker>>);
+
+impl UpstreamHealth {
+    /// The upstreams whose breaker is open or half-open.
+    pub(crate) fn open(&self) -> Vec<&'static str> {
+        self.0
+            .iter()
+            .filter(|b| b.is_open())
+            .map(|b| b.source().as_str())
+            .collect()
+    }
+}
+
+/// The graph's ports over the four configured upstreams, and their breakers. Fails on a
+/// config no client can work with (a base URL that is not http(s), a zero timeout, a
+/// malformed CRM API version).
 pub fn ports(
     backend: &BackendConfig,
     crm: &CrmConfig,
     process: &ProcessConfig,
     carrier: &CarrierConfig,
     cache: Arc<dyn resolvers::cache::Cache>,
-) -> anyhow::Result<resolvers::Ports> {
-    Ok(resolvers::Ports {
+) -> anyhow::Result<(resolvers::Ports, UpstreamHealth)> {
+    let (backend, crm) = (BackendClient::new(backend)?, CrmClient::new(crm)?);
+    let (process, carrier) = (ProcessClient::new(process)?, CarrierClient::new(carrier)?);
+    let health = UpstreamHealth(vec![
+        backend.http.breaker(),
+        crm.http.breaker(),
+        process.http.breaker(),
+        carrier.http.breaker(),
+    ]);
+    let ports = resolvers::Ports {
         cache,
-        backend: Arc::new(BackendClient::new(backend)?),
-        crm: Arc::new(CrmClient::new(crm)?),
-        process: Arc::new(ProcessClient::new(process)?),
-        carrier: Arc::new(CarrierClient::new(carrier)?),
-    })
+        backend: Arc::new(backend),
+        crm: Arc::new(crm),
+        process: Arc::new(process),
+        carrier: Arc::new(carrier),
+    };
+    Ok((ports, health))
 }

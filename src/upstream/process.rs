@@ -35,7 +35,7 @@ const TASK_NOT_AVAILABLE: &str =
 
 /// The process server's client.
 pub(crate) struct ProcessClient {
-    http: UpstreamHttp,
+    pub(super) http: UpstreamHttp,
     /// Up to and including `/kie-server/services/rest/server`.
     base: Url,
     user: String,

@@ -15,6 +15,7 @@
 //! - `push`: the push channels (FCM, APNs, Web Push, e-mail) against the sandbox's providers.
 //! - `outbox`: the push outbox (memory and Redis) sending through them: retries, dead
 //!   letters, several replicas, a dead replica's jobs, a lost Redis connection.
+//! - `resilience`: failing upstreams: partial data, circuit breakers, `/readyz`, `/metrics`.
 //! - `schema`: the checked-in SDL is the code's.
 //! - `playground`: the playground in headless Chromium.
 
@@ -31,6 +32,7 @@ mod persisted;
 mod playground;
 mod push;
 mod replicas;
+mod resilience;
 mod schema;
 mod subscriptions;
 mod upstream;

@@ -1086,3 +1086,142 @@ async fn views_are_bounded_in_redis() {
     let redis = RedisServer::start();
     views_are_bounded(with_redis(&redis).await).await;
 }
+
+#[tokio::test]
+async fn redis_restarted_empty_the_rules_run_again_on_what_comes_after() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let app = TestApp::spawn_with(SandboxConfig::default(), move |c| {
+        c.events.redis_url = Some(Secret::new(url.clone()));
+        c.notifications.redis_url = Some(Secret::new(url.clone()));
+        c.outbox.redis_url = Some(Secret::new(url));
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    let fcm = json!({"input": {"platform": "ANDROID", "fcmToken": "fcm-ada-restart"}});
+    app.data(&ada, REGISTER, fcm.clone()).await;
+    let order = adas_order(&app, &ada).await;
+    app.post_webhook(
+        "backend",
+        &order_event("evt_restart_1", ADA, &order, "SHIPPED"),
+    )
+    .await;
+    pushes(&app, 1).await;
+
+    // Redis comes back with nothing: no stream, no consumer group, no devices.
+    redis.restart();
+    // The store's connection comes back on its own; until then registering fails clearly.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = app.post(Some(&ada), REGISTER, fcm.clone()).await;
+        if status == 200 && body.get("errors").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    // A sender retries a 503 (the bus reconnecting), as the upstreams' senders do.
+    loop {
+        let event = order_event("evt_restart_2", ADA, &order, "DELIVERED");
+        let (status, body) = app.post_webhook("backend", &event).await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            status == 503 && Instant::now() < deadline,
+            "{status} {body}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let received = pushes(&app, 2).await;
+    assert_eq!(received.len(), 2, "{received:#?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_the_memory_bus_a_failing_rule_is_retried_and_nothing_is_lost() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    app.data(
+        &ada,
+        REGISTER,
+        json!({"input": {"platform": "ANDROID", "fcmToken": "fcm-ada-retry"}}),
+    )
+    .await;
+    let order = adas_order(&app, &ada).await;
+    // The rules check the order with the backend before notifying: make that fail.
+    let failing = sandbox::UpstreamKnobs {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    app.sandbox
+        .set_faults(sandbox::Upstream::Backend, failing)
+        .unwrap();
+    let (status, _) = app
+        .post_webhook(
+            "backend",
+            &order_event("evt_retry_1", ADA, &order, "SHIPPED"),
+        )
+        .await;
+    assert_eq!(status, 202);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(app.sandbox.push().received().is_empty());
+    // The backend recovers (its breaker lets a probe through after 5 s): the push goes.
+    app.sandbox
+        .set_faults(sandbox::Upstream::Backend, Default::default())
+        .unwrap();
+    let deadline = Instant::now() + std::time::Duration::from_secs(15);
+    while app.sandbox.push().received().is_empty() {
+        assert!(Instant::now() < deadline, "the event was lost");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_retried_push_is_not_sent_to_a_device_that_moved_to_someone_else() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.outbox.backoff_base_ms = 300;
+        c.outbox.backoff_max_ms = 300;
+    })
+    .await;
+    let (ada, bob) = (app.token(ADA).await, app.token(BOB).await);
+    let shared = json!({"input": {"platform": "ANDROID", "fcmToken": "fcm-shared-tablet"}});
+    app.data(&ada, REGISTER, shared.clone()).await;
+    let order = adas_order(&app, &ada).await;
+    // A first push goes through (and Switchyard holds an FCM access token from then on).
+    app.post_webhook(
+        "backend",
+        &order_event("evt_moved_0", ADA, &order, "SHIPPED"),
+    )
+    .await;
+    pushes(&app, 1).await;
+    // FCM fails: Ada's next push waits for a retry.
+    let failing = sandbox::UpstreamKnobs {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    app.sandbox
+        .set_faults(sandbox::Upstream::Fcm, failing)
+        .unwrap();
+    app.post_webhook(
+        "backend",
+        &order_event("evt_moved_1", ADA, &order, "CANCELLED"),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Meanwhile the tablet is Bob's; FCM recovers.
+    app.data(&bob, REGISTER, shared).await;
+    app.sandbox
+        .set_faults(sandbox::Upstream::Fcm, Default::default())
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2000)).await;
+    // Only the first push: the retry found the tablet was no longer Ada's.
+    let received = app.sandbox.push().received();
+    assert_eq!(
+        received.len(),
+        1,
+        "Ada's push reached Bob's tablet: {received:#?}"
+    );
+    app.stop().await;
+}

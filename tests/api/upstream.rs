@@ -88,6 +88,7 @@ fn test_policy() -> CallPolicy {
         timeout: Duration::from_secs(5),
         retries: 1,
         concurrency: 16,
+        ..CallPolicy::default()
     }
 }
 
@@ -118,6 +119,7 @@ async fn harness_with(
         &c.carrier,
         std::sync::Arc::new(resolvers::cache::NoCache),
     )
+    .map(|(ports, _)| ports)
     .expect("the ports build");
     Harness { sandbox, ports }
 }
@@ -1422,6 +1424,7 @@ async fn a_stalled_upstream_times_out_quickly() {
         timeout: Duration::from_millis(200),
         retries: 1,
         concurrency: 4,
+        ..CallPolicy::default()
     };
     let h = harness_with(
         SandboxConfig {

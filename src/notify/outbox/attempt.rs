@@ -133,6 +133,15 @@ impl Sender {
                 },
             };
         }
+        if (job.attempts > 0 || job.not_before.is_some())
+            && !self.deliveries.still_wanted(&job).await
+        {
+            return Decision {
+                job,
+                outcome: "unwanted",
+                action: Action::Ack,
+            };
+        }
         let sent =
             tokio::time::timeout(self.deadline, self.channels.send(&job.target, &job.message))
                 .await;
@@ -203,7 +212,7 @@ impl Sender {
         } = decision;
         let channel = job.target.kind();
         let settlement = match action {
-            Action::Ack if *outcome == "gone" => Settlement::Gone,
+            Action::Ack if *outcome == "gone" || *outcome == "unwanted" => Settlement::Gone,
             Action::Ack => Settlement::Delivered,
             Action::DeadLetter { reason } => Settlement::DeadLettered {
                 reason: reason.clone(),
@@ -219,6 +228,8 @@ impl Sender {
         };
         let attempts = job.attempts;
         let label = settlement.label();
+        metrics::counter!("switchyard_notifications_total", "channel" => channel, "outcome" => label)
+            .increment(1);
         match &settlement {
             Settlement::Delivered | Settlement::Gone => {
                 tracing::info!(job = %job.id, channel, outcome, attempts, settled = label, "push outbox: settled");

@@ -152,6 +152,15 @@ pub trait Deliveries: Send + Sync {
     /// `forget_address(key)`). Called once per Gone answer, before the job is acknowledged.
     async fn gone(&self, job: &Job);
 
+    /// Whether `job` is still to be sent: its device is still registered, to its customer.
+    /// Asked before a send that was put off (quiet hours) or is a retry, since the device may
+    /// have been unregistered or moved to someone else meanwhile; the default says yes. A job
+    /// that is no longer wanted is settled as [`Settlement::Gone`] without a send.
+    async fn still_wanted(&self, job: &Job) -> bool {
+        let _ = job;
+        true
+    }
+
     /// A send of `job` was settled as `settlement` (after the outbox stored what follows
     /// from it). `job.attempts` counts this send. For metrics, the notification centre's
     /// delivery status, and tests; the default does nothing.

@@ -346,7 +346,7 @@ impl Connection {
             let error = TransportError::TooManySubscriptions(max);
             return self.send_error(&id, &error).await;
         }
-        let prepared = match pipeline::prepare(&self.state, operation).await {
+        let prepared = match pipeline::prepare(&self.state, "ws", operation).await {
             Ok(prepared) => prepared,
             Err(e) => return self.send_error(&id, &e).await,
         };

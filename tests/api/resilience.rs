@@ -1,0 +1,244 @@
+//! Failing upstreams, as a platform team watches them: partial data with the right codes,
+//! circuit breakers opening and closing (in `/readyz` and `/metrics`), and the metrics
+//! endpoint read by a Prometheus text-format parser.
+
+use std::time::Duration;
+
+use sandbox::{Upstream, UpstreamKnobs};
+use serde_json::{Value, json};
+
+use crate::support::{TestApp, operation};
+
+/// `/metrics`, parsed as Prometheus parses it.
+async fn scrape(app: &TestApp) -> prometheus_parse::Scrape {
+    let response = app.http.get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4")
+    );
+    let text = response.text().await.unwrap();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))).expect("parses")
+}
+
+/// The value of the sample `metric` with these labels (a histogram's: its count).
+fn value(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => {
+                buckets.iter().map(|b| b.count).fold(0.0, f64::max)
+            }
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+async fn ready(app: &TestApp) -> (u16, Value) {
+    let response = app.http.get(app.url("/readyz")).send().await.unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+async fn home(app: &TestApp, token: &str) -> Value {
+    let (status, body) = app
+        .post(Some(token), &operation("HomeScreen"), json!({}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+fn crm_failing(rate: f64) -> UpstreamKnobs {
+    UpstreamKnobs {
+        error_rate: rate,
+        ..UpstreamKnobs::default()
+    }
+}
+
+#[tokio::test]
+async fn a_failing_crm_opens_its_breaker_the_home_screen_still_answers_and_it_closes_again() {
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        let crm = c.upstreams.crm.as_mut().expect("the sandbox CRM");
+        crm.policy.breaker_open = Duration::from_millis(300);
+    })
+    .await;
+    let token = app.token("cust-0001").await;
+    let healthy = home(&app, &token).await;
+    assert!(healthy.get("errors").is_none(), "{healthy}");
+    let (status, body) = ready(&app).await;
+    assert_eq!((status, &body["ready"]), (200, &json!(true)), "{body}");
+    assert_eq!(body["checks"]["breakers"]["crm"], "closed");
+
+    app.sandbox
+        .set_faults(Upstream::Crm, crm_failing(1.0))
+        .unwrap();
+    // The CRM fields are null with UPSTREAM_UNAVAILABLE; the rest of the screen stands.
+    let failing = home(&app, &token).await;
+    assert!(
+        failing["data"]["me"]["orders"]["edges"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+    );
+    assert_eq!(
+        failing["data"]["me"]["supportCases"],
+        Value::Null,
+        "{failing}"
+    );
+    let crm_errors: Vec<&Value> = failing["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["extensions"]["source"] == "crm")
+        .collect();
+    assert!(!crm_errors.is_empty(), "{failing}");
+    assert!(
+        crm_errors
+            .iter()
+            .all(|e| e["extensions"]["code"] == "UPSTREAM_UNAVAILABLE")
+    );
+
+    // Five failures in a row open the breaker: the CRM is no longer called.
+    for _ in 0..4 {
+        home(&app, &token).await;
+    }
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 200, "the CRM is not required: {body}");
+    assert_eq!(body["checks"]["breakers"]["crm"], "open", "{body}");
+    assert!(
+        body["degraded"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("upstream(crm)"))
+    );
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        value(
+            &metrics,
+            "switchyard_upstream_breaker_open",
+            &[("source", "crm")]
+        ),
+        Some(1.0)
+    );
+    app.reset_counts();
+    let refused = home(&app, &token).await;
+    assert_eq!(refused["data"]["me"]["supportCases"], Value::Null);
+    assert!(
+        !app.counts().contains_key("crm"),
+        "an open breaker sends nothing: {:?}",
+        app.counts()
+    );
+
+    // The CRM recovers (as a demo does it: `PUT /_sandbox/faults`); after the open time a
+    // probe goes through and closes the breaker.
+    let faults = format!("{}/_sandbox/faults", app.sandbox.urls().crm);
+    let refused = app
+        .http
+        .put(&faults)
+        .json(&json!({"error_rate": 2.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 400);
+    let put = app
+        .http
+        .put(&faults)
+        .json(&json!({"error_rate": 0.0}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let recovered = home(&app, &token).await;
+    assert!(recovered.get("errors").is_none(), "{recovered}");
+    assert!(recovered["data"]["me"]["supportCases"].is_array());
+    let (_, body) = ready(&app).await;
+    assert_eq!(body["checks"]["breakers"]["crm"], "closed", "{body}");
+    let metrics = scrape(&app).await;
+    assert_eq!(
+        value(
+            &metrics,
+            "switchyard_upstream_breaker_open",
+            &[("source", "crm")]
+        ),
+        Some(0.0)
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_open_breaker_on_the_backend_makes_the_replica_not_ready() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    app.sandbox
+        .set_faults(
+            Upstream::Backend,
+            UpstreamKnobs {
+                error_rate: 1.0,
+                ..UpstreamKnobs::default()
+            },
+        )
+        .unwrap();
+    for _ in 0..5 {
+        app.post(Some(&token), "{ me { id } }", json!({})).await;
+    }
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["ready"], false);
+    assert_eq!(body["checks"]["breakers"]["backend"], "open");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_show_requests_errors_upstream_calls_and_the_cache() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    home(&app, &token).await;
+    home(&app, &token).await;
+    app.post(Some(&token), "query Broken { me { nope } }", json!({}))
+        .await;
+    let metrics = scrape(&app).await;
+    let at_least = |metric: &str, labels: &[(&str, &str)], least: f64| {
+        let found = value(&metrics, metric, labels);
+        assert!(
+            found.is_some_and(|v| v >= least),
+            "{metric} {labels:?}: {found:?}"
+        );
+    };
+    at_least(
+        "switchyard_graphql_request_duration_seconds",
+        &[
+            ("operation", "HomeScreen"),
+            ("transport", "http"),
+            ("type", "query"),
+        ],
+        2.0,
+    );
+    at_least(
+        "switchyard_graphql_errors_total",
+        &[("code", "GRAPHQL_VALIDATION_FAILED")],
+        1.0,
+    );
+    at_least(
+        "switchyard_upstream_request_duration_seconds",
+        &[("source", "backend"), ("status", "200")],
+        1.0,
+    );
+    // The second home screen read the customer and products from the cache.
+    at_least("switchyard_cache_requests_total", &[("result", "hit")], 1.0);
+    at_least(
+        "switchyard_cache_requests_total",
+        &[("result", "miss")],
+        1.0,
+    );
+    assert!(
+        metrics
+            .docs
+            .contains_key("switchyard_graphql_request_duration_seconds")
+    );
+    app.stop().await;
+}
