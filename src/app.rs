@@ -128,23 +128,31 @@ pub(crate) async fn serve(
     )
     .await?;
     let open_connections = state.open_connections.clone();
-    let mut app = transport::router(state, config.server.playground);
+    let mut app = transport::router(state, config.server.playground_enabled());
     if let Some(extra) = extra_routes {
         app = app.merge(extra);
     }
+    let server = &config.server;
     tracing::info!(
         %addr,
-        playground = config.server.playground,
+        profile = ?server.profile,
+        playground = server.playground_enabled(),
+        introspection = server.introspection_enabled(),
+        suggestions = server.suggestions_enabled(),
+        csrf_prevention = server.csrf_prevention,
         "switchyard listening on http://{addr}/graphql"
     );
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            // Tell long-lived connections (websockets, SSE) and the event reader to stop.
-            let _ = shutdown_tx.send(true);
-        })
-        .await
-        .context("serving HTTP");
+    let limits = crate::serve::ConnectionLimits {
+        header_read_timeout: config.server.header_read_timeout,
+        max_connections: config.server.max_connections,
+    };
+    let served = crate::serve::serve(listener, app, limits, async move {
+        shutdown.await;
+        // Tell long-lived connections (websockets, SSE) and the event reader to stop.
+        let _ = shutdown_tx.send(true);
+    })
+    .await
+    .context("serving HTTP");
     // axum's graceful shutdown does not wait for upgraded connections: give websockets and
     // SSE streams a moment to send their closing frames (1001 / `complete`).
     let drained = Instant::now() + CONNECTION_DRAIN;
@@ -195,10 +203,15 @@ async fn app_state(
             .data(graph.store.clone())
             .data(graph.web_push_key.clone())
             .data(graph.notify.clone());
-        if config.server.introspection {
+        let builder = if config.server.introspection_enabled() {
             builder
         } else {
             builder.disable_introspection()
+        };
+        if config.server.suggestions_enabled() {
+            builder
+        } else {
+            builder.disable_suggestions()
         }
     };
     let schema = builder().finish();
@@ -252,6 +265,10 @@ async fn app_state(
         readiness: Arc::new(transport::Readiness::new(config, upstream_health)?),
         max_body_bytes: config.server.max_body_bytes,
         max_batch_size: config.server.max_batch_size,
+        body_read_timeout: config.server.body_read_timeout,
+        csrf_prevention: config.server.csrf_prevention,
+        introspection_enabled: config.server.introspection_enabled(),
+        cors_allow_origins: config.server.cors_allow_origins.clone(),
         webhooks,
         subscriptions: config.subscriptions.clone(),
         open_connections: Default::default(),

@@ -225,10 +225,63 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most operations in one batched request (an array body); 0 refuses batches.
     pub max_batch_size: usize,
-    /// Serve the playground at `/playground/`.
-    pub playground: bool,
-    /// Answer introspection queries (the playground needs it).
-    pub introspection: bool,
+    /// Longest a connection may take to send a request's headers (slowloris); then it is
+    /// closed.
+    #[serde(rename = "header_read_timeout_ms", with = "millis")]
+    pub header_read_timeout: Duration,
+    /// Longest a request body may take to arrive in full; then 408.
+    #[serde(rename = "body_read_timeout_ms", with = "millis")]
+    pub body_read_timeout: Duration,
+    /// Refuse GETs a browser could send cross-site without a preflight (see the README).
+    pub csrf_prevention: bool,
+    /// Origins (`https://shop.example.com`) whose web apps may call from the browser (CORS);
+    /// `["*"]`: any; empty: none but the server's own (the playground).
+    pub cors_allow_origins: Vec<String>,
+    /// Most HTTP connections open at once (websockets and SSE streams included); beyond,
+    /// new ones wait to be accepted.
+    pub max_connections: usize,
+    /// `development` (the default) or `production`: the defaults of the three settings
+    /// below, which a public endpoint wants off.
+    pub profile: Profile,
+    /// Serve the playground at `/playground/`; default: on in development, off in
+    /// production.
+    pub playground: Option<bool>,
+    /// Answer introspection queries (the playground needs it); default: as `playground`.
+    pub introspection: Option<bool>,
+    /// Say "Did you mean ...?" in validation errors; default: as `playground`.
+    pub suggestions: Option<bool>,
+}
+
+/// What the server's defaults are made for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// A developer's machine or a staging endpoint: playground, introspection, suggestions.
+    #[default]
+    Development,
+    /// A public endpoint: none of them unless set.
+    Production,
+}
+
+impl ServerConfig {
+    fn development(&self) -> bool {
+        self.profile == Profile::Development
+    }
+
+    /// Whether the playground is served.
+    pub fn playground_enabled(&self) -> bool {
+        self.playground.unwrap_or(self.development())
+    }
+
+    /// Whether introspection is answered.
+    pub fn introspection_enabled(&self) -> bool {
+        self.introspection.unwrap_or(self.development())
+    }
+
+    /// Whether validation errors suggest names.
+    pub fn suggestions_enabled(&self) -> bool {
+        self.suggestions.unwrap_or(self.development())
+    }
 }
 
 impl Default for ServerConfig {
@@ -238,8 +291,15 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
             max_batch_size: 16,
-            playground: true,
-            introspection: true,
+            header_read_timeout: Duration::from_secs(10),
+            csrf_prevention: true,
+            cors_allow_origins: Vec::new(),
+            body_read_timeout: Duration::from_secs(30),
+            max_connections: 25_000,
+            profile: Profile::Development,
+            playground: None,
+            introspection: None,
+            suggestions: None,
         }
     }
 }

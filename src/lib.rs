@@ -7,6 +7,7 @@
 //! - [`config`]: typed configuration from a TOML file and `SWITCHYARD_*` variables.
 //! - `embedded` (feature `sandbox`): all the server has for the embedded sandbox: its startup,
 //!   the config that points at it, the demo sign-in.
+//! - `serve`: the HTTP server loop, with connection limits (slow headers, connection count).
 //! - [`transport`]: HTTP routes: GraphQL over HTTP, websockets, SSE, the playground, health.
 //! - [`events`]: the event bus (Redis Streams or memory) and this replica's reader.
 //! - [`ingest`]: webhooks from the upstreams: verified, normalized, published on the bus.
@@ -30,6 +31,7 @@ pub(crate) mod ingest;
 pub(crate) mod metrics;
 pub mod notify;
 pub mod push;
+pub(crate) mod serve;
 pub mod telemetry;
 pub(crate) mod transport;
 pub mod upstream;

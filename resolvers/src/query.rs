@@ -87,6 +87,7 @@ impl QueryRoot {
     }
 
     /// Customers whose name or email contains `search` (agents only), by id.
+    #[graphql(complexity = "crate::page_cost(first, child_complexity)")]
     async fn customers(
         &self,
         ctx: &Context<'_>,
@@ -151,6 +152,7 @@ impl QueryRoot {
     }
 
     /// Products by id, in the order asked (null for unknown ids); at most 100.
+    #[graphql(complexity = "ids.len().max(1) * child_complexity")]
     async fn products(
         &self,
         ctx: &Context<'_>,
@@ -229,6 +231,7 @@ impl QueryRoot {
     }
 
     /// The signed-in customer's notification centre, newest first.
+    #[graphql(complexity = "crate::page_cost(first, child_complexity)")]
     async fn notifications(
         &self,
         ctx: &Context<'_>,

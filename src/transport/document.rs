@@ -52,6 +52,12 @@ pub(crate) fn is_introspection_only(doc: &ExecutableDocument, op: &OperationDefi
             .is_some_and(|names| !names.is_empty() && names.iter().all(|n| n.starts_with("__")))
 }
 
+/// Whether a query asks for the schema (`__schema` or `__type` at its root).
+pub(crate) fn reads_schema(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
+    root_fields(doc, &op.selection_set.node, 0)
+        .is_none_or(|names| names.iter().any(|n| *n == "__schema" || *n == "__type"))
+}
+
 /// Whether introspection list fields nest within each other more than real tools need.
 pub(crate) fn introspection_too_nested(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
     too_nested(doc, &op.selection_set.node, 0, 0)

@@ -38,6 +38,19 @@ pub(crate) enum TransportError {
     /// No such route.
     #[error("no such route: the GraphQL endpoint is /graphql")]
     NoSuchRoute,
+    /// `__schema` or `__type` asked of a server that does not answer introspection.
+    #[error(
+        "introspection is off on this server (server.introspection, or the production profile)"
+    )]
+    IntrospectionDisabled,
+    /// A GET a browser could have sent cross-site without asking first (see `http`).
+    #[error(
+        "this GET was refused as a possible cross-site request forgery: send a `content-type` header (`application/json`) or a non-empty `apollo-require-preflight` or `x-apollo-operation-name` header"
+    )]
+    Csrf,
+    /// The body did not arrive in full within `server.body_read_timeout_ms`.
+    #[error("the request body did not arrive in time")]
+    BodyTimeout,
     /// The body is over `server.max_body_bytes`.
     #[error("the request body is larger than {0} bytes")]
     PayloadTooLarge(usize),
@@ -114,6 +127,9 @@ impl TransportError {
             TransportError::MethodNotAllowed | TransportError::WrongMethod => "METHOD_NOT_ALLOWED",
             TransportError::NoSuchRoute => "NOT_FOUND",
             TransportError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
+            TransportError::BodyTimeout => "REQUEST_TIMEOUT",
+            TransportError::Csrf => "CSRF_PREVENTION",
+            TransportError::IntrospectionDisabled => "INTROSPECTION_DISABLED",
             TransportError::Parse { .. } => "GRAPHQL_PARSE_FAILED",
             TransportError::Limit { code, .. } => code,
             TransportError::Invalid(_) => "GRAPHQL_VALIDATION_FAILED",
@@ -142,6 +158,8 @@ impl TransportError {
             | TransportError::Invalid(_)
             | TransportError::UnknownOperation(_)
             | TransportError::BadVariables(_)
+            | TransportError::Csrf
+            | TransportError::IntrospectionDisabled
             | TransportError::PersistedQueryHashMismatch => StatusCode::BAD_REQUEST,
             // Apollo Router's status: a client's cue to send the document, not a failure.
             TransportError::PersistedQueryNotFound | TransportError::PersistedQueryNotSupported => {
@@ -154,6 +172,7 @@ impl TransportError {
             }
             TransportError::NoSuchRoute => StatusCode::NOT_FOUND,
             TransportError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            TransportError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             TransportError::Unauthenticated(_) | TransportError::NotInitialised => {
                 StatusCode::UNAUTHORIZED
             }
@@ -180,6 +199,7 @@ impl TransportError {
                 | TransportError::PersistedQueryNotFound
                 | TransportError::PersistedQueryNotSupported
                 | TransportError::PersistedQueryHashMismatch
+                | TransportError::IntrospectionDisabled
         )
     }
 

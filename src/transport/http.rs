@@ -6,7 +6,11 @@
 //!   array of results in the same order; its operations share one viewer and one set of
 //!   loaders, so the batch makes one upstream read where its operations would make one each.
 //! - `GET /graphql?query=...&variables=...&operationName=...` for queries; a mutation over GET
-//!   is 405 with `Allow: POST`.
+//!   is 405 with `Allow: POST`. CSRF prevention, as Apollo's (`server.csrf_prevention`): a GET
+//!   a browser could send cross-site without a preflight (no content type but a form's, no
+//!   `x-apollo-operation-name` or `apollo-require-preflight` header) is refused with 400
+//!   `CSRF_PREVENTION`; a POST must be `application/json`, which browsers always preflight
+//!   cross-site.
 //! - The answer is `application/graphql-response+json` when the `Accept` header names it,
 //!   `application/json` when it names that, or only `*/*`, or is absent (406 when it accepts
 //!   neither). With `application/graphql-response+json`,
@@ -44,8 +48,42 @@ pub(super) async fn get(
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
+    if state.csrf_prevention && !preflighted(&headers) {
+        return answer(&state, Method::GET, &headers, Err(TransportError::Csrf)).await;
+    }
     let request = GraphQlRequest::from_query_string(query.as_deref().unwrap_or(""));
     answer(&state, Method::GET, &headers, request).await
+}
+
+/// The headers that make a browser preflight a request (Apollo's), besides a content type.
+const PREFLIGHT_HEADERS: [&str; 2] = ["x-apollo-operation-name", "apollo-require-preflight"];
+
+/// Whether a browser would have asked first (a CORS preflight) before sending a request with
+/// these headers: it has a content type that is not one of the three a form may send, or a
+/// non-empty [`PREFLIGHT_HEADERS`] header. Apollo Client sends `content-type` on GETs too,
+/// Apollo iOS and Kotlin send `x-apollo-operation-name`.
+fn preflighted(headers: &HeaderMap) -> bool {
+    let simple = [
+        "application/x-www-form-urlencoded",
+        "multipart/form-data",
+        "text/plain",
+    ];
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    if content_type.is_some_and(|media| !media.is_empty() && !simple.contains(&media.as_str())) {
+        return true;
+    }
+    PREFLIGHT_HEADERS
+        .iter()
+        .any(|name| headers.get(*name).is_some_and(|v| !v.is_empty()))
 }
 
 /// `POST /graphql`: one operation, or a batch (an array body).

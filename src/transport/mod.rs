@@ -77,6 +77,14 @@ pub(crate) struct AppState {
     pub(crate) max_body_bytes: usize,
     /// Most operations in one batch (`server.max_batch_size`).
     pub(crate) max_batch_size: usize,
+    /// Longest a request body may take to arrive (`server.body_read_timeout_ms`).
+    pub(crate) body_read_timeout: Duration,
+    /// Whether `__schema` and `__type` are answered (`server.introspection`).
+    pub(crate) introspection_enabled: bool,
+    /// Refuse GETs that were not preflighted (`server.csrf_prevention`).
+    pub(crate) csrf_prevention: bool,
+    /// Origins whose web apps may call from the browser (`server.cors_allow_origins`).
+    pub(crate) cors_allow_origins: Vec<String>,
     /// Webhook reception (verification, normalization, publishing).
     pub(crate) webhooks: Arc<crate::ingest::Webhooks>,
     /// Limits and timeouts of websocket and SSE subscriptions.
@@ -94,9 +102,44 @@ impl axum::extract::FromRef<AppState> for Arc<crate::ingest::Webhooks> {
     }
 }
 
+/// CORS for the browser apps of `origins` (`*`: any): `GET` and `POST` with the headers
+/// GraphQL clients send, and the answer cached by the browser for 10 minutes. Bearer tokens
+/// travel in a header, so no credentials (cookies) are allowed. No origins: no CORS headers,
+/// so only pages of the server's own origin (the playground) may call from a browser.
+fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::{HeaderName, HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return CorsLayer::new();
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(
+            origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o.trim_end_matches('/')).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(allow)
+        .allow_methods([Method::GET, Method::POST])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::ACCEPT,
+            HeaderName::from_static("x-apollo-operation-name"),
+            HeaderName::from_static("apollo-require-preflight"),
+            HeaderName::from_static("traceparent"),
+        ])
+        .max_age(Duration::from_secs(600))
+}
+
 /// All routes.
 pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
     let max_body_bytes = state.max_body_bytes;
+    let body_read_timeout = state.body_read_timeout;
+    let cors = cors(&state.cors_allow_origins);
     let mut router = Router::new()
         .route("/graphql", get(http::get).post(http::post))
         .route("/graphql/ws", get(ws::handler))
@@ -125,6 +168,10 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
         .fallback(|| async { TransportError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { TransportError::WrongMethod })
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            body_read_timeout,
+        ))
+        .layer(cors)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

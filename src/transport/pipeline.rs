@@ -54,16 +54,20 @@ pub(crate) async fn prepare(
     match state.persisted.resolve(&mut raw).await? {
         Persisted::Register(hash) => {
             let document = raw.query.clone();
-            let prepared = parse(transport, raw)?;
+            let prepared = parse(state, transport, raw)?;
             state.persisted.register(hash, &document).await;
             Ok(prepared)
         }
-        Persisted::No | Persisted::Found => parse(transport, raw),
+        Persisted::No | Persisted::Found => parse(state, transport, raw),
     }
 }
 
 /// Bounds and parses a request's document, and picks its operation.
-fn parse(transport: &'static str, raw: GraphQlRequest) -> Result<Prepared, TransportError> {
+fn parse(
+    state: &AppState,
+    transport: &'static str,
+    raw: GraphQlRequest,
+) -> Result<Prepared, TransportError> {
     if raw.query.trim().is_empty() {
         return Err(TransportError::BadRequest("`query` is missing".into()));
     }
@@ -78,6 +82,9 @@ fn parse(transport: &'static str, raw: GraphQlRequest) -> Result<Prepared, Trans
         .clone();
     limits::check_selections(&document)?;
     let operation = document::operation(&document, request.operation_name.as_deref())?;
+    if !state.introspection_enabled && document::reads_schema(&document, operation) {
+        return Err(TransportError::IntrospectionDisabled);
+    }
     let introspection = document::is_introspection_only(&document, operation);
     if introspection && document::introspection_too_nested(&document, operation) {
         return Err(TransportError::Limit {

@@ -71,6 +71,8 @@ impl GraphQlRequest {
         let body = body.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 TransportError::PayloadTooLarge(max_body_bytes)
+            } else if timed_out(&rejection) {
+                TransportError::BodyTimeout
             } else {
                 TransportError::BadRequest(format!("could not read the body: {rejection}"))
             }
@@ -127,6 +129,18 @@ impl GraphQlRequest {
         }
         request
     }
+}
+
+/// Whether the body failed because it did not arrive within `server.body_read_timeout_ms`.
+fn timed_out(rejection: &BytesRejection) -> bool {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = cause {
+        if error.is::<tower_http::timeout::TimeoutError>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// What to answer with: the first of `offers` (in the server's order of preference) that the

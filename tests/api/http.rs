@@ -12,6 +12,7 @@ async fn get_runs_queries_and_refuses_mutations() {
     let ok = app
         .http
         .get(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
         .query(&[("query", "{ me { id } }")])
         .bearer_auth(&token)
         .send()
@@ -28,6 +29,7 @@ async fn get_runs_queries_and_refuses_mutations() {
     let refused = app
         .http
         .get(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
         .query(&[(
             "query",
             "mutation { cancelOrder(id: \"ord-000001\") { id } }",
@@ -197,6 +199,7 @@ async fn get_picks_the_operation_named_by_operation_name() {
     let body: Value = app
         .http
         .get(app.url("/graphql"))
+        .header("apollo-require-preflight", "true")
         .query(&[
             ("query", "query A { me { id } } query B { me { name } }"),
             ("operationName", "B"),
@@ -270,6 +273,7 @@ async fn hostile_documents_are_refused_and_the_server_stays_up() {
         let res = app
             .http
             .get(app.url("/graphql"))
+            .header("apollo-require-preflight", "true")
             .query(&[("query", query.as_str())])
             .send()
             .await
@@ -622,5 +626,214 @@ async fn no_accept_or_any_type_gets_application_json() {
         response.headers()[CONTENT_TYPE],
         "application/graphql-response+json"
     );
+    app.stop().await;
+}
+
+/// What a raw TCP client reads until the server closes (or `limit` passes: `None`).
+async fn read_until_closed(
+    stream: &mut tokio::net::TcpStream,
+    limit: std::time::Duration,
+) -> Option<String> {
+    use tokio::io::AsyncReadExt as _;
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(limit, stream.read_to_end(&mut answer)).await;
+    read.ok()
+        .map(|_| String::from_utf8_lossy(&answer).into_owned())
+}
+
+#[tokio::test]
+async fn slow_headers_and_slow_bodies_are_cut() {
+    use tokio::io::AsyncWriteExt as _;
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.header_read_timeout = std::time::Duration::from_millis(500);
+        c.server.body_read_timeout = std::time::Duration::from_millis(500);
+    })
+    .await;
+    let addr = app.url("").trim_start_matches("http://").to_owned();
+
+    // Headers trickling in, a byte at a time (slowloris): the connection is closed.
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"POST /graphql HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let trickle = async {
+        for _ in 0..20 {
+            if slow.write_all(b"X").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    trickle.await;
+    let answer = read_until_closed(&mut slow, std::time::Duration::from_secs(5)).await;
+    assert!(
+        answer.is_some(),
+        "a connection trickling headers is never cut"
+    );
+
+    // A body that stops arriving: 408.
+    let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"query\":",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut stalled, std::time::Duration::from_secs(5))
+        .await
+        .expect("a stalled body is never answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
+
+    // The server still answers others.
+    let (status, _) = app.post(None, "{ __typename }", json!({})).await;
+    assert_eq!(status, 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn gets_a_browser_could_send_cross_site_are_refused_and_cors_is_from_config() {
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.cors_allow_origins = vec!["https://shop.example.com".into()];
+    })
+    .await;
+    let plain = reqwest::Client::new();
+    let get = |headers: &[(&'static str, &'static str)]| {
+        let mut request = plain
+            .get(app.url("/graphql"))
+            .query(&[("query", "{ __typename }")]);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        request.send()
+    };
+    // What an <img> or a form could send: refused before anything runs.
+    for headers in [
+        vec![],
+        vec![("content-type", "text/plain")],
+        vec![("content-type", "application/x-www-form-urlencoded")],
+        vec![("apollo-require-preflight", "")],
+    ] {
+        let response = get(&headers).await.unwrap();
+        assert_eq!(response.status(), 400, "{headers:?}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "CSRF_PREVENTION",
+            "{headers:?}"
+        );
+    }
+    // What only a preflighted request (or a non-browser client) sends: served.
+    for headers in [
+        vec![("content-type", "application/json")],
+        vec![("apollo-require-preflight", "true")],
+        vec![("x-apollo-operation-name", "Typename")],
+    ] {
+        let response = get(&headers).await.unwrap();
+        assert_eq!(response.status(), 200, "{headers:?}");
+    }
+    // CORS: the configured origin may call, with the headers GraphQL clients send; another
+    // origin gets no CORS headers (its browser refuses).
+    let preflight = |origin: &'static str| {
+        plain
+            .request(reqwest::Method::OPTIONS, app.url("/graphql"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type, authorization",
+            )
+            .send()
+    };
+    let allowed = preflight("https://shop.example.com").await.unwrap();
+    assert_eq!(allowed.status(), 200);
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://shop.example.com"
+    );
+    let allowed_headers = allowed.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+    let other = preflight("https://evil.example.com").await.unwrap();
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_production_profile_turns_off_what_a_public_endpoint_should_not_show() {
+    let development = TestApp::spawn().await;
+    let (_, body) = development
+        .post(None, "{ produkts { id } }", json!({}))
+        .await;
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Did you mean"),
+        "{body}"
+    );
+    development.stop().await;
+
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.profile = switchyard::config::Profile::Production;
+    })
+    .await;
+    let (_, body) = app
+        .post(None, "{ __schema { types { name } } }", json!({}))
+        .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "INTROSPECTION_DISABLED",
+        "{body}"
+    );
+    assert!(body.get("data").is_none(), "{body}");
+    let (status, _) = app.post(None, "{ __typename }", json!({})).await;
+    assert_eq!(status, 200, "__typename is not introspection");
+    let (_, body) = app.post(None, "{ produkts { id } }", json!({})).await;
+    let message = body["errors"][0]["message"].as_str().unwrap();
+    assert!(!message.contains("Did you mean"), "{message}");
+    let playground = app.http.get(app.url("/playground/")).send().await.unwrap();
+    assert_eq!(playground.status(), 404);
+    // What is set explicitly wins over the profile.
+    app.stop().await;
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.profile = switchyard::config::Profile::Production;
+        c.server.playground = Some(true);
+        c.server.introspection = Some(true);
+    })
+    .await;
+    let playground = app.http.get(app.url("/playground/")).send().await.unwrap();
+    assert_eq!(playground.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_document_costs_what_it_fetches_and_a_costly_one_is_refused_before_any_call() {
+    let app = TestApp::spawn().await;
+    let agent = app.token("agent-01").await;
+    app.reset_counts();
+    // 50 customers with 50 orders each and their parcels: 2,500 orders, one carrier call per
+    // parcel. Each field counts 1, so this was once 12 fields.
+    let fan_out = "{ customers(first: 50) { edges { node { orders(first: 50) { edges { node { \
+                   shipment { status events { status } } } } } } } } }";
+    let (status, body) = app.post(Some(&agent), fan_out, json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "MAX_COMPLEXITY_LIMIT"
+    );
+    assert!(app.counts().is_empty(), "{:?}", app.counts());
+    // A customer's home screen with a long order list stays within the limit.
+    let customer = app.token("cust-0001").await;
+    let long_home =
+        crate::support::operation("HomeScreen").replace("orders(first: 5)", "orders(first: 50)");
+    assert!(long_home.contains("orders(first: 50)"));
+    let (status, body) = app.post(Some(&customer), &long_home, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.get("errors").is_none(), "{body}");
     app.stop().await;
 }

@@ -1348,3 +1348,15 @@ async fn large_messages_before_init_are_refused_and_large_pings_not_echoed() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_websocket_message_closes_with_1009() {
+    let app = TestApp::spawn().await;
+    let mut client = signed_in(&app, "cust-0001").await;
+    // Over the 1 MiB a message may be.
+    let query = format!("{{ __typename }} # {}", "x".repeat(1 << 20));
+    client.subscribe("1", &query).await;
+    let (code, reason) = client.close_frame().await;
+    assert_eq!((code, reason.as_str()), (1009, "Message too big"));
+    app.stop().await;
+}

@@ -81,6 +81,7 @@ impl Customer {
     }
 
     /// The customer's orders, newest first, a page at a time (`first` at most 50).
+    #[graphql(complexity = "crate::page_cost(first, child_complexity)")]
     async fn orders(
         &self,
         ctx: &Context<'_>,

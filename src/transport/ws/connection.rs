@@ -31,6 +31,8 @@ mod code {
     pub(super) const GOING_AWAY: u16 = 1001;
     /// The identity provider could not be asked: the client may retry later.
     pub(super) const TRY_AGAIN_LATER: u16 = 1013;
+    /// RFC 6455: a message (or frame) larger than the server takes.
+    pub(super) const MESSAGE_TOO_BIG: u16 = 1009;
     /// A message the protocol does not know.
     pub(super) const BAD_REQUEST: u16 = 4400;
     /// `subscribe` before `connection_ack`.
@@ -202,6 +204,11 @@ impl Connection {
                 Ok(())
             }
             Event::Incoming(None) => Err(End::Gone("the client went away")),
+            // tungstenite's `CapacityError` ("Space limit exceeded: Message too long"); axum
+            // hands it over only as an opaque error.
+            Event::Incoming(Some(Err(e))) if e.to_string().contains("Space limit exceeded") => {
+                Err(End::close(code::MESSAGE_TOO_BIG, "Message too big"))
+            }
             Event::Incoming(Some(Err(_))) => Err(End::Gone("the socket failed")),
             Event::Incoming(Some(Ok(frame))) => self.on_frame(frame).await,
         }
