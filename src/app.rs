@@ -262,6 +262,11 @@ async fn app_state(
         auth,
         request_timeout: config.server.request_timeout,
         persisted,
+        rate_limits: Arc::new(
+            transport::RateLimits::build(&config.rate_limit)
+                .await
+                .context("connecting the rate limits' Redis")?,
+        ),
         readiness: Arc::new(transport::Readiness::new(config, upstream_health)?),
         max_body_bytes: config.server.max_body_bytes,
         max_batch_size: config.server.max_batch_size,

@@ -45,6 +45,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Automatic persisted queries (Apollo's protocol): documents registered by hash.
     pub persisted_queries: PersistedQueriesConfig,
+    /// Rate limits per client IP and per user.
+    pub rate_limit: RateLimitConfig,
     /// Push delivery: FCM, APNs, Web Push and e-mail; a channel left out is off.
     pub push: PushConfig,
     /// Devices, preferences and notification centres.
@@ -103,6 +105,38 @@ impl Default for PersistedQueriesConfig {
             key_prefix: "switchyard:apq:".to_owned(),
             max_entries: 10_000,
             ttl_secs: 24 * 3600,
+        }
+    }
+}
+
+/// Rate limits per client IP and per signed-in user, per minute.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    /// Limit at all (off by default: set the limits your traffic needs, then turn it on).
+    pub enabled: bool,
+    /// Operations a minute from one client address.
+    pub per_ip_per_minute: u64,
+    /// Operations a minute of one signed-in user.
+    pub per_user_per_minute: u64,
+    /// Proxies in front of Switchyard that each append to `X-Forwarded-For` (0: the
+    /// connection's peer is the client).
+    pub trusted_proxies: usize,
+    /// Count in Redis (shared by every replica); absent: in memory, per replica.
+    pub redis_url: Option<Secret>,
+    /// Prefix of the counters' Redis keys.
+    pub key_prefix: String,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            per_ip_per_minute: 1_200,
+            per_user_per_minute: 600,
+            trusted_proxies: 0,
+            redis_url: None,
+            key_prefix: "switchyard:ratelimit:".to_owned(),
         }
     }
 }

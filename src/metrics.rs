@@ -13,6 +13,7 @@
 //! | `switchyard_subscriptions_total` | `transport` | subscriptions started |
 //! | `switchyard_webhooks_total` | `source`, `outcome` | webhooks received (`accepted`, `refused`) |
 //! | `switchyard_events_total` | | events this replica read off the bus |
+//! | `switchyard_rate_limited_total` | `by` (`ip` / `user`) | operations refused by the rate limits |
 //! | `switchyard_notifications_total` | `channel`, `outcome` | pushes settled by the outbox (`delivered`, `gone`, `retrying`, `dead_lettered`) |
 //!
 //! Label values clients choose are bounded: operation names are cut to 64 characters, and
@@ -86,6 +87,10 @@ fn describe() {
     );
     describe_counter!("switchyard_subscriptions_total", "Subscriptions started");
     describe_counter!("switchyard_webhooks_total", "Webhooks received");
+    describe_counter!(
+        "switchyard_rate_limited_total",
+        "Operations refused by the rate limits"
+    );
     describe_counter!("switchyard_events_total", "Events read off the bus");
     describe_counter!(
         "switchyard_notifications_total",

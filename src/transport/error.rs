@@ -38,6 +38,18 @@ pub(crate) enum TransportError {
     /// No such route.
     #[error("no such route: the GraphQL endpoint is /graphql")]
     NoSuchRoute,
+    /// Over a rate limit (see `rate_limit`).
+    #[error(
+        "too many requests from this {by}: at most {limit} a minute; retry in {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// Seconds until the window ends (`Retry-After`).
+        retry_after_secs: u64,
+        /// `client address` or `user`.
+        by: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// `__schema` or `__type` asked of a server that does not answer introspection.
     #[error(
         "introspection is off on this server (server.introspection, or the production profile)"
@@ -129,6 +141,7 @@ impl TransportError {
             TransportError::PayloadTooLarge(_) => "PAYLOAD_TOO_LARGE",
             TransportError::BodyTimeout => "REQUEST_TIMEOUT",
             TransportError::Csrf => "CSRF_PREVENTION",
+            TransportError::RateLimited { .. } => "RATE_LIMITED",
             TransportError::IntrospectionDisabled => "INTROSPECTION_DISABLED",
             TransportError::Parse { .. } => "GRAPHQL_PARSE_FAILED",
             TransportError::Limit { code, .. } => code,
@@ -180,7 +193,9 @@ impl TransportError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             TransportError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            TransportError::TooManySubscriptions(_) => StatusCode::TOO_MANY_REQUESTS,
+            TransportError::TooManySubscriptions(_) | TransportError::RateLimited { .. } => {
+                StatusCode::TOO_MANY_REQUESTS
+            }
             TransportError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -233,6 +248,14 @@ impl TransportError {
             self.to_errors_json(),
         )
             .into_response();
+        if let TransportError::RateLimited {
+            retry_after_secs, ..
+        } = self
+        {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+        }
         let extra = match self {
             TransportError::MethodNotAllowed => Some((header::ALLOW, "POST")),
             TransportError::Unauthenticated(_) => {

@@ -36,6 +36,7 @@ use resolvers::{RequestLoaders, Viewer};
 use super::AppState;
 use super::error::{GRAPHQL_RESPONSE, TransportError};
 use super::pipeline::{self, Prepared};
+use super::rate_limit::Peer;
 use super::request::{Body, GraphQlRequest, bearer, negotiate};
 use super::shape::Outcome;
 
@@ -45,11 +46,15 @@ const MEDIA_TYPES: [&str; 2] = [GRAPHQL_RESPONSE, "application/json"];
 /// `GET /graphql`.
 pub(super) async fn get(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
 ) -> Response {
     if state.csrf_prevention && !preflighted(&headers) {
         return answer(&state, Method::GET, &headers, Err(TransportError::Csrf)).await;
+    }
+    if let Err(e) = state.rate_limits.client(&headers, peer, 1).await {
+        return answer(&state, Method::GET, &headers, Err(e)).await;
     }
     let request = GraphQlRequest::from_query_string(query.as_deref().unwrap_or(""));
     answer(&state, Method::GET, &headers, request).await
@@ -89,10 +94,19 @@ fn preflighted(headers: &HeaderMap) -> bool {
 /// `POST /graphql`: one operation, or a batch (an array body).
 pub(super) async fn post(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match GraphQlRequest::read_body(&headers, body, state.max_body_bytes) {
+    let body = GraphQlRequest::read_body(&headers, body, state.max_body_bytes);
+    let operations = match &body {
+        Ok(Body::Batch(requests)) => requests.len(),
+        _ => 1,
+    };
+    if let Err(e) = state.rate_limits.client(&headers, peer, operations).await {
+        return answer(&state, Method::POST, &headers, Err(e)).await;
+    }
+    match body {
         Ok(Body::Batch(requests)) => answer_batch(&state, &headers, requests).await,
         Ok(Body::One(request)) => answer(&state, Method::POST, &headers, Ok(request)).await,
         Err(e) => answer(&state, Method::POST, &headers, Err(e)).await,
@@ -159,11 +173,18 @@ async fn prepare(
 }
 
 /// Who calls, under the request's deadline: a slow identity provider is a slow request.
-async fn viewer(state: &AppState, token: Option<&str>) -> Result<Option<Viewer>, TransportError> {
-    Ok(match token {
-        Some(token) => Some(state.auth.authenticate(token).await?.viewer),
-        None => None,
-    })
+/// Counts its `n` operations against the user's rate limit.
+async fn viewer(
+    state: &AppState,
+    token: Option<&str>,
+    n: usize,
+) -> Result<Option<Viewer>, TransportError> {
+    let Some(token) = token else {
+        return Ok(None);
+    };
+    let viewer = state.auth.authenticate(token).await?.viewer;
+    state.rate_limits.user(&viewer.user_id, n as u64).await?;
+    Ok(Some(viewer))
 }
 
 /// Runs `work` under `server.request_timeout_ms`.
@@ -195,7 +216,7 @@ async fn run(
     let operation = prepared.name().map(str::to_owned);
     let started = Instant::now();
     let (outcome, user) = within_deadline(state, operation.as_deref(), async {
-        let viewer = viewer(state, token).await?;
+        let viewer = viewer(state, token, 1).await?;
         let user = viewer.as_ref().map(|v| v.user_id.clone());
         let loaders = RequestLoaders::new(&state.ports);
         Ok((prepared.execute(state, viewer, &loaders).await, user))
@@ -275,7 +296,7 @@ async fn run_batch(
             .is_ok_and(|p| p.kind() == OperationType::Mutation)
     });
     let results = within_deadline(state, None, async {
-        let viewer = viewer(state, token).await?;
+        let viewer = viewer(state, token, size).await?;
         let mut loaders = RequestLoaders::new(&state.ports);
         let run = |prepared: Result<Prepared, TransportError>, loaders: &RequestLoaders| {
             let (viewer, loaders) = (viewer.clone(), loaders.clone());

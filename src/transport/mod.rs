@@ -28,6 +28,7 @@ mod live;
 mod persisted;
 mod pipeline;
 pub(crate) mod playground;
+mod rate_limit;
 mod request;
 mod shape;
 mod sse;
@@ -39,9 +40,11 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::Request;
 use axum::response::Redirect;
 use axum::routing::get;
 use resolvers::{AppSchema, Ports};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::auth::Authenticator;
@@ -49,6 +52,7 @@ use crate::config::SubscriptionsConfig;
 
 pub(crate) use health::Readiness;
 pub(crate) use persisted::PersistedQueries;
+pub(crate) use rate_limit::RateLimits;
 pub(crate) use shape::Types;
 
 use error::TransportError;
@@ -71,6 +75,8 @@ pub(crate) struct AppState {
     pub(crate) request_timeout: Duration,
     /// The documents of automatic persisted queries, by hash.
     pub(crate) persisted: Arc<PersistedQueries>,
+    /// Rate limits per client IP and per user.
+    pub(crate) rate_limits: Arc<RateLimits>,
     /// What `GET /readyz` checks.
     pub(crate) readiness: Arc<Readiness>,
     /// Largest request body taken (`server.max_body_bytes`).
@@ -172,6 +178,17 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
             body_read_timeout,
         ))
         .layer(cors)
-        .layer(TraceLayer::new_for_http())
+        // Every request has an id (the client's `x-request-id` when it sends a sane one):
+        // in every log line of the request (the span) and in the answer's headers.
+        .layer(PropagateRequestIdLayer::x_request_id())
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
+            let id = request
+                .headers()
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+        }))
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .with_state(state)
 }

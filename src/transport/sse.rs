@@ -34,6 +34,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
+use super::rate_limit::Peer;
 use async_graphql::parser::types::OperationType;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -58,11 +59,15 @@ const EVENT_STREAM: &str = "text/event-stream";
 /// `GET|POST /graphql/stream`.
 pub(super) async fn handler(
     State(state): State<AppState>,
+    peer: Peer,
     method: Method,
     headers: HeaderMap,
     RawQuery(query): RawQuery,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    if let Err(e) = state.rate_limits.client(&headers, peer, 1).await {
+        return e.into_response();
+    }
     match prepare(&state, &method, &headers, query.as_deref(), body).await {
         Ok((prepared, session, slot)) => stream(&state, prepared, session, slot),
         Err(refused) => refused.into_response(),
@@ -84,6 +89,7 @@ async fn prepare(
         ));
     }
     let session = authenticate(state, headers).await?;
+    state.rate_limits.user(&session.viewer.user_id, 1).await?;
     let request = if method == Method::GET {
         GraphQlRequest::from_query_string(query.unwrap_or(""))?
     } else {

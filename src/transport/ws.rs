@@ -74,9 +74,11 @@
 mod codec;
 mod connection;
 
+use super::rate_limit::Peer;
 use axum::extract::State;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 
 use self::codec::Protocol;
@@ -92,8 +94,13 @@ const READ_BUFFER_BYTES: usize = 4 * 1024;
 /// `GET /graphql/ws`.
 pub(super) async fn handler(
     State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Response {
+    if let Err(e) = state.rate_limits.client(&headers, peer, 1).await {
+        return e.into_response();
+    }
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade.protocols(Protocol::ALL.map(Protocol::name)),
         Err(rejection) => {

@@ -112,7 +112,8 @@ async fn too_deep_queries_are_refused_before_any_upstream_call() {
     let app = TestApp::spawn().await;
     let token = app.token("cust-0001").await;
     app.reset_counts();
-    let deep = "{ me { orders { edges { node { customer { orders { edges { node { customer { orders { edges { node { id } } } } } } } } } } } } }";
+    // One order a page, so that only the depth is over its limit, not the cost.
+    let deep = "{ me { orders(first: 1) { edges { node { customer { orders(first: 1) { edges { node { customer { orders(first: 1) { edges { node { id } } } } } } } } } } } } }";
     let (status, body) = app.post(Some(&token), deep, json!({})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["errors"][0]["extensions"]["code"], "MAX_DEPTH_LIMIT");
@@ -835,5 +836,29 @@ async fn a_document_costs_what_it_fetches_and_a_costly_one_is_refused_before_any
     let (status, body) = app.post(Some(&customer), &long_home, json!({})).await;
     assert_eq!(status, 200, "{body}");
     assert!(body.get("errors").is_none(), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_answer_carries_a_request_id_and_keeps_the_clients() {
+    let app = TestApp::spawn().await;
+    let fresh = app
+        .http
+        .post(app.url("/graphql"))
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    let id = fresh.headers()["x-request-id"].to_str().unwrap().to_owned();
+    assert_eq!(id.len(), 36, "a UUID: {id}");
+    let kept = app
+        .http
+        .post(app.url("/graphql"))
+        .header("x-request-id", "app-7f3a")
+        .json(&json!({"query": "{ __typename }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(kept.headers()["x-request-id"], "app-7f3a");
     app.stop().await;
 }

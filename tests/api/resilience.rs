@@ -242,3 +242,101 @@ async fn metrics_show_requests_errors_upstream_calls_and_the_cache() {
     );
     app.stop().await;
 }
+
+/// Waits for a new minute when the current one is about to end, so that a test's requests
+/// all fall in one rate-limit window.
+async fn fresh_window() {
+    let into = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+        % 60.0;
+    if into > 50.0 {
+        tokio::time::sleep(Duration::from_secs_f64(60.1 - into)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_user_over_the_rate_limit_gets_429_over_http_and_an_error_over_websockets() {
+    fresh_window().await;
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.rate_limit.enabled = true;
+        c.rate_limit.per_user_per_minute = 3;
+        c.rate_limit.per_ip_per_minute = 1_000;
+    })
+    .await;
+    let token = app.token("cust-0001").await;
+    for _ in 0..3 {
+        let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ me { id } }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{body}"
+    );
+    // Another user is not held back.
+    let other = app.token("cust-0002").await;
+    let (status, _) = app.post(Some(&other), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 200);
+    // A subscribe counts too.
+    let mut socket = crate::support::ws::signed_in(&app, "cust-0001").await;
+    socket
+        .subscribe("1", "subscription { notifications { kind } }")
+        .await;
+    let error = socket.recv().await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(
+        error["payload"][0]["extensions"]["code"], "RATE_LIMITED",
+        "{error}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn replicas_share_the_client_address_limit_through_redis() {
+    fresh_window().await;
+    let redis = crate::support::redis::RedisServer::start();
+    let limited = |c: &mut switchyard::config::Config| {
+        c.rate_limit.enabled = true;
+        c.rate_limit.per_ip_per_minute = 4;
+        c.rate_limit.redis_url = Some(switchyard::config::Secret::new(redis.url()));
+    };
+    let (first, second) = (
+        TestApp::spawn_with(Default::default(), limited).await,
+        TestApp::spawn_with(Default::default(), limited).await,
+    );
+    // Anonymous requests from this machine's address, two to each replica.
+    for app in [&first, &second, &first, &second] {
+        let (status, _) = app.post(None, "{ __typename }", json!({})).await;
+        assert_eq!(status, 200);
+    }
+    let (status, body) = second.post(None, "{ __typename }", json!({})).await;
+    assert_eq!(status, 429, "{body}");
+    // A batch counts as many as it holds, and is refused whole.
+    let response = first
+        .http
+        .post(first.url("/graphql"))
+        .json(&json!([{"query": "{ __typename }"}, {"query": "{ __typename }"}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 429);
+    first.stop().await;
+    second.stop().await;
+}

@@ -353,6 +353,14 @@ impl Connection {
             let error = TransportError::TooManySubscriptions(max);
             return self.send_error(&id, &error).await;
         }
+        if let Err(e) = self
+            .state
+            .rate_limits
+            .user(&session.viewer.user_id, 1)
+            .await
+        {
+            return self.send_error(&id, &e).await;
+        }
         let prepared = match pipeline::prepare(&self.state, "ws", operation).await {
             Ok(prepared) => prepared,
             Err(e) => return self.send_error(&id, &e).await,
