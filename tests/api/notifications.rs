@@ -174,6 +174,61 @@ async fn bad_devices_are_refused_clearly() {
     app.stop().await;
 }
 
+/// Addresses nothing could ever be pushed to are refused when registered, naming the field
+/// (before, they were kept, every push to them dead-lettered and the e-mail fallback never
+/// came); the forms apps really send still register.
+#[tokio::test]
+async fn addresses_that_can_never_work_are_refused_at_registration() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let web = |endpoint: &str| {
+        json!({"platform": "WEB", "webPush": {"endpoint": endpoint,
+            "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "auth": "BTBZMqHH6r4Tts7J_aSIgg"}})
+    };
+    let token = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let ios = |bundle: &str| json!({"platform": "IOS", "apns": {"token": token, "bundleId": bundle, "environment": "PRODUCTION"}});
+    let android = |token: &str| json!({"platform": "ANDROID", "fcmToken": token});
+    let refused = [
+        (web("https://example.com:99999/x"), "webPush.endpoint"),
+        (web("https://exa mple.com/x"), "webPush.endpoint"),
+        (web("https://[::1/x"), "webPush.endpoint"),
+        (web("https://%00/x"), "webPush.endpoint"),
+        (web("mailto:someone@example.com"), "webPush.endpoint"),
+        (ios("com.example/../retail"), "apns.bundleId"),
+        (ios("com example retail"), "apns.bundleId"),
+        (ios(&"a".repeat(156)), "apns.bundleId"),
+        (android("tok en"), "fcmToken"),
+        (android("token/../../x"), "fcmToken"),
+        (android("token\u{0}"), "fcmToken"),
+        (android(&"t".repeat(4097)), "fcmToken"),
+    ];
+    for (input, field) in refused {
+        let (_, body) = app
+            .post(Some(&ada), REGISTER, json!({ "input": input }))
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{input}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{input}: {message}");
+    }
+    assert_eq!(
+        app.data(&ada, DEVICES, json!({})).await["myDevices"],
+        json!([]),
+        "none was kept"
+    );
+    for input in [
+        web("HTTPS://push.example.com/sub/1"),
+        web("https://fcm.googleapis.com:443/fcm/send/dGVzdA:APA91b-x_y"),
+        ios("com.example.retail-beta"),
+        android("dXfT3_-q:APA91bH-x_Y09"),
+        android(&"t".repeat(4096)),
+    ] {
+        let body = app.data(&ada, REGISTER, json!({ "input": input })).await;
+        assert!(body["registerDevice"]["id"].is_string(), "{input}: {body}");
+    }
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn preferences_have_defaults_and_keep_what_is_changed() {
     let app = TestApp::spawn().await;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, NaiveTime, Utc};
+use url::Url;
 
 use crate::error::GraphError;
 use crate::ids::CustomerId;
@@ -172,23 +173,15 @@ impl RegisterDeviceInput {
     ) -> async_graphql::Result<DeviceRecord> {
         let address = match (self.fcm_token, self.apns, self.web_push) {
             (Some(token), None, None) => PushAddress::Fcm {
-                token: bounded("fcmToken", token)?,
+                token: fcm_token(bounded("fcmToken", token)?)?,
             },
             (None, Some(apns), None) => PushAddress::Apns {
                 token: apns_token(bounded("apns.token", apns.token)?)?,
-                bundle_id: bounded("apns.bundleId", apns.bundle_id)?,
+                bundle_id: bundle_id(apns.bundle_id)?,
                 sandbox: apns.environment == ApnsEnvironment::Sandbox,
             },
             (None, None, Some(web)) => {
-                let endpoint = bounded("webPush.endpoint", web.endpoint)?;
-                let has_host = endpoint.split_once("://").is_some_and(|(scheme, rest)| {
-                    matches!(scheme.to_ascii_lowercase().as_str(), "https" | "http")
-                        && !rest.is_empty()
-                        && !rest.starts_with('/')
-                });
-                if !has_host {
-                    return Err(bad("`webPush.endpoint` must be an http(s) URL with a host"));
-                }
+                let endpoint = web_push_endpoint(bounded("webPush.endpoint", web.endpoint)?)?;
                 PushAddress::WebPush {
                     endpoint,
                     p256dh: web_push_key("webPush.p256dh", web.p256dh, |k| {
@@ -224,6 +217,17 @@ impl RegisterDeviceInput {
     }
 }
 
+/// An FCM registration token: base64url characters and `:` (`<instance id>:<token>`).
+fn fcm_token(token: String) -> async_graphql::Result<String> {
+    let fits = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':');
+    if !token.bytes().all(fits) {
+        return Err(bad(
+            "`fcmToken` must be the FCM registration token (letters, digits, `_`, `-` and `:`)",
+        ));
+    }
+    Ok(token)
+}
+
 /// An APNs device token: hex digits, as iOS hands it to the app (64 today; Apple says not to
 /// rely on the length).
 fn apns_token(token: String) -> async_graphql::Result<String> {
@@ -236,6 +240,38 @@ fn apns_token(token: String) -> async_graphql::Result<String> {
         ));
     }
     Ok(token)
+}
+
+/// Longest bundle id (Apple's limit for an app's bundle identifier).
+const MAX_BUNDLE_ID: usize = 155;
+
+/// An app's bundle id, the APNs topic: reverse DNS, `com.example.retail`.
+fn bundle_id(value: String) -> async_graphql::Result<String> {
+    let value = value.trim().to_owned();
+    let fits = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-');
+    if value.is_empty() || value.len() > MAX_BUNDLE_ID || !value.bytes().all(fits) {
+        return Err(bad(format!(
+            "`apns.bundleId` must be the app's bundle id, e.g. `com.example.retail` (letters, \
+             digits, `.` and `-`, at most {MAX_BUNDLE_ID})"
+        )));
+    }
+    Ok(value)
+}
+
+/// A Web Push endpoint: an http(s) URL with a host, as the push is sent to it (parsed by
+/// `url::Url`, as the Web Push channel does): one that does not parse could never be sent to.
+/// Kept as the browser gave it (its device is found by it).
+fn web_push_endpoint(endpoint: String) -> async_graphql::Result<String> {
+    let problem = match Url::parse(&endpoint) {
+        Err(e) => e.to_string(),
+        Ok(url) if !matches!(url.scheme(), "https" | "http") => "not http(s)".to_owned(),
+        Ok(url) if url.host().is_none() => "no host".to_owned(),
+        Ok(_) => return Ok(endpoint),
+    };
+    Err(bad(format!(
+        "`webPush.endpoint` must be the subscription's http(s) URL (PushSubscription.endpoint): \
+         {problem}"
+    )))
 }
 
 /// A key of a Web Push subscription as `PushSubscription.getKey` gives it, base64url: `p256dh`
