@@ -229,6 +229,26 @@ async fn addresses_that_can_never_work_are_refused_at_registration() {
     app.stop().await;
 }
 
+/// iOS hands the token out as bytes and apps hex-encode them in either case: the same token in
+/// upper case is the same device, not a second one that gets every push again.
+#[tokio::test]
+async fn an_apns_token_in_upper_case_is_the_same_device() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let token = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let mut ids = Vec::new();
+    for token in [token.to_owned(), token.to_ascii_uppercase()] {
+        let input = json!({"platform": "IOS", "apns": {"token": token,
+            "bundleId": "com.example.retail", "environment": "PRODUCTION"}});
+        let body = app.data(&ada, REGISTER, json!({ "input": input })).await;
+        ids.push(body["registerDevice"]["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1]);
+    let devices = app.data(&ada, DEVICES, json!({})).await["myDevices"].clone();
+    assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn preferences_have_defaults_and_keep_what_is_changed() {
     let app = TestApp::spawn().await;

@@ -229,7 +229,7 @@ fn fcm_token(token: String) -> async_graphql::Result<String> {
 }
 
 /// An APNs device token: hex digits, as iOS hands it to the app (64 today; Apple says not to
-/// rely on the length).
+/// rely on the length), in lower case: the same token in either case is the same device.
 fn apns_token(token: String) -> async_graphql::Result<String> {
     if token.len() < 32
         || !token.len().is_multiple_of(2)
@@ -239,7 +239,7 @@ fn apns_token(token: String) -> async_graphql::Result<String> {
             "`apns.token` must be the device token in hex (as `deviceToken` hex-encoded)",
         ));
     }
-    Ok(token)
+    Ok(token.to_ascii_lowercase())
 }
 
 /// Longest bundle id (Apple's limit for an app's bundle identifier).
