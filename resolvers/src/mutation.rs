@@ -17,7 +17,8 @@ use crate::records::{
 };
 use crate::types::{
     CaseComment, Device, NotificationPreferences, NotificationPreferencesInput, Order,
-    ProcessInstance, RegisterDeviceInput, SupportCase, Task, customer, loaders, store, unavailable,
+    ProcessInstance, RegisterDeviceInput, SupportCase, Task, app_version, customer, loaders, store,
+    unavailable,
 };
 use crate::viewer::{acting_for, viewer};
 
@@ -60,14 +61,21 @@ struct ClientError {
 }
 
 impl ReportClientErrorInput {
+    /// The report, its texts without control characters (what an app logged may hold any), then
+    /// checked: a text that was nothing but control characters is empty.
     fn checked(self) -> async_graphql::Result<ClientError> {
-        check_text("code", &self.code, 100)?;
-        check_text("message", &self.message, 2_000)?;
-        if let Some(screen) = &self.screen {
+        let code = one_line(&self.code);
+        check_text("code", &code, 100)?;
+        let message: String = self
+            .message
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+            .collect();
+        let message = message.trim().to_owned();
+        check_text("message", &message, 2_000)?;
+        let screen = self.screen.as_deref().map(one_line);
+        if let Some(screen) = &screen {
             check_text("screen", screen, 100)?;
-        }
-        if let Some(version) = &self.app_version {
-            check_text("appVersion", version, 64)?;
         }
         let context = self.context.map(|c| c.0);
         if let Some(context) = &context {
@@ -79,16 +87,10 @@ impl ReportClientErrorInput {
             }
         }
         Ok(ClientError {
-            code: one_line(&self.code),
-            message: self
-                .message
-                .chars()
-                .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-                .collect::<String>()
-                .trim()
-                .to_owned(),
-            screen: self.screen.as_deref().map(one_line),
-            app_version: self.app_version.as_deref().map(one_line),
+            code,
+            message,
+            screen,
+            app_version: app_version(self.app_version)?,
             context,
         })
     }
@@ -687,6 +689,24 @@ mod tests {
         );
         assert!(text.contains("    Code: FAKE\n"), "{text}");
         assert!(!text.contains('\u{7}'));
+    }
+
+    #[test]
+    fn a_report_is_checked_once_its_control_characters_are_gone() {
+        let checked = |code: &str, message: &str| {
+            ReportClientErrorInput {
+                code: code.into(),
+                message: message.into(),
+                screen: None,
+                app_version: None,
+                context: None,
+            }
+            .checked()
+            .map(|r| r.subject())
+        };
+        assert!(checked("\u{0}\u{1}", "Timed out").is_err());
+        assert!(checked("C1", "\u{0}\u{7}\r\n").is_err());
+        assert_eq!(checked("C\u{0}1", "Timed out").unwrap(), "App error C 1");
     }
 
     #[test]

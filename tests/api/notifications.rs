@@ -768,6 +768,64 @@ async fn a_reported_error_opens_one_case_and_the_customer_hears_of_it() {
     app.stop().await;
 }
 
+/// What is left of a report once its control characters are gone is what is checked: a code
+/// or message of nothing but control characters opens no case ("App error " with an empty
+/// text), and an app version carrying them is refused, in a report and in a device.
+#[tokio::test]
+async fn reports_and_devices_made_of_control_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let cases = "{ me { supportCases { subject } } }";
+    let before = app.data(&ada, cases, json!({})).await;
+    let report = "mutation($input: ReportClientErrorInput!) { reportClientError(input: $input) { case { subject description } } }";
+    for (input, field) in [
+        (
+            json!({"code": "\u{0}\u{1}", "message": "Timed out"}),
+            "code",
+        ),
+        (
+            json!({"code": "C1", "message": "\u{0}\u{7}\u{1b}\r"}),
+            "message",
+        ),
+        (
+            json!({"code": "C1", "message": "Timed out", "screen": "\u{0}"}),
+            "screen",
+        ),
+        (
+            json!({"code": "C1", "message": "Timed out", "appVersion": "\u{0}\u{7}x"}),
+            "appVersion",
+        ),
+    ] {
+        let (_, body) = app
+            .post(Some(&ada), report, json!({ "input": input }))
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{input}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{input}: {message}");
+    }
+    assert_eq!(
+        app.data(&ada, cases, json!({})).await,
+        before,
+        "no case opened"
+    );
+    let device = json!({"platform": "ANDROID", "fcmToken": "fcm-ctl", "appVersion": "\u{0}\u{7}x"});
+    let (_, body) = app
+        .post(Some(&ada), REGISTER, json!({ "input": device }))
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("appVersion")
+    );
+    assert_eq!(
+        app.data(&ada, DEVICES, json!({})).await["myDevices"],
+        json!([])
+    );
+    app.stop().await;
+}
+
 /// The playground's path: a Web Push subscription and an iPhone's APNs token from the
 /// sandbox, registered as devices, and the pushes they get (Web Push decrypted) in
 /// `GET /dev/pushes`.

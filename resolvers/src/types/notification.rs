@@ -151,6 +151,24 @@ fn bounded(field: &str, value: String) -> async_graphql::Result<String> {
     Ok(value)
 }
 
+/// Longest app version taken.
+const MAX_APP_VERSION: usize = 64;
+
+/// An app's version as an app sends it (`4.12.0`), trimmed; blank is none. It is shown (to
+/// agents, in cases) as it is, so control characters are refused.
+pub(crate) fn app_version(value: Option<String>) -> async_graphql::Result<Option<String>> {
+    let Some(value) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.chars().count() > MAX_APP_VERSION || value.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "`appVersion` must be the app's version, e.g. `4.12.0` (at most {MAX_APP_VERSION} \
+             characters, none of them control characters)"
+        )));
+    }
+    Ok(Some(value))
+}
+
 fn locale(value: Option<String>) -> async_graphql::Result<String> {
     let value = value.unwrap_or_else(|| "en".to_owned());
     let ok = (2..=16).contains(&value.len())
@@ -197,13 +215,7 @@ impl RegisterDeviceInput {
                 "a Web Push subscription goes with the platform WEB, and only it",
             ));
         }
-        let app_version = self
-            .app_version
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty());
-        if app_version.as_ref().is_some_and(|v| v.len() > 64) {
-            return Err(bad("`appVersion` is at most 64 characters"));
-        }
+        let app_version = app_version(self.app_version)?;
         Ok(DeviceRecord {
             // The store keeps the id of a device registered before.
             id: String::new(),
