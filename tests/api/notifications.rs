@@ -300,12 +300,43 @@ async fn preferences_have_defaults_and_keep_what_is_changed() {
     for input in [
         json!({"timeZone": "Mars/Olympus"}),
         json!({"quietHours": {"start": "25:00", "end": "07:00"}}),
+        json!({"quietHours": {"start": "7:5", "end": "22:00"}}),
+        json!({"quietHours": {"start": "22:00", "end": "7:00"}}),
+        json!({"quietHours": {"start": "22:00", "end": "07:00:00"}}),
+        json!({"quietHours": {"start": "+7:00", "end": "22:00"}}),
     ] {
         let (_, body) = app
             .post(Some(&ada), update, json!({ "input": input }))
             .await;
         assert_eq!(code(&body), "BAD_USER_INPUT", "{input}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(
+            input["quietHours"].is_null() || message.contains("HH:MM"),
+            "{message}"
+        );
     }
+    // The same start and end would be quiet hours that are never quiet.
+    let (_, body) = app
+        .post(
+            Some(&ada),
+            update,
+            json!({"input": {"quietHours": {"start": "07:00", "end": "07:00"}}}),
+        )
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("start and end are the same"),
+        "{body}"
+    );
+    let kept = app.data(&ada, read, json!({})).await["notificationPreferences"].clone();
+    assert_eq!(
+        kept["quietHours"],
+        json!({"start": "22:00", "end": "07:00"}),
+        "what was refused changed nothing"
+    );
     let cleared = app
         .data(&ada, update, json!({"input": {"clearQuietHours": true}}))
         .await;

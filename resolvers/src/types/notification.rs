@@ -429,15 +429,15 @@ impl NotificationPreferencesInput {
             }
             preferences.time_zone = zone;
         }
-        let time = |field: &str, value: &str| {
-            NaiveTime::parse_from_str(value, "%H:%M")
-                .map_err(|_| bad(format!("`quietHours.{field}` must be HH:MM")))
-        };
         if let Some(q) = self.quiet_hours {
-            preferences.quiet_hours = Some(QuietHours {
-                start: time("start", &q.start)?,
-                end: time("end", &q.end)?,
-            });
+            let (start, end) = (clock("start", &q.start)?, clock("end", &q.end)?);
+            if start == end {
+                return Err(bad(
+                    "`quietHours`: start and end are the same: quiet hours need a span \
+                     (`clearQuietHours` turns them off)",
+                ));
+            }
+            preferences.quiet_hours = Some(QuietHours { start, end });
         }
         if self.clear_quiet_hours == Some(true) {
             preferences.quiet_hours = None;
@@ -454,6 +454,20 @@ impl NotificationPreferencesInput {
         }
         Ok(preferences)
     }
+}
+
+/// A time of day of the quiet hours, `HH:MM` exactly (two digits each, as they are shown).
+fn clock(field: &str, value: &str) -> async_graphql::Result<NaiveTime> {
+    let digits = value.len() == 5
+        && value.as_bytes()[2] == b':'
+        && value
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| i == 2 || b.is_ascii_digit());
+    digits
+        .then(|| NaiveTime::parse_from_str(value, "%H:%M").ok())
+        .flatten()
+        .ok_or_else(|| bad(format!("`quietHours.{field}` must be HH:MM, e.g. `07:05`")))
 }
 
 /// One notification of the customer's notification centre: the same the devices got.
