@@ -1106,6 +1106,50 @@ async fn marketing_once_a_day(app: TestApp) {
     app.stop().await;
 }
 
+/// Upstream event ids may hold `:`, so the id of a deal for Ada (event `coll1`) once read the
+/// same as that of her order's event `coll1:cust-0001`, and the second was dropped as a
+/// repeat of the first: each kind of notification id has its own form now.
+#[tokio::test]
+async fn a_deal_and_an_order_event_never_share_a_notification_id() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let opt_in = json!({"input": {"categories": [
+        {"category": "MARKETING", "push": false, "email": false, "inApp": true}]}});
+    app.data(
+        &ada,
+        "mutation($input: NotificationPreferencesInput!) { updateNotificationPreferences(input: $input) { locale } }",
+        opt_in,
+    )
+    .await;
+    for _ in 0..3 {
+        app.data(
+            &ada,
+            "mutation { trackProductView(productId: \"prod-0007\") }",
+            json!({}),
+        )
+        .await;
+    }
+    let cheaper = json!({"id": "coll1", "type": "product.updated", "occurredAt": "2026-01-01T10:00:00Z",
+        "data": {"productId": "prod-0007", "name": "Lamp", "inStock": true,
+                 "price": {"minorUnits": 900, "currency": "EUR"},
+                 "previous": {"inStock": true, "price": {"minorUnits": 1000, "currency": "EUR"}}}});
+    let (status, body) = app.post_webhook("backend", &cheaper).await;
+    assert!(status < 300, "{status} {body}");
+    assert_eq!(centre_kinds(&app, &ada, 1).await, ["PRODUCT_DEAL"]);
+    let order = adas_order(&app, &ada).await;
+    let (status, body) = app
+        .post_webhook(
+            "backend",
+            &order_event("coll1:cust-0001", ADA, &order, "SHIPPED"),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let mut kinds = centre_kinds(&app, &ada, 2).await;
+    kinds.sort();
+    assert_eq!(kinds, ["ORDER_SHIPPED", "PRODUCT_DEAL"]);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_event_naming_someone_else_s_order_notifies_nobody() {
     let app = TestApp::spawn().await;
