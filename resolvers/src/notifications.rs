@@ -352,6 +352,9 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Claims `key` for `ttl`: `true` the first time, `false` while the claim lasts (once-a-day
     /// limits, remembered facts).
     async fn claim(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Ends the claim on `key` if it still holds `value` (a claim someone took since is theirs
+    /// and stays); `true` when it did.
+    async fn release(&self, key: &str, value: &str) -> StoreResult<bool>;
     /// Sets `key` to `value` for `ttl`, whatever it held.
     async fn remember(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()>;
     /// The value of a live claim.

@@ -799,6 +799,120 @@ async fn a_reported_error_opens_one_case_and_the_customer_hears_of_it() {
     app.stop().await;
 }
 
+const REPORT: &str = "mutation($input: ReportClientErrorInput!) { reportClientError(input: $input) { repeated case { id subject } } }";
+
+/// The subjects of the customer's support cases that `reportClientError` opened.
+async fn reported_cases(app: &TestApp, token: &str) -> Vec<String> {
+    let data = app
+        .data(token, "{ me { supportCases { subject } } }", json!({}))
+        .await;
+    data["me"]["supportCases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["subject"].as_str())
+        .filter(|s| s.starts_with("App error"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The same error reported eight times at once (a retrying app, several tabs) is one case:
+/// one report opens it, the others wait for it and are repeats on it.
+async fn simultaneous_reports_open_one_case(app: TestApp) {
+    let ada = app.token(ADA).await;
+    // A CRM slow enough that all eight are in flight before the case exists.
+    let slow = sandbox::UpstreamKnobs {
+        latency_ms: 150,
+        ..Default::default()
+    };
+    app.sandbox
+        .set_faults(sandbox::Upstream::Crm, slow)
+        .unwrap();
+    let input = json!({"input": {"code": "RACE", "message": "Timed out", "screen": "Checkout"}});
+    let answers =
+        futures::future::join_all((0..8).map(|_| app.post(Some(&ada), REPORT, input.clone())))
+            .await;
+    let mut opened = 0;
+    let mut case_ids = Vec::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200);
+        let answer = &body["data"]["reportClientError"];
+        assert!(answer.is_object(), "{body}");
+        if answer["repeated"] == false {
+            opened += 1;
+        }
+        case_ids.push(answer["case"]["id"].clone());
+    }
+    assert_eq!(opened, 1, "{answers:#?}");
+    case_ids.dedup();
+    assert_eq!(case_ids.len(), 1, "every answer names the one case");
+    assert_eq!(
+        reported_cases(&app, &ada).await,
+        ["App error RACE on Checkout"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn simultaneous_reports_open_one_case_in_memory() {
+    simultaneous_reports_open_one_case(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn simultaneous_reports_open_one_case_in_redis() {
+    let redis = RedisServer::start();
+    simultaneous_reports_open_one_case(with_redis(&redis).await).await;
+}
+
+/// A customer's reports open at most ten cases an hour: the eleventh distinct error is
+/// refused, saying so, and opens nothing; a repeat of an open case is still a comment. A
+/// report whose case could not be opened (the CRM down) can be sent again at once.
+#[tokio::test]
+async fn reports_open_at_most_ten_cases_an_hour() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let report = |code: String| json!({"input": {"code": code, "message": "Timed out"}});
+
+    for n in 1..10 {
+        let opened = app.data(&ada, REPORT, report(format!("E{n}"))).await;
+        assert_eq!(opened["reportClientError"]["repeated"], false, "{opened}");
+    }
+    // The CRM down: no case, and neither the error's claim nor a slot is used up.
+    let down = sandbox::UpstreamKnobs {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    app.sandbox
+        .set_faults(sandbox::Upstream::Crm, down)
+        .unwrap();
+    let (_, body) = app.post(Some(&ada), REPORT, report("E0".into())).await;
+    assert_eq!(code(&body), "UPSTREAM_UNAVAILABLE", "{body}");
+    app.sandbox
+        .set_faults(sandbox::Upstream::Crm, Default::default())
+        .unwrap();
+    let started = Instant::now();
+    let again = app.data(&ada, REPORT, report("E0".into())).await;
+    assert_eq!(again["reportClientError"]["repeated"], false, "{again}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the failed report's claim was let go, not waited out"
+    );
+    let (status, body) = app.post(Some(&ada), REPORT, report("E10".into())).await;
+    assert_eq!(status, 200);
+    assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("at most 10"), "{message}");
+    assert_eq!(reported_cases(&app, &ada).await.len(), 10);
+
+    let repeat = app.data(&ada, REPORT, report("E3".into())).await;
+    assert_eq!(repeat["reportClientError"]["repeated"], true, "{repeat}");
+    // Another customer has their own ten.
+    let bob = app.token(BOB).await;
+    let bobs = app.data(&bob, REPORT, report("E10".into())).await;
+    assert_eq!(bobs["reportClientError"]["repeated"], false, "{bobs}");
+    app.stop().await;
+}
+
 /// What is left of a report once its control characters are gone is what is checked: a code
 /// or message of nothing but control characters opens no case ("App error " with an empty
 /// text), and an app version carrying them is refused, in a report and in a device.
