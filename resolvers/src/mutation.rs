@@ -2,13 +2,14 @@
 //! upstream's port once, and answers the changed object read fresh through the loaders.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_graphql::{Context, ID, InputObject, Object};
 use chrono::Utc;
 
 use crate::cache::Cached;
 use crate::error::GraphError;
-use crate::ids::{CaseId, OrderId, ProductId, parse_numeric_id};
+use crate::ids::{CaseId, CustomerId, OrderId, ProductId, parse_numeric_id};
 use crate::notifications::{Notify, own_comment_key, reported_case_key, reported_error};
 use crate::ports::Ports;
 use crate::query::{load_case, load_order, load_task};
@@ -17,7 +18,8 @@ use crate::records::{
 };
 use crate::types::{
     CaseComment, Device, NotificationPreferences, NotificationPreferencesInput, Order,
-    ProcessInstance, RegisterDeviceInput, SupportCase, Task, customer, loaders, store, unavailable,
+    ProcessInstance, RegisterDeviceInput, SupportCase, Task, app_version, customer, loaders, store,
+    unavailable,
 };
 use crate::viewer::{acting_for, viewer};
 
@@ -30,7 +32,17 @@ const MAX_SUBJECT: usize = 255;
 /// Longest case description or comment (Salesforce's long text limit is 32,000).
 const MAX_TEXT: usize = 32_000;
 /// How long a reported error's case takes the same error's repeats.
-const REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const REPORT_WINDOW: Duration = Duration::from_secs(24 * 3600);
+/// How long the claim of a report whose case is being opened lasts: longer than any request
+/// (`server.request_timeout_ms`, 30 s), so it ends on its own only when its request died.
+const OPENING_CLAIM: Duration = Duration::from_secs(60);
+/// What a report's claim holds while its case is being opened (then: the case's id).
+const OPENING: &str = "opening:";
+/// How long a repeat waits for the case another request is opening for the same error.
+const OPENING_WAIT: Duration = Duration::from_secs(15);
+/// Most cases `reportClientError` opens for one customer in an hour (repeats of an open
+/// case add comments and do not count).
+const REPORTED_CASES_PER_HOUR: usize = 10;
 /// Most devices a customer keeps (each notification is one push per device).
 const MAX_DEVICES_PER_CUSTOMER: usize = 10;
 
@@ -60,14 +72,21 @@ struct ClientError {
 }
 
 impl ReportClientErrorInput {
+    /// The report, its texts without control characters (what an app logged may hold any), then
+    /// checked: a text that was nothing but control characters is empty.
     fn checked(self) -> async_graphql::Result<ClientError> {
-        check_text("code", &self.code, 100)?;
-        check_text("message", &self.message, 2_000)?;
-        if let Some(screen) = &self.screen {
+        let code = one_line(&self.code);
+        check_text("code", &code, 100)?;
+        let message: String = self
+            .message
+            .chars()
+            .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+            .collect();
+        let message = message.trim().to_owned();
+        check_text("message", &message, 2_000)?;
+        let screen = self.screen.as_deref().map(one_line);
+        if let Some(screen) = &screen {
             check_text("screen", screen, 100)?;
-        }
-        if let Some(version) = &self.app_version {
-            check_text("appVersion", version, 64)?;
         }
         let context = self.context.map(|c| c.0);
         if let Some(context) = &context {
@@ -79,16 +98,10 @@ impl ReportClientErrorInput {
             }
         }
         Ok(ClientError {
-            code: one_line(&self.code),
-            message: self
-                .message
-                .chars()
-                .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
-                .collect::<String>()
-                .trim()
-                .to_owned(),
-            screen: self.screen.as_deref().map(one_line),
-            app_version: self.app_version.as_deref().map(one_line),
+            code,
+            message,
+            screen,
+            app_version: app_version(self.app_version)?,
             context,
         })
     }
@@ -177,7 +190,7 @@ pub(crate) struct ClientErrorReport {
 const MAX_MARK_READ: usize = 100;
 /// How long a customer's own comment is remembered (so that its event is not taken for an
 /// answer): longer than any webhook is retried.
-const OWN_COMMENT_MEMORY: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+const OWN_COMMENT_MEMORY: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The task of the return process where an agent decides.
 const APPROVE_RETURN_TASK: &str = "ApproveReturn";
@@ -477,7 +490,9 @@ impl MutationRoot {
     /// app's context in its description, and the customer is told "we're on it" with the case
     /// number (on every device, in the notification centre, on the `notifications`
     /// subscription). The same error (same code and screen) reported again within a day, while
-    /// its case is open, adds a comment to that case instead of opening another.
+    /// its case is open, adds a comment to that case instead of opening another (also when the
+    /// reports arrive together). At most 10 cases an hour are opened for one customer's
+    /// reports; more is refused with `RATE_LIMITED`.
     async fn report_client_error(
         &self,
         ctx: &Context<'_>,
@@ -486,70 +501,57 @@ impl MutationRoot {
         let customer = customer(ctx)?;
         let report = input.checked()?;
         let store = store(ctx)?;
-        let crm = &ctx.data::<Ports>()?.crm;
+        // Held by the request opening the error's case, then by the case's id: the same
+        // error reported at the same time waits for that case rather than open another.
         let key = format!("client-error:{customer}:{}", report.fingerprint());
-        let open_case = match store.claimed(&key).await.map_err(unavailable)? {
-            Some(id) => match load_case(ctx, CaseId::parse(&id)?).await? {
-                Some(case) if case.0.status != CaseStatus::Closed => Some(case),
-                _ => None,
-            },
-            None => None,
-        };
-        if let Some(case) = open_case {
-            let comment = crm.add_comment(&case.0.id, &report.again()).await?;
-            // Switchyard's words, not an agent's answer.
-            let own = own_comment_key(&comment);
-            if let Err(e) = store.claim(&own, "1", OWN_COMMENT_MEMORY).await {
-                tracing::warn!(error = %e, "could not remember a comment of ours");
+        let ticket = format!("{OPENING}{}", unique());
+        let deadline = Instant::now() + OPENING_WAIT;
+        loop {
+            if store
+                .claim(&key, &ticket, OPENING_CLAIM)
+                .await
+                .map_err(unavailable)?
+            {
+                let opened = open_reported_case(ctx, &customer, &report, &key, &ticket).await;
+                if opened.is_err()
+                    && let Err(e) = store.release(&key, &ticket).await
+                {
+                    tracing::warn!(error = %e, "could not release a failed report's claim (it expires)");
+                }
+                return opened;
             }
-            return Ok(ClientErrorReport {
-                case,
-                repeated: true,
-            });
+            let held = store.claimed(&key).await.map_err(unavailable)?;
+            match held {
+                // Released or expired meanwhile: claim it again.
+                None => {}
+                Some(held) if held.starts_with(OPENING) => {
+                    if Instant::now() >= deadline {
+                        return Err(GraphError::Rejected(
+                            "UNAVAILABLE",
+                            "a case for this error is still being opened; report it again shortly"
+                                .to_owned(),
+                        )
+                        .into());
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Some(held) => {
+                    let case = match CaseId::parse(&held) {
+                        Ok(id) => load_case(ctx, id).await?,
+                        Err(_) => None,
+                    };
+                    match case {
+                        Some(case) if case.0.status != CaseStatus::Closed => {
+                            return add_repeat(ctx, &report, case).await;
+                        }
+                        // Closed (or gone): the next report opens a new case.
+                        _ => {
+                            store.release(&key, &held).await.map_err(unavailable)?;
+                        }
+                    }
+                }
+            }
         }
-        let Some(contact) = loaders(ctx)?.contacts.load_one(customer.clone()).await? else {
-            return Err(GraphError::NotFound(format!(
-                "customer {customer} has no contact record in the CRM"
-            ))
-            .into());
-        };
-        let case_id = crm
-            .create_case(&NewCase {
-                contact_id: contact.id,
-                subject: report.subject(),
-                description: Some(report.description()),
-                priority: CasePriority::High,
-                order_id: None,
-            })
-            .await?;
-        store
-            .remember(&key, case_id.as_str(), REPORT_WINDOW)
-            .await
-            .map_err(unavailable)?;
-        store
-            .remember(
-                &reported_case_key(case_id.as_str()),
-                "1",
-                OWN_COMMENT_MEMORY,
-            )
-            .await
-            .map_err(unavailable)?;
-        let case = load_case(ctx, case_id.clone()).await?.ok_or_else(|| {
-            GraphError::NotFound(format!(
-                "case {case_id} was created but cannot be read back"
-            ))
-        })?;
-        // Delivered from here, whenever the CRM's event of the new case arrives (the rules
-        // make the same notification from it, with the same id: it goes out once).
-        let notification = reported_error(&customer, &case.0.id, &case.0.case_number, Utc::now());
-        ctx.data::<Arc<dyn Notify>>()?
-            .notify(notification)
-            .await
-            .map_err(unavailable)?;
-        Ok(ClientErrorReport {
-            case,
-            repeated: false,
-        })
     }
 
     /// Asks to return a shipped or delivered order: starts the return process, which an agent
@@ -640,6 +642,133 @@ impl MutationRoot {
     }
 }
 
+/// A value no other request holds, to tell whose a claim is.
+fn unique() -> String {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Seeded at random per process and different for every `new()`.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_i64(Utc::now().timestamp_nanos_opt().unwrap_or_default());
+    format!("{:016x}", hasher.finish())
+}
+
+/// A repeat of an error whose case is open: a comment on the case.
+async fn add_repeat(
+    ctx: &Context<'_>,
+    report: &ClientError,
+    case: SupportCase,
+) -> async_graphql::Result<ClientErrorReport> {
+    let comment = ctx
+        .data::<Ports>()?
+        .crm
+        .add_comment(&case.0.id, &report.again())
+        .await?;
+    // Switchyard's words, not an agent's answer.
+    let own = own_comment_key(&comment);
+    if let Err(e) = store(ctx)?.claim(&own, "1", OWN_COMMENT_MEMORY).await {
+        tracing::warn!(error = %e, "could not remember a comment of ours");
+    }
+    Ok(ClientErrorReport {
+        case,
+        repeated: true,
+    })
+}
+
+/// Opens the case of a reported error, for the request holding its claim (`key` held with
+/// `ticket`), within the customer's hourly limit; tells the customer "we're on it".
+async fn open_reported_case(
+    ctx: &Context<'_>,
+    customer: &CustomerId,
+    report: &ClientError,
+    key: &str,
+    ticket: &str,
+) -> async_graphql::Result<ClientErrorReport> {
+    let store = store(ctx)?;
+    // One of the customer's slots, each taken for an hour: at most so many cases in any hour.
+    let hour = Duration::from_secs(3600);
+    let mut slot = None;
+    for n in 0..REPORTED_CASES_PER_HOUR {
+        let candidate = format!("client-error-cases:{customer}:{n}");
+        if store
+            .claim(&candidate, ticket, hour)
+            .await
+            .map_err(unavailable)?
+        {
+            slot = Some(candidate);
+            break;
+        }
+    }
+    let Some(slot) = slot else {
+        return Err(GraphError::Rejected(
+            "RATE_LIMITED",
+            format!(
+                "at most {REPORTED_CASES_PER_HOUR} support cases are opened for reported errors \
+                 in an hour; this error was not reported: report it again later"
+            ),
+        )
+        .into());
+    };
+    let case_id = match create_reported_case(ctx, customer, report).await {
+        Ok(id) => id,
+        Err(e) => {
+            // No case: the slot is not used up.
+            if let Err(e) = store.release(&slot, ticket).await {
+                tracing::warn!(error = %e, "could not release a report's slot (it expires)");
+            }
+            return Err(e);
+        }
+    };
+    store
+        .remember(key, case_id.as_str(), REPORT_WINDOW)
+        .await
+        .map_err(unavailable)?;
+    store
+        .remember(
+            &reported_case_key(case_id.as_str()),
+            "1",
+            OWN_COMMENT_MEMORY,
+        )
+        .await
+        .map_err(unavailable)?;
+    let case = load_case(ctx, case_id.clone()).await?.ok_or_else(|| {
+        GraphError::NotFound(format!(
+            "case {case_id} was created but cannot be read back"
+        ))
+    })?;
+    // Delivered from here, whenever the CRM's event of the new case arrives (the rules
+    // make the same notification from it, with the same id: it goes out once).
+    let notification = reported_error(customer, &case.0.id, &case.0.case_number, Utc::now());
+    ctx.data::<Arc<dyn Notify>>()?
+        .notify(notification)
+        .await
+        .map_err(unavailable)?;
+    Ok(ClientErrorReport {
+        case,
+        repeated: false,
+    })
+}
+
+/// The CRM case of a reported error, for the customer's contact.
+async fn create_reported_case(
+    ctx: &Context<'_>,
+    customer: &CustomerId,
+    report: &ClientError,
+) -> async_graphql::Result<CaseId> {
+    let Some(contact) = loaders(ctx)?.contacts.load_one(customer.clone()).await? else {
+        return Err(GraphError::NotFound(format!(
+            "customer {customer} has no contact record in the CRM"
+        ))
+        .into());
+    };
+    let new_case = NewCase {
+        contact_id: contact.id,
+        subject: report.subject(),
+        description: Some(report.description()),
+        priority: CasePriority::High,
+        order_id: None,
+    };
+    Ok(ctx.data::<Ports>()?.crm.create_case(&new_case).await?)
+}
+
 /// Reads a task again after a change (past this request's cache of it).
 async fn reload_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Task> {
     let loaders = loaders(ctx)?;
@@ -687,6 +816,24 @@ mod tests {
         );
         assert!(text.contains("    Code: FAKE\n"), "{text}");
         assert!(!text.contains('\u{7}'));
+    }
+
+    #[test]
+    fn a_report_is_checked_once_its_control_characters_are_gone() {
+        let checked = |code: &str, message: &str| {
+            ReportClientErrorInput {
+                code: code.into(),
+                message: message.into(),
+                screen: None,
+                app_version: None,
+                context: None,
+            }
+            .checked()
+            .map(|r| r.subject())
+        };
+        assert!(checked("\u{0}\u{1}", "Timed out").is_err());
+        assert!(checked("C1", "\u{0}\u{7}\r\n").is_err());
+        assert_eq!(checked("C\u{0}1", "Timed out").unwrap(), "App error C 1");
     }
 
     #[test]

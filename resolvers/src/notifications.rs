@@ -253,7 +253,11 @@ impl NotificationKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationRecord {
     /// Unique, and the same on every replica for the same event (derived from the event id):
-    /// a notification made twice is stored and sent once.
+    /// a notification made twice is stored and sent once. One form per maker, none a prefix
+    /// of another's: `ntf:<event id>` ([`rules`]; an event id is `<source>:<upstream id>`,
+    /// the source `backend`, `crm`, `process` or `carrier`), `ntf:deal:<event id>/<customer>`
+    /// ([`deal_notification`]; event and customer ids hold no `/`), and
+    /// `ntf:reported:<case>` ([`reported_error`]).
     pub id: String,
     pub customer_id: CustomerId,
     pub kind: NotificationKind,
@@ -348,6 +352,9 @@ pub trait NotificationStore: Send + Sync + 'static {
     /// Claims `key` for `ttl`: `true` the first time, `false` while the claim lasts (once-a-day
     /// limits, remembered facts).
     async fn claim(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<bool>;
+    /// Ends the claim on `key` if it still holds `value` (a claim someone took since is theirs
+    /// and stays); `true` when it did.
+    async fn release(&self, key: &str, value: &str) -> StoreResult<bool>;
     /// Sets `key` to `value` for `ttl`, whatever it held.
     async fn remember(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()>;
     /// The value of a live claim.
@@ -742,7 +749,7 @@ pub fn deal_notification(
 ) -> NotificationRecord {
     let product = deal.product.as_str();
     NotificationRecord {
-        id: format!("ntf:{}:{}", event.id, customer.as_str()),
+        id: format!("ntf:deal:{}/{}", event.id, customer.as_str()),
         customer_id: customer.clone(),
         kind: NotificationKind::ProductDeal,
         params: BTreeMap::from([
@@ -836,8 +843,19 @@ mod tests {
         let customer = CustomerId::parse("cust-0001").unwrap();
         let n = deal_notification(&product_update(json!({})), &found, &customer);
         assert_eq!(
-            n.id, "ntf:backend:evt_1:cust-0001",
+            n.id, "ntf:deal:backend:evt_1/cust-0001",
             "one per event and customer"
+        );
+        let mut order_event = event(
+            EventKind::OrderUpdated,
+            order("ord-000123"),
+            json!({"data": {"status": "SHIPPED"}}),
+        );
+        order_event.id = "backend:evt_1:cust-0001".into();
+        assert_ne!(
+            rules(&order_event, &Facts::default())[0].id,
+            n.id,
+            "an event id may hold `:`"
         );
         assert_eq!(n.kind.category(), Category::Marketing);
         assert_eq!(n.deep_link, "retail://products/prod-0042");

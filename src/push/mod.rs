@@ -14,7 +14,8 @@
 //! How answers map to outcomes, and why, is in each channel's module docs. Across channels:
 //! - only a provider saying so makes a device [`SendOutcome::Gone`] (FCM `UNREGISTERED` /
 //!   `SENDER_ID_MISMATCH`, APNs 410 / `BadDeviceToken` / `DeviceTokenNotForTopic`, Web Push
-//!   404 / 410, SMTP 550 mailbox unavailable). A 404 without FCM's error code (a wrong
+//!   404 / 410, SMTP 550 mailbox unavailable), or a Web Push endpoint that can never be
+//!   called (not a URL, or on this network). A 404 without FCM's error code (a wrong
 //!   project or base URL) or an answer that does not parse is never taken for a dead device;
 //! - our own credentials being refused (an FCM token that does not work even fresh, an APNs
 //!   provider token refused, the OAuth token endpoint failing) is [`SendOutcome::Retry`]: the

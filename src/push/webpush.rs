@@ -14,10 +14,11 @@
 //!
 //! Endpoints must be `https://` on a public address (plain `http://`, and addresses of this
 //! network, only with `allow_http`, for local testing: an endpoint on loopback, private or
-//! link-local addresses is dropped as gone, never called);
-//! anything else, and keys that are not a P-256 point and a 16-byte secret, is Rejected without
-//! a request. The subscription's endpoint comes from a browser, so it is never logged beyond its
-//! host.
+//! link-local addresses is dropped as gone, never called). An endpoint that is not an http(s)
+//! URL with a host (`url::Url` cannot parse it) can never work either: Gone too. Plain
+//! `http://` without `allow_http`, and keys that are not a P-256 point and a 16-byte secret,
+//! are Rejected without a request. The subscription's endpoint comes from a browser, so it is
+//! never logged beyond its host.
 //!
 //! Answers: 2xx (201) Delivered; 404, 410 Gone; 413 Rejected (a bug of ours: the size is
 //! checked before sending); 429 and 5xx Retry with `Retry-After`; another 4xx (400, 401 and
@@ -157,7 +158,15 @@ impl WebPushChannel {
         auth: &str,
         message: &PushMessage,
     ) -> SendOutcome {
-        let prepared = self.prepare(endpoint, p256dh, auth, message);
+        let url = match endpoint_url(endpoint) {
+            Ok(url) => url,
+            Err(reason) => {
+                // Nothing can ever be sent to it: its device goes (and e-mail takes over).
+                tracing::warn!(channel = "webpush", notification = %message.id, %reason, "Web Push endpoint unusable: the subscription is dropped");
+                return SendOutcome::Gone;
+            }
+        };
+        let prepared = self.prepare(url, p256dh, auth, message);
         let (url, body, authorization) = match prepared {
             Ok(prepared) => prepared,
             Err(reason) => {
@@ -217,24 +226,13 @@ impl WebPushChannel {
     /// The URL, the encrypted body and the VAPID header, or why there can be none.
     fn prepare(
         &self,
-        endpoint: &str,
+        url: Url,
         p256dh: &str,
         auth: &str,
         message: &PushMessage,
     ) -> Result<(Url, Vec<u8>, String), String> {
-        let url = Url::parse(endpoint).map_err(|_| "the endpoint is not a URL".to_owned())?;
-        match url.scheme() {
-            "https" => {}
-            "http" if self.allow_http => {}
-            "http" => {
-                return Err(
-                    "the endpoint is plain http (push.webpush.allow_http is off)".to_owned(),
-                );
-            }
-            other => return Err(format!("the endpoint's scheme {other:?} is not https")),
-        }
-        if url.host().is_none() {
-            return Err("the endpoint has no host".to_owned());
+        if url.scheme() == "http" && !self.allow_http {
+            return Err("the endpoint is plain http (push.webpush.allow_http is off)".to_owned());
         }
         let ua_public = decode_b64(p256dh).ok_or("p256dh is not base64url")?;
         let auth = decode_b64(auth).ok_or("auth is not base64url")?;
@@ -246,6 +244,21 @@ impl WebPushChannel {
             .map_err(|e| format!("signing the VAPID JWT: {e}"))?;
         Ok((url, body, authorization))
     }
+}
+
+/// The endpoint as a URL: `https` (or `http`) with a host, or why it can never be pushed to.
+fn endpoint_url(endpoint: &str) -> Result<Url, String> {
+    let url = Url::parse(endpoint).map_err(|e| format!("the endpoint is not a URL: {e}"))?;
+    if !matches!(url.scheme(), "https" | "http") {
+        return Err(format!(
+            "the endpoint's scheme {:?} is not https",
+            url.scheme()
+        ));
+    }
+    if url.host().is_none() {
+        return Err("the endpoint has no host".to_owned());
+    }
+    Ok(url)
 }
 
 /// Why an endpoint is not sent to.
@@ -632,7 +645,8 @@ mod tests {
         );
         let strict = channel(false);
         let prepare = |channel: &WebPushChannel, endpoint: &str| {
-            channel.prepare(endpoint, subscription.0, subscription.1, &message())
+            let url = endpoint_url(endpoint)?;
+            channel.prepare(url, subscription.0, subscription.1, &message())
         };
         assert!(prepare(&strict, "https://push.example/sub/1").is_ok());
         assert!(
@@ -643,11 +657,38 @@ mod tests {
         assert!(prepare(&strict, "ftp://push.example/1").is_err());
         assert!(prepare(&strict, "not a url").is_err());
         assert!(prepare(&channel(true), "http://127.0.0.1:9/push/1").is_ok());
+        let url = endpoint_url("https://p.example/1").unwrap();
         assert!(
             strict
-                .prepare("https://p.example/1", "bad!", subscription.1, &message())
+                .prepare(url, "bad!", subscription.1, &message())
                 .is_err()
         );
+    }
+
+    /// An endpoint that is not a URL can never be pushed to: its device is dropped (so the
+    /// customer gets e-mail instead), not kept for every push to be dead-lettered.
+    #[tokio::test]
+    async fn endpoints_that_are_not_urls_are_gone_without_a_request() {
+        let subscription = (
+            "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "BTBZMqHH6r4Tts7J_aSIgg",
+        );
+        for endpoint in [
+            "https://example.com:99999/x",
+            "https://exa mple.com/x",
+            "https://[::1/x",
+            "https://%00/x",
+            "not a url",
+            "ftp://push.example/1",
+        ] {
+            let sent = tokio::time::timeout(
+                Duration::from_secs(5),
+                channel(true).send_to(endpoint, subscription.0, subscription.1, &message()),
+            )
+            .await
+            .expect("no request, so no wait");
+            assert_eq!(sent, SendOutcome::Gone, "{endpoint}");
+        }
     }
 
     #[tokio::test]

@@ -174,6 +174,81 @@ async fn bad_devices_are_refused_clearly() {
     app.stop().await;
 }
 
+/// Addresses nothing could ever be pushed to are refused when registered, naming the field
+/// (before, they were kept, every push to them dead-lettered and the e-mail fallback never
+/// came); the forms apps really send still register.
+#[tokio::test]
+async fn addresses_that_can_never_work_are_refused_at_registration() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let web = |endpoint: &str| {
+        json!({"platform": "WEB", "webPush": {"endpoint": endpoint,
+            "p256dh": "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4",
+            "auth": "BTBZMqHH6r4Tts7J_aSIgg"}})
+    };
+    let token = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let ios = |bundle: &str| json!({"platform": "IOS", "apns": {"token": token, "bundleId": bundle, "environment": "PRODUCTION"}});
+    let android = |token: &str| json!({"platform": "ANDROID", "fcmToken": token});
+    let refused = [
+        (web("https://example.com:99999/x"), "webPush.endpoint"),
+        (web("https://exa mple.com/x"), "webPush.endpoint"),
+        (web("https://[::1/x"), "webPush.endpoint"),
+        (web("https://%00/x"), "webPush.endpoint"),
+        (web("mailto:someone@example.com"), "webPush.endpoint"),
+        (ios("com.example/../retail"), "apns.bundleId"),
+        (ios("com example retail"), "apns.bundleId"),
+        (ios(&"a".repeat(156)), "apns.bundleId"),
+        (android("tok en"), "fcmToken"),
+        (android("token/../../x"), "fcmToken"),
+        (android("token\u{0}"), "fcmToken"),
+        (android(&"t".repeat(4097)), "fcmToken"),
+    ];
+    for (input, field) in refused {
+        let (_, body) = app
+            .post(Some(&ada), REGISTER, json!({ "input": input }))
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{input}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{input}: {message}");
+    }
+    assert_eq!(
+        app.data(&ada, DEVICES, json!({})).await["myDevices"],
+        json!([]),
+        "none was kept"
+    );
+    for input in [
+        web("HTTPS://push.example.com/sub/1"),
+        web("https://fcm.googleapis.com:443/fcm/send/dGVzdA:APA91b-x_y"),
+        ios("com.example.retail-beta"),
+        android("dXfT3_-q:APA91bH-x_Y09"),
+        android(&"t".repeat(4096)),
+    ] {
+        let body = app.data(&ada, REGISTER, json!({ "input": input })).await;
+        assert!(body["registerDevice"]["id"].is_string(), "{input}: {body}");
+    }
+    app.stop().await;
+}
+
+/// iOS hands the token out as bytes and apps hex-encode them in either case: the same token in
+/// upper case is the same device, not a second one that gets every push again.
+#[tokio::test]
+async fn an_apns_token_in_upper_case_is_the_same_device() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let token = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90";
+    let mut ids = Vec::new();
+    for token in [token.to_owned(), token.to_ascii_uppercase()] {
+        let input = json!({"platform": "IOS", "apns": {"token": token,
+            "bundleId": "com.example.retail", "environment": "PRODUCTION"}});
+        let body = app.data(&ada, REGISTER, json!({ "input": input })).await;
+        ids.push(body["registerDevice"]["id"].clone());
+    }
+    assert_eq!(ids[0], ids[1]);
+    let devices = app.data(&ada, DEVICES, json!({})).await["myDevices"].clone();
+    assert_eq!(devices.as_array().unwrap().len(), 1, "{devices}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn preferences_have_defaults_and_keep_what_is_changed() {
     let app = TestApp::spawn().await;
@@ -225,12 +300,43 @@ async fn preferences_have_defaults_and_keep_what_is_changed() {
     for input in [
         json!({"timeZone": "Mars/Olympus"}),
         json!({"quietHours": {"start": "25:00", "end": "07:00"}}),
+        json!({"quietHours": {"start": "7:5", "end": "22:00"}}),
+        json!({"quietHours": {"start": "22:00", "end": "7:00"}}),
+        json!({"quietHours": {"start": "22:00", "end": "07:00:00"}}),
+        json!({"quietHours": {"start": "+7:00", "end": "22:00"}}),
     ] {
         let (_, body) = app
             .post(Some(&ada), update, json!({ "input": input }))
             .await;
         assert_eq!(code(&body), "BAD_USER_INPUT", "{input}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(
+            input["quietHours"].is_null() || message.contains("HH:MM"),
+            "{message}"
+        );
     }
+    // The same start and end would be quiet hours that are never quiet.
+    let (_, body) = app
+        .post(
+            Some(&ada),
+            update,
+            json!({"input": {"quietHours": {"start": "07:00", "end": "07:00"}}}),
+        )
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("start and end are the same"),
+        "{body}"
+    );
+    let kept = app.data(&ada, read, json!({})).await["notificationPreferences"].clone();
+    assert_eq!(
+        kept["quietHours"],
+        json!({"start": "22:00", "end": "07:00"}),
+        "what was refused changed nothing"
+    );
     let cleared = app
         .data(&ada, update, json!({"input": {"clearQuietHours": true}}))
         .await;
@@ -693,6 +799,178 @@ async fn a_reported_error_opens_one_case_and_the_customer_hears_of_it() {
     app.stop().await;
 }
 
+const REPORT: &str = "mutation($input: ReportClientErrorInput!) { reportClientError(input: $input) { repeated case { id subject } } }";
+
+/// The subjects of the customer's support cases that `reportClientError` opened.
+async fn reported_cases(app: &TestApp, token: &str) -> Vec<String> {
+    let data = app
+        .data(token, "{ me { supportCases { subject } } }", json!({}))
+        .await;
+    data["me"]["supportCases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["subject"].as_str())
+        .filter(|s| s.starts_with("App error"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The same error reported eight times at once (a retrying app, several tabs) is one case:
+/// one report opens it, the others wait for it and are repeats on it.
+async fn simultaneous_reports_open_one_case(app: TestApp) {
+    let ada = app.token(ADA).await;
+    // A CRM slow enough that all eight are in flight before the case exists.
+    let slow = sandbox::UpstreamKnobs {
+        latency_ms: 150,
+        ..Default::default()
+    };
+    app.sandbox
+        .set_faults(sandbox::Upstream::Crm, slow)
+        .unwrap();
+    let input = json!({"input": {"code": "RACE", "message": "Timed out", "screen": "Checkout"}});
+    let answers =
+        futures::future::join_all((0..8).map(|_| app.post(Some(&ada), REPORT, input.clone())))
+            .await;
+    let mut opened = 0;
+    let mut case_ids = Vec::new();
+    for (status, body) in &answers {
+        assert_eq!(*status, 200);
+        let answer = &body["data"]["reportClientError"];
+        assert!(answer.is_object(), "{body}");
+        if answer["repeated"] == false {
+            opened += 1;
+        }
+        case_ids.push(answer["case"]["id"].clone());
+    }
+    assert_eq!(opened, 1, "{answers:#?}");
+    case_ids.dedup();
+    assert_eq!(case_ids.len(), 1, "every answer names the one case");
+    assert_eq!(
+        reported_cases(&app, &ada).await,
+        ["App error RACE on Checkout"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn simultaneous_reports_open_one_case_in_memory() {
+    simultaneous_reports_open_one_case(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn simultaneous_reports_open_one_case_in_redis() {
+    let redis = RedisServer::start();
+    simultaneous_reports_open_one_case(with_redis(&redis).await).await;
+}
+
+/// A customer's reports open at most ten cases an hour: the eleventh distinct error is
+/// refused, saying so, and opens nothing; a repeat of an open case is still a comment. A
+/// report whose case could not be opened (the CRM down) can be sent again at once.
+#[tokio::test]
+async fn reports_open_at_most_ten_cases_an_hour() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let report = |code: String| json!({"input": {"code": code, "message": "Timed out"}});
+
+    for n in 1..10 {
+        let opened = app.data(&ada, REPORT, report(format!("E{n}"))).await;
+        assert_eq!(opened["reportClientError"]["repeated"], false, "{opened}");
+    }
+    // The CRM down: no case, and neither the error's claim nor a slot is used up.
+    let down = sandbox::UpstreamKnobs {
+        error_rate: 1.0,
+        ..Default::default()
+    };
+    app.sandbox
+        .set_faults(sandbox::Upstream::Crm, down)
+        .unwrap();
+    let (_, body) = app.post(Some(&ada), REPORT, report("E0".into())).await;
+    assert_eq!(code(&body), "UPSTREAM_UNAVAILABLE", "{body}");
+    app.sandbox
+        .set_faults(sandbox::Upstream::Crm, Default::default())
+        .unwrap();
+    let started = Instant::now();
+    let again = app.data(&ada, REPORT, report("E0".into())).await;
+    assert_eq!(again["reportClientError"]["repeated"], false, "{again}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(5),
+        "the failed report's claim was let go, not waited out"
+    );
+    let (status, body) = app.post(Some(&ada), REPORT, report("E10".into())).await;
+    assert_eq!(status, 200);
+    assert_eq!(code(&body), "RATE_LIMITED", "{body}");
+    let message = body["errors"][0]["message"].as_str().unwrap_or("");
+    assert!(message.contains("at most 10"), "{message}");
+    assert_eq!(reported_cases(&app, &ada).await.len(), 10);
+
+    let repeat = app.data(&ada, REPORT, report("E3".into())).await;
+    assert_eq!(repeat["reportClientError"]["repeated"], true, "{repeat}");
+    // Another customer has their own ten.
+    let bob = app.token(BOB).await;
+    let bobs = app.data(&bob, REPORT, report("E10".into())).await;
+    assert_eq!(bobs["reportClientError"]["repeated"], false, "{bobs}");
+    app.stop().await;
+}
+
+/// What is left of a report once its control characters are gone is what is checked: a code
+/// or message of nothing but control characters opens no case ("App error " with an empty
+/// text), and an app version carrying them is refused, in a report and in a device.
+#[tokio::test]
+async fn reports_and_devices_made_of_control_characters_are_refused() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let cases = "{ me { supportCases { subject } } }";
+    let before = app.data(&ada, cases, json!({})).await;
+    let report = "mutation($input: ReportClientErrorInput!) { reportClientError(input: $input) { case { subject description } } }";
+    for (input, field) in [
+        (
+            json!({"code": "\u{0}\u{1}", "message": "Timed out"}),
+            "code",
+        ),
+        (
+            json!({"code": "C1", "message": "\u{0}\u{7}\u{1b}\r"}),
+            "message",
+        ),
+        (
+            json!({"code": "C1", "message": "Timed out", "screen": "\u{0}"}),
+            "screen",
+        ),
+        (
+            json!({"code": "C1", "message": "Timed out", "appVersion": "\u{0}\u{7}x"}),
+            "appVersion",
+        ),
+    ] {
+        let (_, body) = app
+            .post(Some(&ada), report, json!({ "input": input }))
+            .await;
+        assert_eq!(code(&body), "BAD_USER_INPUT", "{input}: {body}");
+        let message = body["errors"][0]["message"].as_str().unwrap_or("");
+        assert!(message.contains(field), "{input}: {message}");
+    }
+    assert_eq!(
+        app.data(&ada, cases, json!({})).await,
+        before,
+        "no case opened"
+    );
+    let device = json!({"platform": "ANDROID", "fcmToken": "fcm-ctl", "appVersion": "\u{0}\u{7}x"});
+    let (_, body) = app
+        .post(Some(&ada), REGISTER, json!({ "input": device }))
+        .await;
+    assert_eq!(code(&body), "BAD_USER_INPUT", "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("appVersion")
+    );
+    assert_eq!(
+        app.data(&ada, DEVICES, json!({})).await["myDevices"],
+        json!([])
+    );
+    app.stop().await;
+}
+
 /// The playground's path: a Web Push subscription and an iPhone's APNs token from the
 /// sandbox, registered as devices, and the pushes they get (Web Push decrypted) in
 /// `GET /dev/pushes`.
@@ -939,6 +1217,50 @@ async fn marketing_once_a_day(app: TestApp) {
         .filter(|(_, title)| title.ends_with("is waiting for you"))
         .count();
     assert_eq!(deals, 1, "{:#?}", titles(&received));
+    app.stop().await;
+}
+
+/// Upstream event ids may hold `:`, so the id of a deal for Ada (event `coll1`) once read the
+/// same as that of her order's event `coll1:cust-0001`, and the second was dropped as a
+/// repeat of the first: each kind of notification id has its own form now.
+#[tokio::test]
+async fn a_deal_and_an_order_event_never_share_a_notification_id() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let opt_in = json!({"input": {"categories": [
+        {"category": "MARKETING", "push": false, "email": false, "inApp": true}]}});
+    app.data(
+        &ada,
+        "mutation($input: NotificationPreferencesInput!) { updateNotificationPreferences(input: $input) { locale } }",
+        opt_in,
+    )
+    .await;
+    for _ in 0..3 {
+        app.data(
+            &ada,
+            "mutation { trackProductView(productId: \"prod-0007\") }",
+            json!({}),
+        )
+        .await;
+    }
+    let cheaper = json!({"id": "coll1", "type": "product.updated", "occurredAt": "2026-01-01T10:00:00Z",
+        "data": {"productId": "prod-0007", "name": "Lamp", "inStock": true,
+                 "price": {"minorUnits": 900, "currency": "EUR"},
+                 "previous": {"inStock": true, "price": {"minorUnits": 1000, "currency": "EUR"}}}});
+    let (status, body) = app.post_webhook("backend", &cheaper).await;
+    assert!(status < 300, "{status} {body}");
+    assert_eq!(centre_kinds(&app, &ada, 1).await, ["PRODUCT_DEAL"]);
+    let order = adas_order(&app, &ada).await;
+    let (status, body) = app
+        .post_webhook(
+            "backend",
+            &order_event("coll1:cust-0001", ADA, &order, "SHIPPED"),
+        )
+        .await;
+    assert!(status < 300, "{status} {body}");
+    let mut kinds = centre_kinds(&app, &ada, 2).await;
+    kinds.sort();
+    assert_eq!(kinds, ["ORDER_SHIPPED", "PRODUCT_DEAL"]);
     app.stop().await;
 }
 

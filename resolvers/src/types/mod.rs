@@ -13,7 +13,7 @@ pub(crate) use customer::Customer;
 pub(crate) use money::Money;
 pub(crate) use notification::{
     Device, InboxNotification, NotificationPreferences, NotificationPreferencesInput,
-    RegisterDeviceInput, customer, store, unavailable,
+    RegisterDeviceInput, app_version, customer, store, unavailable,
 };
 pub(crate) use order::{Order, Shipment};
 pub(crate) use process::{ProcessInstance, Task};

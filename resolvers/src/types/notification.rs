@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use async_graphql::{Context, Enum, ID, InputObject, Object};
 use chrono::{DateTime, NaiveTime, Utc};
+use url::Url;
 
 use crate::error::GraphError;
 use crate::ids::CustomerId;
@@ -150,6 +151,24 @@ fn bounded(field: &str, value: String) -> async_graphql::Result<String> {
     Ok(value)
 }
 
+/// Longest app version taken.
+const MAX_APP_VERSION: usize = 64;
+
+/// An app's version as an app sends it (`4.12.0`), trimmed; blank is none. It is shown (to
+/// agents, in cases) as it is, so control characters are refused.
+pub(crate) fn app_version(value: Option<String>) -> async_graphql::Result<Option<String>> {
+    let Some(value) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.chars().count() > MAX_APP_VERSION || value.chars().any(char::is_control) {
+        return Err(bad(format!(
+            "`appVersion` must be the app's version, e.g. `4.12.0` (at most {MAX_APP_VERSION} \
+             characters, none of them control characters)"
+        )));
+    }
+    Ok(Some(value))
+}
+
 fn locale(value: Option<String>) -> async_graphql::Result<String> {
     let value = value.unwrap_or_else(|| "en".to_owned());
     let ok = (2..=16).contains(&value.len())
@@ -172,23 +191,15 @@ impl RegisterDeviceInput {
     ) -> async_graphql::Result<DeviceRecord> {
         let address = match (self.fcm_token, self.apns, self.web_push) {
             (Some(token), None, None) => PushAddress::Fcm {
-                token: bounded("fcmToken", token)?,
+                token: fcm_token(bounded("fcmToken", token)?)?,
             },
             (None, Some(apns), None) => PushAddress::Apns {
                 token: apns_token(bounded("apns.token", apns.token)?)?,
-                bundle_id: bounded("apns.bundleId", apns.bundle_id)?,
+                bundle_id: bundle_id(apns.bundle_id)?,
                 sandbox: apns.environment == ApnsEnvironment::Sandbox,
             },
             (None, None, Some(web)) => {
-                let endpoint = bounded("webPush.endpoint", web.endpoint)?;
-                let has_host = endpoint.split_once("://").is_some_and(|(scheme, rest)| {
-                    matches!(scheme.to_ascii_lowercase().as_str(), "https" | "http")
-                        && !rest.is_empty()
-                        && !rest.starts_with('/')
-                });
-                if !has_host {
-                    return Err(bad("`webPush.endpoint` must be an http(s) URL with a host"));
-                }
+                let endpoint = web_push_endpoint(bounded("webPush.endpoint", web.endpoint)?)?;
                 PushAddress::WebPush {
                     endpoint,
                     p256dh: web_push_key("webPush.p256dh", web.p256dh, |k| {
@@ -204,13 +215,7 @@ impl RegisterDeviceInput {
                 "a Web Push subscription goes with the platform WEB, and only it",
             ));
         }
-        let app_version = self
-            .app_version
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty());
-        if app_version.as_ref().is_some_and(|v| v.len() > 64) {
-            return Err(bad("`appVersion` is at most 64 characters"));
-        }
+        let app_version = app_version(self.app_version)?;
         Ok(DeviceRecord {
             // The store keeps the id of a device registered before.
             id: String::new(),
@@ -224,8 +229,19 @@ impl RegisterDeviceInput {
     }
 }
 
+/// An FCM registration token: base64url characters and `:` (`<instance id>:<token>`).
+fn fcm_token(token: String) -> async_graphql::Result<String> {
+    let fits = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b':');
+    if !token.bytes().all(fits) {
+        return Err(bad(
+            "`fcmToken` must be the FCM registration token (letters, digits, `_`, `-` and `:`)",
+        ));
+    }
+    Ok(token)
+}
+
 /// An APNs device token: hex digits, as iOS hands it to the app (64 today; Apple says not to
-/// rely on the length).
+/// rely on the length), in lower case: the same token in either case is the same device.
 fn apns_token(token: String) -> async_graphql::Result<String> {
     if token.len() < 32
         || !token.len().is_multiple_of(2)
@@ -235,7 +251,39 @@ fn apns_token(token: String) -> async_graphql::Result<String> {
             "`apns.token` must be the device token in hex (as `deviceToken` hex-encoded)",
         ));
     }
-    Ok(token)
+    Ok(token.to_ascii_lowercase())
+}
+
+/// Longest bundle id (Apple's limit for an app's bundle identifier).
+const MAX_BUNDLE_ID: usize = 155;
+
+/// An app's bundle id, the APNs topic: reverse DNS, `com.example.retail`.
+fn bundle_id(value: String) -> async_graphql::Result<String> {
+    let value = value.trim().to_owned();
+    let fits = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-');
+    if value.is_empty() || value.len() > MAX_BUNDLE_ID || !value.bytes().all(fits) {
+        return Err(bad(format!(
+            "`apns.bundleId` must be the app's bundle id, e.g. `com.example.retail` (letters, \
+             digits, `.` and `-`, at most {MAX_BUNDLE_ID})"
+        )));
+    }
+    Ok(value)
+}
+
+/// A Web Push endpoint: an http(s) URL with a host, as the push is sent to it (parsed by
+/// `url::Url`, as the Web Push channel does): one that does not parse could never be sent to.
+/// Kept as the browser gave it (its device is found by it).
+fn web_push_endpoint(endpoint: String) -> async_graphql::Result<String> {
+    let problem = match Url::parse(&endpoint) {
+        Err(e) => e.to_string(),
+        Ok(url) if !matches!(url.scheme(), "https" | "http") => "not http(s)".to_owned(),
+        Ok(url) if url.host().is_none() => "no host".to_owned(),
+        Ok(_) => return Ok(endpoint),
+    };
+    Err(bad(format!(
+        "`webPush.endpoint` must be the subscription's http(s) URL (PushSubscription.endpoint): \
+         {problem}"
+    )))
 }
 
 /// A key of a Web Push subscription as `PushSubscription.getKey` gives it, base64url: `p256dh`
@@ -381,15 +429,15 @@ impl NotificationPreferencesInput {
             }
             preferences.time_zone = zone;
         }
-        let time = |field: &str, value: &str| {
-            NaiveTime::parse_from_str(value, "%H:%M")
-                .map_err(|_| bad(format!("`quietHours.{field}` must be HH:MM")))
-        };
         if let Some(q) = self.quiet_hours {
-            preferences.quiet_hours = Some(QuietHours {
-                start: time("start", &q.start)?,
-                end: time("end", &q.end)?,
-            });
+            let (start, end) = (clock("start", &q.start)?, clock("end", &q.end)?);
+            if start == end {
+                return Err(bad(
+                    "`quietHours`: start and end are the same: quiet hours need a span \
+                     (`clearQuietHours` turns them off)",
+                ));
+            }
+            preferences.quiet_hours = Some(QuietHours { start, end });
         }
         if self.clear_quiet_hours == Some(true) {
             preferences.quiet_hours = None;
@@ -406,6 +454,20 @@ impl NotificationPreferencesInput {
         }
         Ok(preferences)
     }
+}
+
+/// A time of day of the quiet hours, `HH:MM` exactly (two digits each, as they are shown).
+fn clock(field: &str, value: &str) -> async_graphql::Result<NaiveTime> {
+    let digits = value.len() == 5
+        && value.as_bytes()[2] == b':'
+        && value
+            .bytes()
+            .enumerate()
+            .all(|(i, b)| i == 2 || b.is_ascii_digit());
+    digits
+        .then(|| NaiveTime::parse_from_str(value, "%H:%M").ok())
+        .flatten()
+        .ok_or_else(|| bad(format!("`quietHours.{field}` must be HH:MM, e.g. `07:05`")))
 }
 
 /// One notification of the customer's notification centre: the same the devices got.

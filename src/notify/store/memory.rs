@@ -222,6 +222,18 @@ impl NotificationStore for MemoryStore {
         Ok(true)
     }
 
+    async fn release(&self, key: &str, value: &str) -> StoreResult<bool> {
+        let mut state = self.state();
+        let held = state
+            .claims
+            .get(key)
+            .is_some_and(|(held, until)| held == value && *until > Instant::now());
+        if held {
+            state.claims.remove(key);
+        }
+        Ok(held)
+    }
+
     async fn remember(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()> {
         self.state()
             .claims

@@ -14,7 +14,7 @@
 //! | `claim:<key>` | string | a claim's value, expiring |
 //!
 //! What must not half-happen (moving a device to another customer, adding a notification and
-//! trimming the centre) is one Lua script.
+//! trimming the centre, ending a claim only if it is still the one taken) is one Lua script.
 
 use std::time::Duration;
 
@@ -64,6 +64,12 @@ end
 return 1
 "#;
 
+/// Ends a claim if it still holds a value: KEYS[1] = `claim:<key>`, ARGV[1] = the value.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
 /// A notification store in Redis.
 pub(crate) struct RedisStore {
     /// Reconnects on its own; cloned per call (a handle to one multiplexed connection).
@@ -72,6 +78,7 @@ pub(crate) struct RedisStore {
     prefix: String,
     register: Script,
     add: Script,
+    release: Script,
 }
 
 fn failed(e: impl std::fmt::Display) -> StoreError {
@@ -96,6 +103,7 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             register: Script::new(REGISTER),
             add: Script::new(ADD),
+            release: Script::new(RELEASE),
         })
     }
 
@@ -386,6 +394,18 @@ impl NotificationStore for RedisStore {
             .await
             .map_err(failed)?;
         Ok(set.is_some())
+    }
+
+    async fn release(&self, key: &str, value: &str) -> StoreResult<bool> {
+        let mut c = self.connection.clone();
+        let released: i64 = self
+            .release
+            .key(self.key(format!("claim:{key}")))
+            .arg(value)
+            .invoke_async(&mut c)
+            .await
+            .map_err(failed)?;
+        Ok(released > 0)
     }
 
     async fn remember(&self, key: &str, value: &str, ttl: Duration) -> StoreResult<()> {
