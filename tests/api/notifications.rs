@@ -1547,3 +1547,115 @@ async fn a_retried_push_is_not_sent_to_a_device_that_moved_to_someone_else() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn one_customer_s_endpoints_that_never_answer_do_not_hold_back_everyone_else() {
+    // A Web Push "service" that takes connections and never answers (a tarpit).
+    let tarpit = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let tarpit_addr = tarpit.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = tarpit.accept().await {
+            connections.push(connection);
+        }
+    });
+    let app = TestApp::spawn().await;
+    let (ada, bob) = (app.token(ADA).await, app.token(BOB).await);
+    let key = app.data(&bob, "{ webPushPublicKey }", json!({})).await["webPushPublicKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let keys = app
+        .sandbox
+        .push()
+        .webpush_subscribe(Some(&key))
+        .unwrap()
+        .keys;
+    for i in 0..6 {
+        let endpoint = format!("http://{tarpit_addr}/push/bob-{i}");
+        app.data(
+            &bob,
+            REGISTER,
+            json!({"input": {"platform": "WEB", "webPush": {"endpoint": endpoint,
+                   "p256dh": keys.p256dh, "auth": keys.auth}}}),
+        )
+        .await;
+    }
+    app.data(
+        &ada,
+        REGISTER,
+        json!({"input": {"platform": "ANDROID", "fcmToken": "fcm-ada-fair"}}),
+    )
+    .await;
+    // Three notifications for Bob: 18 sends that each hang until the Web Push timeout (10 s),
+    // more than the outbox's 16 senders.
+    let bobs = adas_order(&app, &bob).await;
+    for (i, status) in ["SHIPPED", "DELIVERED", "CANCELLED"].iter().enumerate() {
+        let event = order_event(&format!("evt_tarpit_{i}"), BOB, &bobs, status);
+        app.post_webhook("backend", &event).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Ada's push is not stuck behind them.
+    let started = Instant::now();
+    let order = adas_order(&app, &ada).await;
+    app.post_webhook(
+        "backend",
+        &order_event("evt_fair_ada", ADA, &order, "SHIPPED"),
+    )
+    .await;
+    while app.sandbox.push().received().is_empty() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(4),
+            "Ada's push waited behind Bob's endpoints"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    held.abort();
+    app.stop().await;
+}
+
+/// Notifications made at the same moment page on from a cursor read since, none twice.
+async fn centre_cursors_with_ties(app: TestApp) {
+    let ada = app.token(ADA).await;
+    let order = adas_order(&app, &ada).await;
+    for i in 1..=6 {
+        let event = order_event(&format!("evt_same{i}"), ADA, &order, "SHIPPED");
+        app.post_webhook("backend", &event).await;
+    }
+    centre_kinds(&app, &ada, 6).await;
+    let page = "query($after: String) { notifications(first: 2, after: $after, unreadOnly: true) { edges { node { id } } } }";
+    let ids = |data: Value| -> Vec<String> {
+        data["notifications"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let first = ids(app.data(&ada, page, json!({"after": null})).await);
+    assert_eq!(first.len(), 2);
+    app.data(
+        &ada,
+        "mutation($ids: [ID!]!) { markNotificationsRead(ids: $ids) }",
+        json!({"ids": [first[1]]}),
+    )
+    .await;
+    let next = ids(app.data(&ada, page, json!({"after": first[1]})).await);
+    assert_eq!(next.len(), 2, "{next:?}");
+    assert!(
+        next.iter().all(|id| !first.contains(id)),
+        "a notification came twice: {first:?} then {next:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn centre_cursors_with_ties_in_memory() {
+    centre_cursors_with_ties(TestApp::spawn().await).await;
+}
+
+#[tokio::test]
+async fn centre_cursors_with_ties_in_redis() {
+    let redis = RedisServer::start();
+    centre_cursors_with_ties(with_redis(&redis).await).await;
+}

@@ -6,7 +6,8 @@
 //! [`Deliveries::settled`]. Keeping the decision apart from storing it is what lets the
 //! backends store it atomically with the acknowledgement.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -60,6 +61,51 @@ pub(super) struct Sender {
     deadline: Duration,
     /// Most sends in flight on this replica.
     senders: usize,
+    /// Sends in flight per customer (see [`MAX_SENDS_PER_CUSTOMER`]). A plain mutex: held to
+    /// count, never across an `.await`.
+    in_flight: Arc<Mutex<HashMap<String, usize>>>,
+}
+
+/// Most sends of one customer's jobs in flight at once on a replica, so that one customer's
+/// devices (endpoints that never answer, say) hold at most this many of the senders, and the
+/// other customers' pushes go on. A job over it is put off by [`BUSY_DELAY`], not counted as
+/// an attempt.
+pub(super) const MAX_SENDS_PER_CUSTOMER: usize = 4;
+/// How long a job of a customer with [`MAX_SENDS_PER_CUSTOMER`] sends in flight waits.
+const BUSY_DELAY: Duration = Duration::from_millis(250);
+
+/// One send counted in [`Sender::in_flight`], uncounted when dropped.
+struct InFlight {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    customer: String,
+}
+
+impl InFlight {
+    /// Counts a send for `customer`, unless they have [`MAX_SENDS_PER_CUSTOMER`] in flight.
+    fn take(counts: &Arc<Mutex<HashMap<String, usize>>>, customer: &str) -> Option<Self> {
+        let mut map = counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = map.entry(customer.to_owned()).or_default();
+        if *count >= MAX_SENDS_PER_CUSTOMER {
+            return None;
+        }
+        *count += 1;
+        Some(Self {
+            counts: Arc::clone(counts),
+            customer: customer.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(count) = map.get_mut(&self.customer) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.customer);
+            }
+        }
+    }
 }
 
 /// How often and how long apart a job is retried.
@@ -110,6 +156,7 @@ impl Sender {
             },
             deadline: Duration::from_millis(config.claim_idle_ms / 2),
             senders: config.senders,
+            in_flight: Arc::default(),
         }
     }
 
@@ -133,6 +180,17 @@ impl Sender {
                 },
             };
         }
+        let Some(_in_flight) = InFlight::take(&self.in_flight, &job.customer_id) else {
+            let due = Utc::now() + BUSY_DELAY;
+            return Decision {
+                job,
+                outcome: "early",
+                action: Action::Schedule {
+                    due,
+                    retry_after: None,
+                },
+            };
+        };
         if (job.attempts > 0 || job.not_before.is_some())
             && !self.deliveries.still_wanted(&job).await
         {

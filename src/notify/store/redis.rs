@@ -280,7 +280,14 @@ impl NotificationStore for RedisStore {
                             .zcount(&unread, format!("({score}"), "+inf")
                             .await
                             .map_err(failed)?;
-                        newer
+                        // Newest first puts members of one score in reverse order of their
+                        // ids: those of the cursor's score after it in that order come first.
+                        let tied: Vec<String> = c
+                            .zrangebyscore(&unread, score, score)
+                            .await
+                            .map_err(failed)?;
+                        let tied_before = tied.iter().filter(|id| id.as_str() > after.as_str());
+                        newer + tied_before.count() as isize
                     }
                 }
             }
