@@ -168,28 +168,22 @@ impl Sender {
     /// Sends `job` once, unless it is not due yet, and decides what follows. A Gone device
     /// is reported to [`Deliveries::gone`] here, before the backend acknowledges the job.
     pub(super) async fn attempt(&self, job: Job) -> Decision {
+        // Not sent yet, not an attempt: again at `due`.
+        let later = |job, due| Decision {
+            job,
+            outcome: "early",
+            action: Action::Schedule {
+                due,
+                retry_after: None,
+            },
+        };
         if let Some(due) = job.not_before
             && due > Utc::now()
         {
-            return Decision {
-                job,
-                outcome: "early",
-                action: Action::Schedule {
-                    due,
-                    retry_after: None,
-                },
-            };
+            return later(job, due);
         }
         let Some(_in_flight) = InFlight::take(&self.in_flight, &job.customer_id) else {
-            let due = Utc::now() + BUSY_DELAY;
-            return Decision {
-                job,
-                outcome: "early",
-                action: Action::Schedule {
-                    due,
-                    retry_after: None,
-                },
-            };
+            return later(job, Utc::now() + BUSY_DELAY);
         };
         if (job.attempts > 0 || job.not_before.is_some())
             && !self.deliveries.still_wanted(&job).await
