@@ -140,6 +140,10 @@ pub(crate) async fn serve(
         introspection = server.introspection_enabled(),
         suggestions = server.suggestions_enabled(),
         csrf_prevention = server.csrf_prevention,
+        trusted_documents_only = config
+            .persisted_queries
+            .trusted_only
+            .unwrap_or(server.production()),
         "switchyard listening on http://{addr}/graphql"
     );
     let limits = crate::serve::ConnectionLimits {
@@ -249,7 +253,7 @@ async fn app_state(
             .unwrap_or_else(|| "customer_id".into()),
     })?;
     let persisted = Arc::new(
-        transport::PersistedQueries::build(&config.persisted_queries)
+        transport::PersistedQueries::build(&config.persisted_queries, config.server.production())
             .await
             .context("connecting the persisted queries' Redis")?,
     );
@@ -279,6 +283,11 @@ async fn app_state(
         open_connections: Default::default(),
         shutdown,
     })
+}
+
+/// The trusted documents' manifest (what `schema/persisted-query-manifest.json` holds).
+pub fn persisted_query_manifest() -> String {
+    transport::manifest_json()
 }
 
 /// The schema's SDL (what `schema/schema.graphql` holds).

@@ -95,6 +95,16 @@ pub struct PersistedQueriesConfig {
     pub max_entries: usize,
     /// How long a registered document is kept (each registration renews it).
     pub ttl_secs: u64,
+    /// The trusted documents: a manifest in Apollo's format
+    /// (`{"format": "apollo-persisted-query-manifest", "operations": [{id, body, ...}]}`) or
+    /// GraphQL Codegen's (`{"<sha256>": "<document>"}`); absent: the operations built into the
+    /// binary (`schema/operations/`, as `switchyard manifest` prints them).
+    pub manifest: Option<PathBuf>,
+    /// Run only trusted documents (`PERSISTED_QUERY_NOT_IN_LIST` otherwise); default: on in
+    /// the production profile, off in development.
+    pub trusted_only: Option<bool>,
+    /// Clients (their `apollographql-client-name` header) that may send any document.
+    pub trusted_clients: Vec<String>,
 }
 
 impl Default for PersistedQueriesConfig {
@@ -105,6 +115,9 @@ impl Default for PersistedQueriesConfig {
             key_prefix: "switchyard:apq:".to_owned(),
             max_entries: 10_000,
             ttl_secs: 24 * 3600,
+            manifest: None,
+            trusted_only: None,
+            trusted_clients: Vec::new(),
         }
     }
 }
@@ -300,6 +313,11 @@ pub enum Profile {
 impl ServerConfig {
     fn development(&self) -> bool {
         self.profile == Profile::Development
+    }
+
+    /// Whether the production profile is on.
+    pub fn production(&self) -> bool {
+        self.profile == Profile::Production
     }
 
     /// Whether the playground is served.

@@ -42,6 +42,9 @@ enum Command {
     Sandbox,
     /// Print the schema's SDL (Federation v2 subgraph) to stdout.
     Schema,
+    /// Print the trusted documents (the apps' operations, `schema/operations/`) as a persisted
+    /// query manifest in Apollo's format, as `schema/persisted-query-manifest.json` holds it.
+    Manifest,
 }
 
 #[tokio::main]
@@ -69,6 +72,10 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Schema => {
             print!("{}", switchyard::app::schema_sdl());
+            Ok(())
+        }
+        Command::Manifest => {
+            print!("{}", switchyard::app::persisted_query_manifest());
             Ok(())
         }
     }

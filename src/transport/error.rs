@@ -119,6 +119,11 @@ pub(crate) enum TransportError {
     /// Persisted queries are switched off (the clients then stop sending hashes).
     #[error("PersistedQueryNotSupported")]
     PersistedQueryNotSupported,
+    /// With trusted documents only: a document or hash that is not in the manifest.
+    #[error(
+        "PersistedQueryNotInList: this server runs only the apps' trusted documents (the persisted query manifest)"
+    )]
+    PersistedQueryNotInList,
     /// A document sent with a persisted query's hash that is not its SHA-256.
     #[error(
         "provided sha256Hash does not match the query: it must be the lower-case hex SHA-256 of the exact text of `query`"
@@ -158,6 +163,7 @@ impl TransportError {
             TransportError::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
             TransportError::PersistedQueryNotSupported => "PERSISTED_QUERY_NOT_SUPPORTED",
             TransportError::PersistedQueryHashMismatch => "PERSISTED_QUERY_HASH_MISMATCH",
+            TransportError::PersistedQueryNotInList => "PERSISTED_QUERY_NOT_IN_LIST",
             TransportError::Internal => "INTERNAL",
         }
     }
@@ -173,6 +179,7 @@ impl TransportError {
             | TransportError::BadVariables(_)
             | TransportError::Csrf
             | TransportError::IntrospectionDisabled
+            | TransportError::PersistedQueryNotInList
             | TransportError::PersistedQueryHashMismatch => StatusCode::BAD_REQUEST,
             // Apollo Router's status: a client's cue to send the document, not a failure.
             TransportError::PersistedQueryNotFound | TransportError::PersistedQueryNotSupported => {
@@ -214,6 +221,7 @@ impl TransportError {
                 | TransportError::PersistedQueryNotFound
                 | TransportError::PersistedQueryNotSupported
                 | TransportError::PersistedQueryHashMismatch
+                | TransportError::PersistedQueryNotInList
                 | TransportError::IntrospectionDisabled
         )
     }

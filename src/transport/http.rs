@@ -37,7 +37,7 @@ use super::AppState;
 use super::error::{GRAPHQL_RESPONSE, TransportError};
 use super::pipeline::{self, Prepared};
 use super::rate_limit::Peer;
-use super::request::{Body, GraphQlRequest, bearer, negotiate};
+use super::request::{Body, GraphQlRequest, bearer, client_name, negotiate};
 use super::shape::Outcome;
 
 /// What `/graphql` answers with, in order of preference.
@@ -158,9 +158,10 @@ fn json_response(status: StatusCode, media: &'static str, body: String) -> Respo
 async fn prepare(
     state: &AppState,
     method: &Method,
+    headers: &HeaderMap,
     request: Result<GraphQlRequest, TransportError>,
 ) -> Result<Prepared, TransportError> {
-    let prepared = pipeline::prepare(state, "http", request?).await?;
+    let prepared = pipeline::prepare(state, "http", client_name(headers), request?).await?;
     match prepared.kind() {
         OperationType::Subscription => Err(TransportError::BadRequest(
             "subscriptions run over websockets (/graphql/ws) or Server-Sent Events \
@@ -211,7 +212,7 @@ async fn run(
     headers: &HeaderMap,
     request: Result<GraphQlRequest, TransportError>,
 ) -> Result<Outcome, TransportError> {
-    let prepared = prepare(state, &method, request).await?;
+    let prepared = prepare(state, &method, headers, request).await?;
     let token = bearer(headers)?;
     let operation = prepared.name().map(str::to_owned);
     let started = Instant::now();
@@ -288,7 +289,7 @@ async fn run_batch(
     let size = requests.len();
     let mut prepared = Vec::with_capacity(size);
     for request in requests {
-        prepared.push(prepare(state, &Method::POST, request).await);
+        prepared.push(prepare(state, &Method::POST, headers, request).await);
     }
     let started = Instant::now();
     let in_order = prepared.iter().any(|p| {

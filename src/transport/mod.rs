@@ -51,7 +51,7 @@ use crate::auth::Authenticator;
 use crate::config::SubscriptionsConfig;
 
 pub(crate) use health::Readiness;
-pub(crate) use persisted::PersistedQueries;
+pub(crate) use persisted::{PersistedQueries, manifest_json};
 pub(crate) use rate_limit::RateLimits;
 pub(crate) use shape::Types;
 

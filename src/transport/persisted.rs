@@ -15,12 +15,21 @@
 //! cannot be read answers a miss, so the client sends the document and is served anyway.
 //! With `[persisted_queries] enabled = false` every persisted query is refused with
 //! `PERSISTED_QUERY_NOT_SUPPORTED`, on which both clients stop sending hashes.
+//!
+//! **Trusted documents** (what mobile apps ship): a manifest of the apps' operations by hash
+//! (`[persisted_queries] manifest`, or the operations built into the binary), served by hash
+//! without registration. With `trusted_only` (the production profile's default) nothing else
+//! runs: a document or hash not in the manifest is `PERSISTED_QUERY_NOT_IN_LIST`, and nothing
+//! is registered, except for the `trusted_clients` (by their `apollographql-client-name`).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use resolvers::cache::Cache;
-use serde_json::Value;
+use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
 use super::error::TransportError;
@@ -34,6 +43,12 @@ pub(crate) struct PersistedQueries {
     store: Option<Arc<dyn Cache>>,
     /// How long a registration lasts.
     ttl: Duration,
+    /// The trusted documents, by hash.
+    manifest: HashMap<String, String>,
+    /// Run nothing but the manifest's documents (but for `trusted_clients`).
+    trusted_only: bool,
+    /// `apollographql-client-name`s that may send any document.
+    trusted_clients: Vec<String>,
 }
 
 /// What a request's `extensions.persistedQuery` asks for, once resolved.
@@ -47,8 +62,22 @@ pub(crate) enum Persisted {
 }
 
 impl PersistedQueries {
-    /// The store the config asks for.
-    pub(crate) async fn build(config: &PersistedQueriesConfig) -> anyhow::Result<Self> {
+    /// The store and manifest the config asks for; `production` sets `trusted_only`'s
+    /// default.
+    pub(crate) async fn build(
+        config: &PersistedQueriesConfig,
+        production: bool,
+    ) -> anyhow::Result<Self> {
+        let manifest = match &config.manifest {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("reading persisted_queries.manifest {}", path.display())
+                })?;
+                read_manifest(&text)
+                    .with_context(|| format!("persisted_queries.manifest {}", path.display()))?
+            }
+            None => built_in_manifest(),
+        };
         let store: Option<Arc<dyn Cache>> = match (&config.redis_url, config.enabled) {
             (_, false) => None,
             (Some(url), true) => Some(Arc::new(
@@ -59,18 +88,35 @@ impl PersistedQueries {
         Ok(Self {
             store,
             ttl: Duration::from_secs(config.ttl_secs),
+            manifest,
+            trusted_only: config.trusted_only.unwrap_or(production),
+            trusted_clients: config.trusted_clients.clone(),
         })
     }
 
     /// Resolves the request's persisted query: fills in the document of a hash-only request,
-    /// or checks the hash of a document sent with one.
+    /// or checks the hash of a document sent with one; with `trusted_only`, refuses what is
+    /// not in the manifest unless `client` (its `apollographql-client-name`) is trusted.
     pub(crate) async fn resolve(
         &self,
         request: &mut GraphQlRequest,
+        client: Option<&str>,
     ) -> Result<Persisted, TransportError> {
-        let Some(hash) = requested_hash(request)? else {
+        let hash = requested_hash(request)?;
+        let trusted_client =
+            client.is_some_and(|client| self.trusted_clients.iter().any(|c| c == client));
+        if self.trusted_only && !trusted_client {
+            return self.trusted(request, hash);
+        }
+        let Some(hash) = hash else {
             return Ok(Persisted::No);
         };
+        if request.query.is_empty()
+            && let Some(document) = self.manifest.get(&hash)
+        {
+            request.query = document.clone();
+            return Ok(Persisted::Found);
+        }
         let Some(store) = &self.store else {
             return Err(TransportError::PersistedQueryNotSupported);
         };
@@ -90,6 +136,29 @@ impl PersistedQueries {
             .filter(|document| sha256_hex(document) == hash)
             .ok_or(TransportError::PersistedQueryNotFound)?;
         request.query = document;
+        Ok(Persisted::Found)
+    }
+
+    /// Only the manifest's documents: by hash, or sent in full (a document is its hash).
+    fn trusted(
+        &self,
+        request: &mut GraphQlRequest,
+        hash: Option<String>,
+    ) -> Result<Persisted, TransportError> {
+        if request.query.is_empty() {
+            let document = hash
+                .and_then(|hash| self.manifest.get(&hash))
+                .ok_or(TransportError::PersistedQueryNotInList)?;
+            request.query = document.clone();
+            return Ok(Persisted::Found);
+        }
+        let actual = sha256_hex(&request.query);
+        if hash.is_some_and(|hash| hash != actual) {
+            return Err(TransportError::PersistedQueryHashMismatch);
+        }
+        if !self.manifest.contains_key(&actual) {
+            return Err(TransportError::PersistedQueryNotInList);
+        }
         Ok(Persisted::Found)
     }
 
@@ -131,6 +200,80 @@ fn requested_hash(request: &GraphQlRequest) -> Result<Option<String>, TransportE
     }
 }
 
+/// The manifest of the operations built into the binary (`schema/operations/`), in Apollo's
+/// format: what `switchyard manifest` prints and apps ship.
+pub(crate) fn manifest_json() -> String {
+    let operations: Vec<Value> = super::playground::example_operations()
+        .into_iter()
+        .map(|op| {
+            let kind = operation_type(&op.query);
+            json!({"id": sha256_hex(&op.query), "name": op.name, "type": kind, "body": op.query})
+        })
+        .collect();
+    let manifest = json!({
+        "format": "apollo-persisted-query-manifest",
+        "version": 1,
+        "operations": operations,
+    });
+    serde_json::to_string_pretty(&manifest).unwrap_or_default() + "\n"
+}
+
+/// `query`, `mutation` or `subscription`: the first operation keyword of the document.
+fn operation_type(document: &str) -> &'static str {
+    document
+        .lines()
+        .map(str::trim_start)
+        .filter(|line| !line.starts_with('#'))
+        .flat_map(str::split_whitespace)
+        .find_map(|word| match word {
+            "mutation" => Some("mutation"),
+            "subscription" => Some("subscription"),
+            "query" | "{" => Some("query"),
+            _ => None,
+        })
+        .unwrap_or("query")
+}
+
+fn built_in_manifest() -> HashMap<String, String> {
+    super::playground::example_operations()
+        .into_iter()
+        .map(|op| (sha256_hex(&op.query), op.query))
+        .collect()
+}
+
+/// The documents of a manifest in Apollo's format or GraphQL Codegen's, by hash; each
+/// document must hash to its id.
+fn read_manifest(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let value: Value = serde_json::from_str(text).context("not JSON")?;
+    let entries: Vec<(String, String)> = match &value {
+        Value::Object(object) if object.contains_key("operations") => object["operations"]
+            .as_array()
+            .context("`operations` is not a list")?
+            .iter()
+            .map(|op| {
+                let id = op["id"].as_str().context("an operation without `id`")?;
+                let body = op["body"].as_str().context("an operation without `body`")?;
+                Ok((id.to_ascii_lowercase(), body.to_owned()))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Value::Object(object) => object
+            .iter()
+            .map(|(id, body)| {
+                let body = body.as_str().context("a document that is not a string")?;
+                Ok((id.to_ascii_lowercase(), body.to_owned()))
+            })
+            .collect::<anyhow::Result<_>>()?,
+        _ => anyhow::bail!("neither Apollo's manifest nor GraphQL Codegen's"),
+    };
+    for (id, body) in &entries {
+        anyhow::ensure!(
+            sha256_hex(body) == *id,
+            "the document of {id} does not hash to it"
+        );
+    }
+    Ok(entries.into_iter().collect())
+}
+
 /// The lower-case hex SHA-256 of `text`.
 pub(crate) fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
@@ -151,7 +294,7 @@ mod tests {
     }
 
     async fn memory() -> PersistedQueries {
-        PersistedQueries::build(&PersistedQueriesConfig::default())
+        PersistedQueries::build(&PersistedQueriesConfig::default(), false)
             .await
             .expect("a memory store")
     }
@@ -171,18 +314,19 @@ mod tests {
         let hash = sha256_hex("{ __typename }");
         let mut hash_only = request(json!({"extensions": persisted(&hash)}));
         assert!(matches!(
-            apq.resolve(&mut hash_only).await,
+            apq.resolve(&mut hash_only, None).await,
             Err(TransportError::PersistedQueryNotFound)
         ));
         let mut with_document =
             request(json!({"query": "{ __typename }", "extensions": persisted(&hash)}));
-        let Ok(Persisted::Register(registered)) = apq.resolve(&mut with_document).await else {
+        let Ok(Persisted::Register(registered)) = apq.resolve(&mut with_document, None).await
+        else {
             panic!("the document should be registered");
         };
         apq.register(registered, &with_document.query).await;
         let mut hash_only = request(json!({"extensions": persisted(&hash.to_uppercase())}));
         assert!(matches!(
-            apq.resolve(&mut hash_only).await,
+            apq.resolve(&mut hash_only, None).await,
             Ok(Persisted::Found)
         ));
         assert_eq!(hash_only.query, "{ __typename }");
@@ -196,7 +340,7 @@ mod tests {
             "extensions": persisted(&sha256_hex("{ __typename }")),
         }));
         assert!(matches!(
-            apq.resolve(&mut forged).await,
+            apq.resolve(&mut forged, None).await,
             Err(TransportError::PersistedQueryHashMismatch)
         ));
     }
@@ -213,7 +357,7 @@ mod tests {
             let mut bad = request(json!({"extensions": extensions}));
             assert!(
                 matches!(
-                    apq.resolve(&mut bad).await,
+                    apq.resolve(&mut bad, None).await,
                     Err(TransportError::BadRequest(_))
                 ),
                 "{extensions}"
@@ -223,18 +367,24 @@ mod tests {
 
     #[tokio::test]
     async fn switched_off_every_persisted_query_is_not_supported() {
-        let apq = PersistedQueries::build(&PersistedQueriesConfig {
-            enabled: false,
-            ..PersistedQueriesConfig::default()
-        })
+        let apq = PersistedQueries::build(
+            &PersistedQueriesConfig {
+                enabled: false,
+                ..PersistedQueriesConfig::default()
+            },
+            false,
+        )
         .await
         .expect("no store");
         let mut hash_only = request(json!({"extensions": persisted(&sha256_hex("{ a }"))}));
         assert!(matches!(
-            apq.resolve(&mut hash_only).await,
+            apq.resolve(&mut hash_only, None).await,
             Err(TransportError::PersistedQueryNotSupported)
         ));
         let mut plain = request(json!({"query": "{ a }"}));
-        assert!(matches!(apq.resolve(&mut plain).await, Ok(Persisted::No)));
+        assert!(matches!(
+            apq.resolve(&mut plain, None).await,
+            Ok(Persisted::No)
+        ));
     }
 }

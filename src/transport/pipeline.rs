@@ -45,13 +45,15 @@ pub(crate) struct Prepared {
 
 /// Resolves a request's persisted query, bounds and parses its document, and picks its
 /// operation; a document sent with its hash is registered once it is known to be good.
-/// `transport` (`http`, `ws`, `sse`) labels its metrics.
+/// `transport` (`http`, `ws`, `sse`) labels its metrics; `client` is the client's
+/// `apollographql-client-name` (trusted clients may send any document).
 pub(crate) async fn prepare(
     state: &AppState,
     transport: &'static str,
+    client: Option<&str>,
     mut raw: GraphQlRequest,
 ) -> Result<Prepared, TransportError> {
-    match state.persisted.resolve(&mut raw).await? {
+    match state.persisted.resolve(&mut raw, client).await? {
         Persisted::Register(hash) => {
             let document = raw.query.clone();
             let prepared = parse(state, transport, raw)?;

@@ -186,6 +186,13 @@ pub(crate) fn negotiate(
     (wildcard && !refused.iter().any(|r| r == unnamed)).then_some(unnamed)
 }
 
+/// The client's name, as Apollo's clients send it (`apollographql-client-name`).
+pub(crate) fn client_name(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("apollographql-client-name")
+        .and_then(|v| v.to_str().ok())
+}
+
 /// The bearer token of the `Authorization` header, if any; `Err` for a header that is not a
 /// bearer token.
 pub(crate) fn bearer(headers: &HeaderMap) -> Result<Option<&str>, TransportError> {

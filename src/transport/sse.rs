@@ -50,7 +50,7 @@ use super::AppState;
 use super::error::TransportError;
 use super::live::{self, CLOSE_GRACE, ConnectionLog, ConnectionSlot};
 use super::pipeline::{self, Prepared};
-use super::request::{GraphQlRequest, bearer, negotiate};
+use super::request::{GraphQlRequest, bearer, client_name, negotiate};
 use super::shape::Outcome;
 use crate::auth::Session;
 
@@ -95,7 +95,7 @@ async fn prepare(
     } else {
         GraphQlRequest::from_body(headers, body, state.max_body_bytes)?
     };
-    let prepared = pipeline::prepare(state, "sse", request).await?;
+    let prepared = pipeline::prepare(state, "sse", client_name(headers), request).await?;
     if prepared.kind() == OperationType::Mutation && method == Method::GET {
         return Err(TransportError::MethodNotAllowed);
     }

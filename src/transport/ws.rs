@@ -121,6 +121,7 @@ pub(super) async fn handler(
         )
         .into_response();
     };
+    let client = super::request::client_name(&headers).map(str::to_owned);
     let slot = match ConnectionSlot::acquire(&state) {
         Ok(slot) => slot,
         Err(e) => return e.into_response(),
@@ -133,5 +134,5 @@ pub(super) async fn handler(
         // A frame is no larger than a message may be (tungstenite would buffer 16 MiB).
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| connection::serve(socket, protocol, state, slot))
+        .on_upgrade(move |socket| connection::serve(socket, protocol, state, slot, client))
 }

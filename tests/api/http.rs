@@ -782,6 +782,9 @@ async fn the_production_profile_turns_off_what_a_public_endpoint_should_not_show
 
     let app = TestApp::spawn_with(Default::default(), |c| {
         c.server.profile = switchyard::config::Profile::Production;
+        // Any document, to see what is refused for introspection (`persisted` tests the
+        // profile's trusted documents).
+        c.persisted_queries.trusted_only = Some(false);
     })
     .await;
     let (_, body) = app

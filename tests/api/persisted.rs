@@ -230,3 +230,78 @@ async fn replicas_share_registrations_through_redis() {
     first.stop().await;
     second.stop().await;
 }
+
+/// The id of an operation in the checked-in manifest of trusted documents.
+fn manifest_id(name: &str) -> String {
+    let manifest: Value =
+        serde_json::from_str(&switchyard::app::persisted_query_manifest()).unwrap();
+    manifest["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["name"] == name)
+        .map(|op| op["id"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_apps_trusted_documents_are_served_by_hash_without_registration() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    let (status, _, body) = post(
+        &app,
+        &token,
+        json!({"extensions": persisted(&manifest_id("HomeScreen"))}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body["data"]["me"]["id"], "cust-0001", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn in_production_only_trusted_documents_run_but_for_trusted_clients() {
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.profile = switchyard::config::Profile::Production;
+        c.persisted_queries.trusted_clients = vec!["support-console".into()];
+    })
+    .await;
+    let token = app.token("cust-0001").await;
+    // The apps' operations: by hash, or in full.
+    let (_, _, body) = post(
+        &app,
+        &token,
+        json!({"extensions": persisted(&manifest_id("HomeScreen"))}),
+    )
+    .await;
+    assert_eq!(body["data"]["me"]["id"], "cust-0001", "{body}");
+    let home = crate::support::operation("HomeScreen");
+    let (_, _, body) = post(&app, &token, json!({"query": home})).await;
+    assert_eq!(body["data"]["me"]["id"], "cust-0001", "{body}");
+    // Anything else is refused, registered or not.
+    for request in [
+        json!({"query": ME}),
+        json!({"query": ME, "extensions": persisted(&sha256(ME))}),
+        json!({"extensions": persisted(&sha256(ME))}),
+    ] {
+        let (status, _, body) = post(&app, &token, request.clone()).await;
+        assert_eq!(status, 200, "application/json: request errors are 200");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "PERSISTED_QUERY_NOT_IN_LIST",
+            "{request}: {body}"
+        );
+    }
+    // A trusted client may send any document.
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&token)
+        .header("apollographql-client-name", "support-console")
+        .json(&json!({"query": ME}))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body, json!({"data": ada()}));
+    app.stop().await;
+}

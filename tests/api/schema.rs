@@ -85,3 +85,34 @@ async fn every_type_field_and_argument_has_a_description() {
     }
     assert!(undocumented.is_empty(), "undocumented: {undocumented:#?}");
 }
+
+#[test]
+fn checked_in_manifest_matches_the_operations() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("schema/persisted-query-manifest.json");
+    let manifest = switchyard::app::persisted_query_manifest();
+    if std::env::var_os("UPDATE_SCHEMA").is_some() {
+        std::fs::write(&path, &manifest).unwrap();
+    }
+    let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        checked_in == manifest,
+        "schema/persisted-query-manifest.json is stale: run `UPDATE_SCHEMA=1 cargo test --test api schema::` and commit it"
+    );
+    let parsed: Value = serde_json::from_str(&manifest).unwrap();
+    assert_eq!(parsed["format"], "apollo-persisted-query-manifest");
+    let home = parsed["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["name"] == "HomeScreen")
+        .expect("the home screen is a trusted document");
+    assert_eq!(home["type"], "query");
+    let place = parsed["operations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|op| op["name"] == "PlaceOrder")
+        .unwrap();
+    assert_eq!(place["type"], "mutation");
+}

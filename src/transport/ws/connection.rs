@@ -96,12 +96,13 @@ pub(super) async fn serve(
     protocol: Protocol,
     state: AppState,
     slot: ConnectionSlot,
+    client: Option<String>,
 ) {
     let log = ConnectionLog::open(protocol.name(), None);
     let (sink, mut incoming) = socket.split();
     let (out, queue) = mpsc::channel(state.subscriptions.send_buffer.max(1));
     let writer = tokio::spawn(write(sink, queue));
-    let mut connection = Connection::new(protocol, state, out, log);
+    let mut connection = Connection::new(protocol, state, out, log, client);
     let end = connection.run(&mut incoming).await;
     connection.close(end, incoming, writer).await;
     drop(slot);
@@ -146,6 +147,8 @@ struct Connection {
     keepalive: Option<Interval>,
     operations: Operations,
     log: ConnectionLog,
+    /// The client's `apollographql-client-name` at the handshake (trusted documents).
+    client: Option<String>,
 }
 
 impl Connection {
@@ -154,8 +157,10 @@ impl Connection {
         state: AppState,
         out: mpsc::Sender<Message>,
         log: ConnectionLog,
+        client: Option<String>,
     ) -> Self {
         Self {
+            client,
             protocol,
             shutdown: state.shutdown.clone(),
             state,
@@ -361,10 +366,11 @@ impl Connection {
         {
             return self.send_error(&id, &e).await;
         }
-        let prepared = match pipeline::prepare(&self.state, "ws", operation).await {
-            Ok(prepared) => prepared,
-            Err(e) => return self.send_error(&id, &e).await,
-        };
+        let prepared =
+            match pipeline::prepare(&self.state, "ws", self.client.as_deref(), operation).await {
+                Ok(prepared) => prepared,
+                Err(e) => return self.send_error(&id, &e).await,
+            };
         let results = prepared.stream(&self.state, session.viewer);
         self.operations
             .start(id, results, self.protocol, self.out.clone());
