@@ -22,6 +22,8 @@
 mod document;
 mod error;
 mod health;
+#[cfg(test)]
+mod hostile;
 mod http;
 mod limits;
 mod live;

@@ -217,6 +217,28 @@ impl Protocol {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+        /// Whatever a client sends, it is a message or a refusal, never a panic.
+        #[test]
+        fn any_text_is_decoded_or_refused(text in ".{0,600}") {
+            for protocol in Protocol::ALL {
+                let _ = decode(protocol, &text);
+            }
+        }
+
+        #[test]
+        fn json_of_any_shape_is_decoded_or_refused(json in crate::transport::hostile::any_json(4)) {
+            let text = json.to_string();
+            for protocol in Protocol::ALL {
+                let _ = decode(protocol, &text);
+            }
+        }
+    }
+
     use super::*;
 
     fn modern(text: &str) -> Result<ClientMessage, Invalid> {
