@@ -277,6 +277,7 @@ async fn app_state(
         body_read_timeout: config.server.body_read_timeout,
         csrf_prevention: config.server.csrf_prevention,
         introspection_enabled: config.server.introspection_enabled(),
+        federation_enabled: config.server.federation_enabled(),
         cors_allow_origins: config.server.cors_allow_origins.clone(),
         webhooks,
         subscriptions: config.subscriptions.clone(),

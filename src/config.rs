@@ -113,7 +113,7 @@ impl Default for PersistedQueriesConfig {
             enabled: true,
             redis_url: None,
             key_prefix: "switchyard:apq:".to_owned(),
-            max_entries: 10_000,
+            max_entries: 2_000,
             ttl_secs: 24 * 3600,
             manifest: None,
             trusted_only: None,
@@ -297,6 +297,10 @@ pub struct ServerConfig {
     pub introspection: Option<bool>,
     /// Say "Did you mean ...?" in validation errors; default: as `playground`.
     pub suggestions: Option<bool>,
+    /// Answer Apollo Federation's `_entities` and `_service` (what a gateway in front asks);
+    /// default: as `playground`. A public endpoint without a gateway wants them off: they
+    /// read entities and the whole schema around the other limits.
+    pub federation: Option<bool>,
 }
 
 /// What the server's defaults are made for.
@@ -334,6 +338,11 @@ impl ServerConfig {
     pub fn suggestions_enabled(&self) -> bool {
         self.suggestions.unwrap_or(self.development())
     }
+
+    /// Whether `_entities` and `_service` are answered.
+    pub fn federation_enabled(&self) -> bool {
+        self.federation.unwrap_or(self.development())
+    }
 }
 
 impl Default for ServerConfig {
@@ -352,6 +361,7 @@ impl Default for ServerConfig {
             playground: None,
             introspection: None,
             suggestions: None,
+            federation: None,
         }
     }
 }

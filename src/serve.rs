@@ -3,7 +3,8 @@
 //!
 //! - **Slow headers** (slowloris): a connection that has not sent a request's headers within
 //!   `server.header_read_timeout_ms` is closed (hyper's `header_read_timeout`, which applies
-//!   to every request of a kept-alive connection).
+//!   to every request of a kept-alive connection), and so is one that sends nothing at all
+//!   in that time; HTTP/2 connections are pinged every 20 s.
 //! - **Slow bodies**: a request body not read in full within `server.body_read_timeout_ms`
 //!   fails (`tower_http`'s `RequestBodyTimeoutLayer`, in `transport::router`): 408.
 //! - **Too many connections**: at most `server.max_connections` at once; beyond, new
@@ -26,6 +27,9 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
+
+/// How often an HTTP/2 connection is pinged, and how long its answer may take.
+const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// The connection limits of [`serve`].
 #[derive(Debug, Clone, Copy)]
@@ -78,12 +82,25 @@ pub(crate) async fn serve(
         let mut stop = stop_rx.clone();
         let done = done_rx.clone();
         tokio::spawn(async move {
+            // A connection that sends nothing at all is closed too: hyper's header timeout
+            // starts only once it has seen the first bytes.
+            let mut first = [0u8; 1];
+            let peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first));
+            if !matches!(peeked.await, Ok(Ok(n)) if n > 0) {
+                drop((slot, done));
+                return;
+            }
             let mut builder = Builder::new(TokioExecutor::new());
             builder
                 .http1()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_read_timeout);
-            builder.http2().timer(TokioTimer::new());
+            // HTTP/2: pings find peers that went away.
+            builder
+                .http2()
+                .timer(TokioTimer::new())
+                .keep_alive_interval(Some(H2_KEEPALIVE))
+                .keep_alive_timeout(H2_KEEPALIVE);
             let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             tokio::pin!(connection);
             let result = tokio::select! {

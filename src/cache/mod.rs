@@ -12,7 +12,7 @@ use std::sync::Arc;
 use resolvers::cache::{Cache, NoCache};
 
 pub(crate) use memory::MemoryCache;
-pub(crate) use redis::RedisCache;
+pub(crate) use redis::{RedisCache, request_path_connection};
 
 use crate::config::CacheConfig;
 

@@ -6,6 +6,20 @@ use async_trait::async_trait;
 use redis::aio::ConnectionManager;
 use resolvers::cache::Cache;
 
+/// A connection for what requests wait on (the caches, the rate limits): a Redis that is down
+/// costs a request at most about a second (connect and answer timeouts of 500 ms, one
+/// retry), not the several seconds of the defaults' retries; the callers then go on without
+/// it.
+pub(crate) async fn request_path_connection(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_millis(500)))
+        .set_response_timeout(Some(Duration::from_millis(500)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    Ok(ConnectionManager::new_with_config(client, config).await?)
+}
+
 /// A Redis-backed cache; keys are prefixed so several deployments can share one Redis.
 pub(crate) struct RedisCache {
     /// Reconnects on its own; cloned per call (cheap: a handle to one multiplexed connection).
@@ -17,8 +31,7 @@ pub(crate) struct RedisCache {
 impl RedisCache {
     /// Connects (fails at start when Redis cannot be reached).
     pub(crate) async fn connect(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let client = redis::Client::open(url)?;
-        let connection = ConnectionManager::new(client).await?;
+        let connection = request_path_connection(url).await?;
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),

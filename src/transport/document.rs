@@ -10,8 +10,10 @@
 //! `interfaces` and `possibleTypes`.
 
 use async_graphql::parser::types::{
-    ExecutableDocument, OperationDefinition, OperationType, Selection, SelectionSet,
+    ExecutableDocument, Field, OperationDefinition, OperationType, Selection, SelectionSet,
 };
+use async_graphql::{Value as ConstValue, Variables};
+use async_graphql_value::Value as GraphQlValue;
 
 use super::error::TransportError;
 use super::limits::MAX_SPREAD_DEPTH;
@@ -63,24 +65,69 @@ pub(crate) fn introspection_too_nested(doc: &ExecutableDocument, op: &OperationD
     too_nested(doc, &op.selection_set.node, 0, 0)
 }
 
+/// Whether a query uses Apollo Federation's own fields (`_entities`, `_service`): what a
+/// gateway asks of a subgraph.
+pub(crate) fn uses_federation(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
+    root_fields(doc, &op.selection_set.node, 0)
+        .is_none_or(|names| names.iter().any(|n| *n == "_entities" || *n == "_service"))
+}
+
+/// The most representations one `_entities` field of the operation asks for (a list, or a
+/// variable holding one); `None` when fragments nest too deep to tell.
+pub(crate) fn entity_representations(
+    doc: &ExecutableDocument,
+    op: &OperationDefinition,
+    variables: &Variables,
+) -> Option<usize> {
+    let fields = root_field_nodes(doc, &op.selection_set.node, 0)?;
+    let count = fields
+        .iter()
+        .filter(|f| f.name.node.as_str() == "_entities")
+        .map(
+            |f| match f.get_argument("representations").map(|v| &v.node) {
+                Some(GraphQlValue::List(items)) => items.len(),
+                Some(GraphQlValue::Variable(name)) => match variables.get(name) {
+                    Some(ConstValue::List(items)) => items.len(),
+                    _ => 1,
+                },
+                Some(_) => 1,
+                None => 0,
+            },
+        )
+        .max()
+        .unwrap_or(0);
+    Some(count)
+}
+
 fn root_fields<'a>(
     doc: &'a ExecutableDocument,
     set: &'a SelectionSet,
     spreads: usize,
 ) -> Option<Vec<&'a str>> {
+    let fields = root_field_nodes(doc, set, spreads)?;
+    Some(fields.into_iter().map(|f| f.name.node.as_str()).collect())
+}
+
+fn root_field_nodes<'a>(
+    doc: &'a ExecutableDocument,
+    set: &'a SelectionSet,
+    spreads: usize,
+) -> Option<Vec<&'a Field>> {
     if spreads > MAX_SPREAD_DEPTH {
         return None;
     }
-    let mut names = Vec::new();
+    let mut fields = Vec::new();
     for item in &set.items {
         match &item.node {
-            Selection::Field(f) => names.push(f.node.name.node.as_str()),
-            Selection::InlineFragment(i) => {
-                names.extend(root_fields(doc, &i.node.selection_set.node, spreads + 1)?)
-            }
+            Selection::Field(f) => fields.push(&f.node),
+            Selection::InlineFragment(i) => fields.extend(root_field_nodes(
+                doc,
+                &i.node.selection_set.node,
+                spreads + 1,
+            )?),
             Selection::FragmentSpread(s) => {
                 let fragment = doc.fragments.get(&s.node.fragment_name.node)?;
-                names.extend(root_fields(
+                fields.extend(root_field_nodes(
                     doc,
                     &fragment.node.selection_set.node,
                     spreads + 1,
@@ -88,7 +135,7 @@ fn root_fields<'a>(
             }
         }
     }
-    Some(names)
+    Some(fields)
 }
 
 fn too_nested(doc: &ExecutableDocument, set: &SelectionSet, lists: usize, spreads: usize) -> bool {

@@ -50,6 +50,11 @@ pub(crate) enum TransportError {
         /// The limit.
         limit: u64,
     },
+    /// `_entities` or `_service` asked of a server that does not serve a gateway.
+    #[error(
+        "this server is not a federation subgraph for its callers (server.federation, off in the production profile): `_entities` and `_service` are for a gateway"
+    )]
+    FederationDisabled,
     /// `__schema` or `__type` asked of a server that does not answer introspection.
     #[error(
         "introspection is off on this server (server.introspection, or the production profile)"
@@ -148,6 +153,7 @@ impl TransportError {
             TransportError::Csrf => "CSRF_PREVENTION",
             TransportError::RateLimited { .. } => "RATE_LIMITED",
             TransportError::IntrospectionDisabled => "INTROSPECTION_DISABLED",
+            TransportError::FederationDisabled => "FEDERATION_DISABLED",
             TransportError::Parse { .. } => "GRAPHQL_PARSE_FAILED",
             TransportError::Limit { code, .. } => code,
             TransportError::Invalid(_) => "GRAPHQL_VALIDATION_FAILED",
@@ -179,6 +185,7 @@ impl TransportError {
             | TransportError::BadVariables(_)
             | TransportError::Csrf
             | TransportError::IntrospectionDisabled
+            | TransportError::FederationDisabled
             | TransportError::PersistedQueryNotInList
             | TransportError::PersistedQueryHashMismatch => StatusCode::BAD_REQUEST,
             // Apollo Router's status: a client's cue to send the document, not a failure.
@@ -223,6 +230,7 @@ impl TransportError {
                 | TransportError::PersistedQueryHashMismatch
                 | TransportError::PersistedQueryNotInList
                 | TransportError::IntrospectionDisabled
+                | TransportError::FederationDisabled
         )
     }
 

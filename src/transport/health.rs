@@ -34,12 +34,13 @@ pub(crate) struct Readiness {
 
 impl Readiness {
     pub(crate) fn new(config: &Config, upstreams: UpstreamHealth) -> anyhow::Result<Self> {
-        let urls: [(&str, &Option<Secret>); 5] = [
+        let urls: [(&str, &Option<Secret>); 6] = [
             ("events", &config.events.redis_url),
             ("cache", &config.cache.redis_url),
             ("notifications", &config.notifications.redis_url),
             ("outbox", &config.outbox.redis_url),
             ("persisted_queries", &config.persisted_queries.redis_url),
+            ("rate_limit", &config.rate_limit.redis_url),
         ];
         let mut redis: Vec<(String, String, redis::Client)> = Vec::new();
         for (feature, url) in urls {

@@ -89,6 +89,8 @@ pub(crate) struct AppState {
     pub(crate) body_read_timeout: Duration,
     /// Whether `__schema` and `__type` are answered (`server.introspection`).
     pub(crate) introspection_enabled: bool,
+    /// Whether `_entities` and `_service` are answered (`server.federation`).
+    pub(crate) federation_enabled: bool,
     /// Refuse GETs that were not preflighted (`server.csrf_prevention`).
     pub(crate) csrf_prevention: bool,
     /// Origins whose web apps may call from the browser (`server.cors_allow_origins`).
@@ -143,6 +145,28 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
+/// Forgets a client's `x-request-id` that is not a sane id (at most 128 letters, digits,
+/// `.`, `_`, `-`), so that a new one is made: what goes into logs and answers stays short and
+/// plain.
+async fn drop_odd_request_id(mut request: Request<axum::body::Body>) -> Request<axum::body::Body> {
+    let sane = |v: &axum::http::HeaderValue| {
+        let bytes = v.as_bytes();
+        !bytes.is_empty()
+            && bytes.len() <= 128
+            && bytes
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    };
+    if request
+        .headers()
+        .get("x-request-id")
+        .is_some_and(|v| !sane(v))
+    {
+        request.headers_mut().remove("x-request-id");
+    }
+    request
+}
+
 /// All routes.
 pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
     let max_body_bytes = state.max_body_bytes;
@@ -192,5 +216,6 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
         }))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::map_request(drop_odd_request_id))
         .with_state(state)
 }

@@ -37,6 +37,10 @@ use super::request::GraphQlRequest;
 use crate::cache::{MemoryCache, RedisCache};
 use crate::config::PersistedQueriesConfig;
 
+/// Largest document registered: real operations are a few KB (the home screen 1.2 KB), so
+/// the store holds at most `max_entries` × this, in memory or in Redis.
+const MAX_REGISTERED_BYTES: usize = 32 * 1024;
+
 /// The registered documents, by hash.
 pub(crate) struct PersistedQueries {
     /// `None`: persisted queries are off.
@@ -162,8 +166,12 @@ impl PersistedQueries {
         Ok(Persisted::Found)
     }
 
-    /// Registers `document` under `hash` (its SHA-256, checked by [`Self::resolve`]).
+    /// Registers `document` under `hash` (its SHA-256, checked by [`Self::resolve`]), unless
+    /// it is over [`MAX_REGISTERED_BYTES`] (it runs, and its client keeps sending it whole).
     pub(crate) async fn register(&self, hash: String, document: &str) {
+        if document.len() > MAX_REGISTERED_BYTES {
+            return;
+        }
         if let Some(store) = &self.store {
             store
                 .put_many(vec![(hash, document.as_bytes().to_vec())], self.ttl)

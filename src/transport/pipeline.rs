@@ -26,6 +26,9 @@ use super::request::GraphQlRequest;
 use super::shape::{self, Outcome, Types};
 use super::{AppState, document, limits};
 
+/// Most representations one `_entities` field takes (as `products(ids)` takes 100 ids).
+const MAX_ENTITIES: usize = 100;
+
 /// A request whose document parsed and is within the limits, ready to run.
 pub(crate) struct Prepared {
     /// What async-graphql executes; it holds the parsed document.
@@ -86,6 +89,21 @@ fn parse(
     let operation = document::operation(&document, request.operation_name.as_deref())?;
     if !state.introspection_enabled && document::reads_schema(&document, operation) {
         return Err(TransportError::IntrospectionDisabled);
+    }
+    if document::uses_federation(&document, operation) {
+        if !state.federation_enabled {
+            return Err(TransportError::FederationDisabled);
+        }
+        let representations =
+            document::entity_representations(&document, operation, &request.variables);
+        if representations.is_none_or(|n| n > MAX_ENTITIES) {
+            return Err(TransportError::Limit {
+                code: "MAX_ENTITIES_LIMIT",
+                message: format!(
+                    "`_entities` takes at most {MAX_ENTITIES} representations at a time"
+                ),
+            });
+        }
     }
     let introspection = document::is_introspection_only(&document, operation);
     if introspection && document::introspection_too_nested(&document, operation) {

@@ -55,13 +55,10 @@ impl RateLimits {
     pub(crate) async fn build(config: &RateLimitConfig) -> anyhow::Result<Self> {
         let counters = match (&config.redis_url, config.enabled) {
             (_, false) => None,
-            (Some(url), true) => {
-                let client = redis::Client::open(url.expose())?;
-                Some(Counters::Redis {
-                    connection: ConnectionManager::new(client).await?,
-                    prefix: config.key_prefix.clone(),
-                })
-            }
+            (Some(url), true) => Some(Counters::Redis {
+                connection: crate::cache::request_path_connection(url.expose()).await?,
+                prefix: config.key_prefix.clone(),
+            }),
             (None, true) => Some(Counters::Memory(
                 moka::future::Cache::builder()
                     .max_capacity(1_000_000)
@@ -105,17 +102,20 @@ impl RateLimits {
         if self.trusted_proxies == 0 {
             return peer_ip;
         }
-        let hops: Vec<IpAddr> = headers
+        // Every entry counts for the position, parsed or not: a proxy that writes a port or
+        // something odd must not shift the choice onto an entry the client wrote.
+        let hops: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|hop| hop.trim().parse().ok())
+            .map(str::trim)
             .collect();
-        match hops.len().checked_sub(self.trusted_proxies) {
+        let hop = match hops.len().checked_sub(self.trusted_proxies) {
             Some(i) => hops[i],
-            None => hops.first().copied().unwrap_or(peer_ip),
-        }
+            None => hops.first().copied().unwrap_or(""),
+        };
+        parse_hop(hop).unwrap_or(peer_ip)
     }
 
     async fn hit(&self, kind: &str, who: &str, limit: u64, n: u64) -> Result<(), TransportError> {
@@ -166,6 +166,14 @@ impl RateLimits {
             limit,
         })
     }
+}
+
+/// An `X-Forwarded-For` entry: an address, with or without a port (`1.2.3.4:443`,
+/// `[2001:db8::1]:443`).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    hop.parse()
+        .ok()
+        .or_else(|| hop.parse::<SocketAddr>().ok().map(|s| s.ip()))
 }
 
 #[cfg(test)]
@@ -224,6 +232,24 @@ mod tests {
         assert_eq!(
             limits(5).await.client_ip(&headers, peer),
             IpAddr::from([6, 6, 6, 6])
+        );
+        // A proxy that writes ports: still the entry at the trusted position.
+        headers.insert(
+            "x-forwarded-for",
+            "8.8.8.8, 203.0.113.7:5555, 10.0.0.8:443".parse().unwrap(),
+        );
+        assert_eq!(
+            limits(2).await.client_ip(&headers, peer),
+            IpAddr::from([203, 0, 113, 7])
+        );
+        // An entry that is no address at that position: the peer, not a client's entry.
+        headers.insert(
+            "x-forwarded-for",
+            "8.8.8.8, junk, 10.0.0.8".parse().unwrap(),
+        );
+        assert_eq!(
+            limits(2).await.client_ip(&headers, peer),
+            IpAddr::from([10, 0, 0, 9])
         );
     }
 

@@ -672,6 +672,15 @@ async fn slow_headers_and_slow_bodies_are_cut() {
         "a connection trickling headers is never cut"
     );
 
+    // A connection that never sends a byte: closed too.
+    let mut silent = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let answer = read_until_closed(&mut silent, std::time::Duration::from_secs(5)).await;
+    assert_eq!(
+        answer.as_deref(),
+        Some(""),
+        "a silent connection is never cut"
+    );
+
     // A body that stops arriving: 408.
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
     stalled
@@ -863,5 +872,58 @@ async fn every_answer_carries_a_request_id_and_keeps_the_clients() {
         .await
         .unwrap();
     assert_eq!(kept.headers()["x-request-id"], "app-7f3a");
+    // An id that is no sane id (too long, odd characters) is replaced.
+    for odd in ["x".repeat(500), "a b\"} fake=1".to_owned()] {
+        let replaced = app
+            .http
+            .post(app.url("/graphql"))
+            .header("x-request-id", odd.as_str())
+            .json(&json!({"query": "{ __typename }"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(replaced.headers()["x-request-id"].len(), 36, "{odd}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn federation_fields_are_bounded_and_off_in_production() {
+    let app = TestApp::spawn().await;
+    let agent = app.token("agent-01").await;
+    let representations: Vec<Value> = (1..=101)
+        .map(|i| json!({"__typename": "Product", "id": format!("prod-{i:04}")}))
+        .collect();
+    let entities =
+        "query($r: [_Any!]!) { _entities(representations: $r) { ... on Product { id } } }";
+    app.reset_counts();
+    let (status, body) = app
+        .post(Some(&agent), entities, json!({"r": representations}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "MAX_ENTITIES_LIMIT"
+    );
+    assert!(app.counts().is_empty(), "{:?}", app.counts());
+    let (status, _) = app
+        .post(Some(&agent), entities, json!({"r": representations[..100]}))
+        .await;
+    assert_eq!(status, 200);
+    app.stop().await;
+
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.profile = switchyard::config::Profile::Production;
+        c.persisted_queries.trusted_only = Some(false);
+    })
+    .await;
+    for query in ["{ _service { sdl } }", "{ a: _service { sdl } }"] {
+        let (status, body) = app.post(None, query, json!({})).await;
+        assert_eq!(status, 400, "{body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "FEDERATION_DISABLED",
+            "{query}"
+        );
+    }
     app.stop().await;
 }
