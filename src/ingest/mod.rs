@@ -94,6 +94,9 @@ enum Rejection {
     Signature(SignatureError),
     Event(EventError),
     Unavailable,
+    /// The body did not arrive in full (too slow, or the connection broke): nothing was
+    /// accepted, and the sender should send it again.
+    Unreadable,
 }
 
 impl Rejection {
@@ -112,6 +115,7 @@ impl Rejection {
                 (StatusCode::BAD_REQUEST, "UNSUPPORTED_EVENT")
             }
             Rejection::Unavailable => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
+            Rejection::Unreadable => (StatusCode::REQUEST_TIMEOUT, "REQUEST_TIMEOUT"),
         }
     }
 
@@ -129,6 +133,9 @@ impl Rejection {
             Rejection::Event(error) => error.to_string(),
             Rejection::Unavailable => {
                 "the event bus is unavailable; nothing was accepted, retry later".to_owned()
+            }
+            Rejection::Unreadable => {
+                "the body did not arrive in full; nothing was accepted, send it again".to_owned()
             }
         }
     }
@@ -313,11 +320,7 @@ async fn read_limited(headers: &HeaderMap, body: Body) -> Result<Vec<u8>, Reject
     let mut bytes = Vec::with_capacity(declared.map_or(1024, |l| l as usize));
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|_| {
-            Rejection::Event(EventError::Malformed(
-                "the request body could not be read".into(),
-            ))
-        })?;
+        let chunk = chunk.map_err(|_| Rejection::Unreadable)?;
         if bytes.len() + chunk.len() > MAX_BODY_BYTES {
             return Err(Rejection::TooLarge);
         }
