@@ -696,6 +696,20 @@ async fn slow_headers_and_slow_bodies_are_cut() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
 
+    // A webhook whose body stops arriving: 408, which its sender retries (not 400).
+    let mut webhook = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    webhook
+        .write_all(
+            b"POST /webhooks/backend HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n{\"id\":",
+        )
+        .await
+        .unwrap();
+    let answer = read_until_closed(&mut webhook, std::time::Duration::from_secs(5))
+        .await
+        .expect("a stalled webhook is never answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+
     // The server still answers others.
     let (status, _) = app.post(None, "{ __typename }", json!({})).await;
     assert_eq!(status, 200);
