@@ -13,7 +13,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
-use futures::future::join_all;
+use futures::future::{BoxFuture, join_all};
 
 use crate::cache::{Cache, Cached};
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
@@ -28,8 +28,39 @@ pub(crate) const CRM_MAX_BATCH: usize = 200;
 /// Most support cases read (and shown) per customer: the newest.
 pub(crate) const MAX_CASES_PER_CUSTOMER: usize = 50;
 
+/// The loaders' batch tasks: aborted when the loaders go (the request ended, or gave up at
+/// its deadline), so that an upstream call nobody waits for any more is not made.
+#[derive(Default)]
+pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
+
+impl Tasks {
+    fn spawn(&self, batch: BoxFuture<'static, ()>) {
+        let handle = tokio::spawn(batch);
+        let mut handles = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        handles.retain(|h| !h.is_finished());
+        handles.push(handle.abort_handle());
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        let handles = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for handle in handles.drain(..) {
+            handle.abort();
+        }
+    }
+}
+
 /// All loaders of one request.
 pub(crate) struct Loaders {
+    /// Their batches in flight, aborted with the loaders.
+    _tasks: Arc<Tasks>,
     pub(crate) customers: DataLoader<CustomerLoader, HashMapCache>,
     pub(crate) products: DataLoader<ProductLoader, HashMapCache>,
     pub(crate) orders: DataLoader<OrderLoader, HashMapCache>,
@@ -51,53 +82,76 @@ pub(crate) struct Loaders {
 impl Loaders {
     /// Fresh loaders (empty caches) over the given ports.
     pub(crate) fn new(ports: &Ports) -> Self {
-        fn cached<T, K>(loader: T, max_batch: usize) -> DataLoader<T, HashMapCache>
+        fn cached<T, K>(
+            tasks: &Arc<Tasks>,
+            loader: T,
+            max_batch: usize,
+        ) -> DataLoader<T, HashMapCache>
         where
             T: Loader<K>,
             K: Send + Sync + Hash + Eq + Clone + 'static,
         {
-            DataLoader::with_cache(loader, tokio::spawn, HashMapCache::default())
-                .max_batch_size(max_batch)
+            let tasks = Arc::clone(tasks);
+            let spawn = move |batch: BoxFuture<'static, ()>| tasks.spawn(batch);
+            DataLoader::with_cache(loader, spawn, HashMapCache::default()).max_batch_size(max_batch)
         }
+        let tasks = Arc::new(Tasks::default());
         let backend = &ports.backend;
         let crm = &ports.crm;
         let process = &ports.process;
         Self {
+            _tasks: Arc::clone(&tasks),
             customers: cached::<_, CustomerId>(
+                &tasks,
                 CustomerLoader(backend.clone(), ports.cache.clone()),
                 BACKEND_MAX_BATCH,
             ),
             products: cached::<_, ProductId>(
+                &tasks,
                 ProductLoader(backend.clone(), ports.cache.clone()),
                 BACKEND_MAX_BATCH,
             ),
             orders: cached::<_, OrderId>(
+                &tasks,
                 OrderLoader(backend.clone(), ports.cache.clone()),
                 BACKEND_MAX_BATCH,
             ),
             customer_orders: cached::<_, (CustomerId, OrderPageQuery)>(
+                &tasks,
                 CustomerOrdersLoader(backend.clone()),
                 BACKEND_MAX_BATCH,
             ),
-            contacts: cached::<_, CustomerId>(ContactLoader(crm.clone()), CRM_MAX_BATCH),
+            contacts: cached::<_, CustomerId>(&tasks, ContactLoader(crm.clone()), CRM_MAX_BATCH),
             customer_cases: cached::<_, CustomerId>(
+                &tasks,
                 CustomerCasesLoader::new(crm, false),
                 CRM_MAX_BATCH,
             ),
             customer_open_cases: cached::<_, CustomerId>(
+                &tasks,
                 CustomerCasesLoader::new(crm, true),
                 CRM_MAX_BATCH,
             ),
-            cases: cached::<_, CaseId>(CaseLoader(crm.clone()), CRM_MAX_BATCH),
-            case_comments: cached::<_, CaseId>(CaseCommentsLoader(crm.clone()), CRM_MAX_BATCH),
-            user_tasks: cached::<_, String>(UserTasksLoader(process.clone()), usize::MAX),
-            tasks: cached::<_, i64>(TaskLoader(process.clone()), usize::MAX),
-            process_instances: cached::<_, i64>(ProcessInstanceLoader(process.clone()), usize::MAX),
+            cases: cached::<_, CaseId>(&tasks, CaseLoader(crm.clone()), CRM_MAX_BATCH),
+            case_comments: cached::<_, CaseId>(
+                &tasks,
+                CaseCommentsLoader(crm.clone()),
+                CRM_MAX_BATCH,
+            ),
+            user_tasks: cached::<_, String>(&tasks, UserTasksLoader(process.clone()), usize::MAX),
+            tasks: cached::<_, i64>(&tasks, TaskLoader(process.clone()), usize::MAX),
+            process_instances: cached::<_, i64>(
+                &tasks,
+                ProcessInstanceLoader(process.clone()),
+                usize::MAX,
+            ),
             customer_returns: cached::<_, CustomerId>(
+                &tasks,
                 CustomerReturnsLoader(process.clone()),
                 usize::MAX,
             ),
             tracking: cached::<_, String>(
+                &tasks,
                 TrackingLoader(ports.carrier.clone(), ports.cache.clone()),
                 usize::MAX,
             ),
