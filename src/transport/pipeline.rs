@@ -44,6 +44,9 @@ pub(crate) struct Prepared {
     transport: &'static str,
     /// The operation's name as metrics label it (see `crate::metrics::operation_label`).
     label: String,
+    /// A persisted query's hash and document, to register once it ran without a request
+    /// error (so an invalid document is never stored).
+    registration: Option<(String, String)>,
 }
 
 /// Resolves a request's persisted query, bounds and parses its document, and picks its
@@ -59,8 +62,13 @@ pub(crate) async fn prepare(
     match state.persisted.resolve(&mut raw, client).await? {
         Persisted::Register(hash) => {
             let document = raw.query.clone();
-            let prepared = parse(state, transport, raw)?;
-            state.persisted.register(hash, &document).await;
+            let mut prepared = parse(state, transport, raw)?;
+            if prepared.kind == OperationType::Subscription {
+                // Validated when the stream starts, after this returns: registered now.
+                state.persisted.register(hash, &document).await;
+            } else {
+                prepared.registration = Some((hash, document));
+            }
             Ok(prepared)
         }
         Persisted::No | Persisted::Found => parse(state, transport, raw),
@@ -135,6 +143,7 @@ fn parse(
         introspection,
         transport,
         label,
+        registration: None,
     })
 }
 
@@ -208,7 +217,11 @@ impl Prepared {
             "type" => kind,
         )
         .record(started.elapsed().as_secs_f64());
-        self.shaper.shape(response, &state.types, true)
+        let outcome = self.shaper.shape(response, &state.types, true);
+        if let (Some((hash, document)), Outcome::Executed(_)) = (self.registration, &outcome) {
+            state.persisted.register(hash, &document).await;
+        }
+        outcome
     }
 
     /// Runs any operation for `viewer`, with data of its own (fresh loaders, never shared

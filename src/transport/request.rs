@@ -89,6 +89,11 @@ impl GraphQlRequest {
 
     /// The request of a JSON object (a body, or a websocket message's payload).
     pub(crate) fn from_json(value: Value) -> Result<GraphQlRequest, TransportError> {
+        if !value.is_object() {
+            return Err(TransportError::BadRequest(
+                "a GraphQL request is a JSON object (`query`, `variables`, `operationName`)".into(),
+            ));
+        }
         serde_json::from_value(value).map_err(|e| {
             TransportError::BadRequest(format!(
                 "not a GraphQL request (`query`, `variables`, `operationName`): {e}"

@@ -172,6 +172,29 @@ async fn a_document_that_is_not_its_hash_is_refused_and_not_registered() {
         "PERSISTED_QUERY_NOT_FOUND"
     );
 
+    // Nor one that does not validate.
+    let invalid = "{ nosuchfield }";
+    let (_, _, body) = post(
+        &app,
+        &token,
+        json!({"query": invalid, "extensions": persisted(&sha256(invalid))}),
+    )
+    .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "GRAPHQL_VALIDATION_FAILED"
+    );
+    let (_, _, body) = post(
+        &app,
+        &token,
+        json!({"extensions": persisted(&sha256(invalid))}),
+    )
+    .await;
+    assert_eq!(
+        body["errors"][0]["extensions"]["code"],
+        "PERSISTED_QUERY_NOT_FOUND"
+    );
+
     // Malformed persisted queries are bad requests that say what to send.
     let (status, _, body) = post(
         &app,
