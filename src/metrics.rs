@@ -41,9 +41,15 @@ const BUCKETS: [f64; 13] = [
 fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new()
-            .set_buckets(&BUCKETS)
-            .expect("the buckets are not empty");
+        // `set_buckets` refuses only an empty list; histograms would then be summaries.
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets(&BUCKETS) {
+            Ok(with_buckets) => with_buckets,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics: histogram buckets refused");
+                PrometheusBuilder::new()
+            }
+        };
         let recorder = builder.build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {

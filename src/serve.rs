@@ -53,7 +53,11 @@ pub(crate) async fn serve(
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => slot.expect("the semaphore is never closed"),
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                // Never closed: nothing to serve with if it were.
+                Err(_) => break,
+            },
             () = &mut shutdown => break,
         };
         let (stream, remote) = tokio::select! {
