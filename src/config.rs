@@ -421,6 +421,13 @@ pub struct CallPolicy {
     /// How long an open breaker fails calls at once before it lets a probe through.
     #[serde(rename = "breaker_open_ms", with = "millis")]
     pub breaker_open: Duration,
+    /// Share of the last 20 calls failed that opens the breaker too (0: only failures in a
+    /// row open it).
+    pub breaker_failure_rate: f64,
+    /// Longest a call waits for room in the concurrency budget before it gives up (its
+    /// fields `null` with `UPSTREAM_UNAVAILABLE`): a deadline, not a queue.
+    #[serde(rename = "queue_timeout_ms", with = "millis")]
+    pub queue_timeout: Duration,
 }
 
 impl Default for CallPolicy {
@@ -431,6 +438,8 @@ impl Default for CallPolicy {
             concurrency: 32,
             breaker_failures: 5,
             breaker_open: Duration::from_secs(5),
+            breaker_failure_rate: 0.5,
+            queue_timeout: Duration::from_secs(1),
         }
     }
 }

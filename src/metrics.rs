@@ -6,7 +6,8 @@
 //! | `switchyard_graphql_request_duration_seconds` (histogram) | `transport`, `operation`, `type` | queries and mutations, from parsed to answered |
 //! | `switchyard_graphql_errors_total` | `code` | every GraphQL error answered, by `extensions.code` |
 //! | `switchyard_upstream_request_duration_seconds` (histogram) | `source`, `status` | every upstream try (`status` is the HTTP status, or `timeout` / `connect` / `failed`) |
-//! | `switchyard_upstream_refused_total` | `source` | calls not sent: the breaker was open |
+//! | `switchyard_upstream_refused_total` | `source`, `reason` (`breaker` / `queue` / `deadline`) | calls not sent: the breaker was open, no room in the concurrency budget within `queue_timeout_ms`, or no time left before the request's deadline |
+//! | `switchyard_upstream_deduplicated_total` | `source` | reads not sent because an identical one was in flight (its answer was shared) |
 //! | `switchyard_upstream_breaker_open` (gauge) | `source` | 1 while the upstream's circuit breaker is open or half-open |
 //! | `switchyard_cache_requests_total` | `result` (`hit` / `miss`) | entity cache lookups |
 //! | `switchyard_live_connections` (gauge) | | open websocket and SSE connections |

@@ -12,6 +12,7 @@
 //! - [`ports`]: traits for each upstream (backend, CRM, process server, carrier), and
 //!   [`ports::Source`], which upstream.
 //! - [`cache`]: the cross-request entity cache port, its keys and TTLs.
+//! - [`deadline`]: the request's deadline, which every upstream call made for it keeps.
 //! - [`events`]: domain events (and the cache entries each makes stale) and this replica's hub.
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
 //! - [`notifications`]: devices, preferences, the notification centre (records and the store
@@ -26,6 +27,7 @@
 //! - `viewer`: who is calling ([`Viewer`]), and the one authorization rule.
 
 pub mod cache;
+pub mod deadline;
 pub mod error;
 pub mod events;
 pub(crate) mod federation;

@@ -34,8 +34,12 @@ pub(crate) const MAX_CASES_PER_CUSTOMER: usize = 50;
 pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
 
 impl Tasks {
+    /// Spawns a batch; it keeps the deadline of the request that made it.
     fn spawn(&self, batch: BoxFuture<'static, ()>) {
-        let handle = tokio::spawn(batch);
+        let handle = match crate::deadline::current() {
+            Some(deadline) => tokio::spawn(crate::deadline::within(deadline, batch)),
+            None => tokio::spawn(batch),
+        };
         let mut handles = self
             .0
             .lock()

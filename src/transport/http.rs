@@ -188,13 +188,14 @@ async fn viewer(
     Ok(Some(viewer))
 }
 
-/// Runs `work` under `server.request_timeout_ms`.
+/// Runs `work` under `server.request_timeout_ms`, the deadline of its upstream calls too.
 async fn within_deadline<T>(
     state: &AppState,
     operation: Option<&str>,
     work: impl Future<Output = Result<T, TransportError>>,
 ) -> Result<T, TransportError> {
-    tokio::time::timeout(state.request_timeout, work)
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    tokio::time::timeout_at(deadline, resolvers::deadline::within(deadline, work))
         .await
         .unwrap_or_else(|_| {
             tracing::warn!(

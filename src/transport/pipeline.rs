@@ -232,10 +232,11 @@ impl Prepared {
             // One result, under the same deadline as over HTTP.
             let state = state.clone();
             return futures::stream::once(async move {
-                let deadline = state.request_timeout;
+                let deadline = tokio::time::Instant::now() + state.request_timeout;
                 let loaders = RequestLoaders::new(&state.ports);
                 let run = self.execute(&state, Some(viewer), &loaders);
-                match tokio::time::timeout(deadline, run).await {
+                let run = resolvers::deadline::within(deadline, run);
+                match tokio::time::timeout_at(deadline, run).await {
                     Ok(outcome) => outcome,
                     Err(_) => Outcome::Executed(async_graphql::Response::from_errors(vec![
                         TransportError::Timeout.to_server_error(),

@@ -2,7 +2,9 @@
 //! the load on an upstream that is failing.
 //!
 //! The breaker counts the upstream's failures (5xx answers, timeouts, failed connections) in
-//! a row. At `breaker_failures` it opens: for `breaker_open_ms` every call fails at once,
+//! a row, and the share of failures among its last [`WINDOW`] calls. At `breaker_failures`
+//! in a row, or a share of `breaker_failure_rate` or more (an upstream failing every other
+//! call never fails five times in a row), it opens: for `breaker_open_ms` every call fails at once,
 //! without reaching the upstream, so that requests get their `UPSTREAM_UNAVAILABLE` fields at
 //! once instead of waiting for timeouts, and the upstream gets room to recover. Then it is
 //! half-open: one call at a time goes through as a probe; a success closes it, a failure
@@ -19,12 +21,22 @@ use std::time::Duration;
 use resolvers::ports::Source;
 use tokio::time::Instant;
 
+use crate::config::CallPolicy;
+
 /// Retries a failing upstream always gets, per second, whatever the traffic.
 const MIN_RETRIES_PER_SECOND: f64 = 10.0;
 /// Retries earned by each first try.
 const RETRY_RATIO: f64 = 0.1;
 /// Most retries saved up.
 const MAX_SAVED_RETRIES: f64 = 100.0;
+/// The last calls whose failure rate is judged (a full window is needed to judge it).
+const WINDOW: u32 = 20;
+
+const CLOSED: State = State::Closed {
+    failures: 0,
+    recent: 0,
+    seen: 0,
+};
 
 /// One upstream's breaker and retry budget.
 #[derive(Debug)]
@@ -32,6 +44,8 @@ pub(crate) struct Breaker {
     source: Source,
     /// Failures in a row that open it; 0: never opens.
     failures_to_open: u32,
+    /// Failures among the last [`WINDOW`] calls that open it (0: never by rate).
+    window_failures_to_open: u32,
     /// How long it stays open before a probe.
     open_for: Duration,
     /// A plain mutex: held for a few instructions, never across an `.await`.
@@ -42,7 +56,12 @@ pub(crate) struct Breaker {
 #[derive(Debug, Clone, Copy)]
 enum State {
     Closed {
+        /// Failures in a row.
         failures: u32,
+        /// The last calls, newest in the lowest bit: 1 a failure.
+        recent: u32,
+        /// How many calls `recent` holds (up to [`WINDOW`]).
+        seen: u32,
     },
     Open {
         until: Instant,
@@ -61,12 +80,14 @@ struct RetryBudget {
 }
 
 impl Breaker {
-    pub(crate) fn new(source: Source, failures_to_open: u32, open_for: Duration) -> Self {
+    pub(crate) fn new(source: Source, policy: &CallPolicy) -> Self {
+        let rate = policy.breaker_failure_rate.clamp(0.0, 1.0);
         Self {
             source,
-            failures_to_open,
-            open_for,
-            state: Mutex::new(State::Closed { failures: 0 }),
+            failures_to_open: policy.breaker_failures,
+            window_failures_to_open: (rate * f64::from(WINDOW)).ceil() as u32,
+            open_for: policy.breaker_open,
+            state: Mutex::new(CLOSED),
             budget: Mutex::new(RetryBudget {
                 tokens: MIN_RETRIES_PER_SECOND,
                 refilled: Instant::now(),
@@ -101,15 +122,36 @@ impl Breaker {
         let mut state = self.state();
         let was_closed = matches!(*state, State::Closed { .. });
         let next = match (*state, success) {
-            (_, true) => State::Closed { failures: 0 },
-            (State::Closed { failures }, false) if failures + 1 < self.failures_to_open => {
+            (
                 State::Closed {
-                    failures: failures + 1,
+                    failures,
+                    recent,
+                    seen,
+                },
+                _,
+            ) => {
+                let recent = ((recent << 1) | u32::from(!success)) & ((1 << WINDOW) - 1);
+                let seen = (seen + 1).min(WINDOW);
+                let failures = if success { 0 } else { failures + 1 };
+                let by_rate = self.window_failures_to_open > 0
+                    && seen == WINDOW
+                    && recent.count_ones() >= self.window_failures_to_open;
+                if failures >= self.failures_to_open || by_rate {
+                    State::Open {
+                        until: Instant::now() + self.open_for,
+                    }
+                } else {
+                    State::Closed {
+                        failures,
+                        recent,
+                        seen,
+                    }
                 }
             }
+            (_, true) => CLOSED,
             // A call admitted before it opened: it stays open as it is.
             (State::Open { until }, false) => State::Open { until },
-            (_, false) => State::Open {
+            (State::HalfOpen { .. }, false) => State::Open {
                 until: Instant::now() + self.open_for,
             },
         };
@@ -126,7 +168,6 @@ impl Breaker {
             } else {
                 tracing::warn!(
                     upstream,
-                    failures = self.failures_to_open,
                     open_ms = self.open_for.as_millis() as u64,
                     "circuit breaker open: calls fail at once until a probe succeeds"
                 );
@@ -170,9 +211,19 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    fn breaker(failures: u32, rate: f64) -> Breaker {
+        let policy = CallPolicy {
+            breaker_failures: failures,
+            breaker_failure_rate: rate,
+            breaker_open: Duration::from_secs(5),
+            ..CallPolicy::default()
+        };
+        Breaker::new(Source::Crm, &policy)
+    }
+
     #[tokio::test(start_paused = true)]
     async fn opens_after_failures_in_a_row_probes_then_closes() {
-        let breaker = Breaker::new(Source::Crm, 3, Duration::from_secs(5));
+        let breaker = breaker(3, 0.0);
         for _ in 0..2 {
             assert!(breaker.admit());
             breaker.record(false);
@@ -198,8 +249,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn opens_when_half_of_the_last_calls_failed_though_never_five_in_a_row() {
+        let breaker = breaker(5, 0.5);
+        for call in 0..19 {
+            assert!(breaker.admit());
+            breaker.record(call % 2 == 0);
+        }
+        assert!(!breaker.is_open(), "19 calls: the window is not full yet");
+        breaker.record(false);
+        assert!(breaker.is_open(), "10 failures of the last 20");
+        // Fewer failures than that keep it closed.
+        let healthy = self::breaker(5, 0.5);
+        for call in 0..100 {
+            healthy.record(call % 3 != 0);
+        }
+        assert!(!healthy.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn switched_off_it_never_opens() {
-        let breaker = Breaker::new(Source::Crm, 0, Duration::from_secs(5));
+        let breaker = breaker(0, 0.5);
         for _ in 0..100 {
             assert!(breaker.admit());
             breaker.record(false);
@@ -209,7 +278,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn retries_are_a_tenth_of_first_tries_past_a_floor() {
-        let breaker = Breaker::new(Source::Backend, 5, Duration::from_secs(5));
+        let breaker = breaker(5, 0.5);
         let mut retried = 0;
         for _ in 0..1000 {
             breaker.first_try();

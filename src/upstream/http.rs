@@ -13,17 +13,20 @@
 
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode};
+use resolvers::deadline;
 use resolvers::ports::Source;
 use resolvers::ports::UpstreamError;
 use serde::de::DeserializeOwned;
 use tokio::sync::Semaphore;
+use tokio::time::Instant;
 use url::Url;
 
 use super::breaker::Breaker;
+use super::flights::{Flight, Flights, flight_key};
 use crate::config::CallPolicy;
 
 /// `user-agent` of every upstream call.
@@ -34,6 +37,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Most characters of an answer's body quoted in an error detail.
 const BODY_EXCERPT_CHARS: usize = 200;
+/// Time kept back from the request's deadline for answering with what the other calls got.
+const ANSWER_RESERVE: Duration = Duration::from_millis(200);
+/// Shortest try worth making: with less time left before the deadline, a call gives up.
+const MIN_TRY: Duration = Duration::from_millis(20);
+/// The deadline of calls made outside any request (ingest, notifications): their own
+/// timeouts and the queue timeout bound them.
+const NO_REQUEST_DEADLINE: Duration = Duration::from_secs(3600);
 
 /// How one upstream is called: client, concurrency budget, retries.
 #[derive(Debug)]
@@ -45,6 +55,12 @@ pub(crate) struct UpstreamHttp {
     /// Most calls in flight to this upstream at once, across every request of every user. A
     /// tokio semaphore because a permit is held across the whole call.
     budget: Semaphore,
+    /// Longest a call waits for a permit of the budget.
+    queue_timeout: Duration,
+    /// Longest one try may take.
+    timeout: Duration,
+    /// Reads in flight, shared by identical callers.
+    flights: Flights<Result<Answer, UpstreamError>>,
     /// Extra tries of a failed `GET`.
     retries: u32,
     /// The circuit breaker and retry budget of this upstream (see `breaker`).
@@ -52,7 +68,7 @@ pub(crate) struct UpstreamHttp {
 }
 
 /// An answer the upstream gave: any status but a 5xx.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Answer {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
@@ -81,12 +97,11 @@ impl UpstreamHttp {
             source,
             client,
             budget: Semaphore::new(policy.concurrency.max(1)),
+            queue_timeout: policy.queue_timeout,
+            timeout: policy.timeout,
+            flights: Flights::default(),
             retries: policy.retries,
-            breaker: Arc::new(Breaker::new(
-                source,
-                policy.breaker_failures,
-                policy.breaker_open,
-            )),
+            breaker: Arc::new(Breaker::new(source, policy)),
         })
     }
 
@@ -111,6 +126,9 @@ impl UpstreamHttp {
     /// out, cannot connect or gets a 5xx is tried again after a short backoff, up to the
     /// policy's retries; other methods are sent once. A 5xx or a transport failure that is not
     /// retried any more is `Unavailable`; any other status is the adapter's to judge.
+    ///
+    /// Identical `GET`s in flight at once are sent once (`flights`): every caller gets the
+    /// one answer.
     pub(crate) async fn send(
         &self,
         route: &'static str,
@@ -122,6 +140,70 @@ impl UpstreamHttp {
                 e.without_url()
             ))
         })?;
+        let deadline = deadline::current()
+            .map(|d| d.checked_sub(ANSWER_RESERVE).unwrap_or(d))
+            .unwrap_or_else(|| Instant::now() + NO_REQUEST_DEADLINE);
+        if request.method() != Method::GET {
+            return self.call(route, request, deadline).await;
+        }
+        let key = flight_key(&request);
+        loop {
+            match self.flights.join(&key) {
+                Flight::Lead(landing) => {
+                    let landed = self.call(route, request, deadline).await;
+                    landing.land(&landed);
+                    return landed;
+                }
+                Flight::Follow(mut landed) => {
+                    let waited = tokio::time::timeout_at(
+                        deadline,
+                        landed.wait_for(|answer| answer.is_some()),
+                    )
+                    .await;
+                    match waited {
+                        Ok(Ok(answer)) => {
+                            metrics::counter!(
+                                "switchyard_upstream_deduplicated_total",
+                                "source" => self.source.as_str()
+                            )
+                            .increment(1);
+                            if let Some(answer) = answer.as_ref() {
+                                return answer.clone();
+                            }
+                        }
+                        // The caller that sent it went away before the answer: try again
+                        // (one of the callers still waiting sends it).
+                        Ok(Err(_)) => continue,
+                        Err(_) => return Err(self.refused("deadline", route)),
+                    }
+                }
+            }
+        }
+    }
+
+    /// `Unavailable`: not sent, because of `why` (`breaker`, `queue` or `deadline`).
+    fn refused(&self, why: &'static str, route: &'static str) -> UpstreamError {
+        metrics::counter!(
+            "switchyard_upstream_refused_total",
+            "source" => self.source.as_str(),
+            "reason" => why,
+        )
+        .increment(1);
+        let detail = match why {
+            "breaker" => "the circuit breaker is open after repeated failures",
+            "queue" => "no room in its concurrency budget within queue_timeout_ms",
+            _ => "the request's deadline leaves no time for it",
+        };
+        self.unavailable(format!("{route}: not sent: {detail}"))
+    }
+
+    /// Sends `request` (retrying reads) before `deadline`.
+    async fn call(
+        &self,
+        route: &'static str,
+        request: reqwest::Request,
+        deadline: Instant,
+    ) -> Result<Answer, UpstreamError> {
         let method = request.method().clone();
         let call = format!("{method} {}", request.url().path());
         let retries = if method == Method::GET {
@@ -132,16 +214,30 @@ impl UpstreamHttp {
         let mut attempt = 0;
         self.breaker.first_try();
         loop {
+            // A deadline, not a queue: wait for a permit only as long as the request (and
+            // the upstream's queue timeout) allows.
+            let queue_until = deadline.min(Instant::now() + self.queue_timeout);
+            let permit = match tokio::time::timeout_at(queue_until, self.budget.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_)) => {
+                    return Err(
+                        self.unavailable(format!("{call}: the concurrency budget is closed"))
+                    );
+                }
+                Err(_) if queue_until < deadline => return Err(self.refused("queue", route)),
+                Err(_) => return Err(self.refused("deadline", route)),
+            };
             if !self.breaker.admit() {
-                metrics::counter!("switchyard_upstream_refused_total", "source" => self.source.as_str())
-                    .increment(1);
-                return Err(self.unavailable(format!(
-                    "{call}: not sent: the circuit breaker is open after repeated failures"
-                )));
+                return Err(self.refused("breaker", route));
             }
-            let Some(this_try) = request.try_clone() else {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < MIN_TRY {
+                return Err(self.refused("deadline", route));
+            }
+            let Some(mut this_try) = request.try_clone() else {
                 return Err(self.unavailable(format!("{call}: the request cannot be repeated")));
             };
+            *this_try.timeout_mut() = Some(self.timeout.min(left));
             let failure = match self.attempt(route, &call, attempt, this_try).await {
                 Ok(answer) if !answer.status.is_server_error() => {
                     self.breaker.record(true);
@@ -154,7 +250,14 @@ impl UpstreamHttp {
                 Err(failure) => failure,
             };
             self.breaker.record(false);
-            if !failure.retryable || attempt >= retries || !self.breaker.take_retry() {
+            drop(permit);
+            let backoff = FIRST_BACKOFF * 2u32.saturating_pow(attempt);
+            let time_for_another = Instant::now() + backoff + MIN_TRY < deadline;
+            if !failure.retryable
+                || attempt >= retries
+                || !time_for_another
+                || !self.breaker.take_retry()
+            {
                 let tries = attempt + 1;
                 let suffix = if tries > 1 {
                     format!(" (after {tries} tries)")
@@ -163,12 +266,12 @@ impl UpstreamHttp {
                 };
                 return Err(self.unavailable(format!("{}{suffix}", failure.detail)));
             }
-            tokio::time::sleep(FIRST_BACKOFF * 2u32.saturating_pow(attempt)).await;
+            tokio::time::sleep(backoff).await;
             attempt += 1;
         }
     }
 
-    /// One try: waits for a permit, sends, reads the body, logs.
+    /// One try: sends, reads the body, logs.
     async fn attempt(
         &self,
         route: &'static str,
@@ -177,10 +280,6 @@ impl UpstreamHttp {
         request: reqwest::Request,
     ) -> Result<Answer, Failure> {
         let method = request.method().clone();
-        let _permit = self.budget.acquire().await.map_err(|_| Failure {
-            detail: format!("{call}: the concurrency budget is closed"),
-            retryable: false,
-        })?;
         let started = Instant::now();
         let outcome = match self.client.execute(request).await {
             Ok(response) => {

@@ -9,7 +9,7 @@
 //! # Layout
 //! - `http`: the one call path all adapters share: the client per upstream, the concurrency
 //!   budget, the circuit breaker and retries of reads within a budget (`breaker`), logging
-//!   and metrics, and the mapping of transport failures and unusable
+//!   and metrics, single-flight of identical reads (`flights`), and the mapping of transport failures and unusable
 //!   answers to `Unavailable`.
 //! - `wire`: wire pieces several adapters read (money, enum names), validated strictly.
 //! - `backend`: `BackendClient`, our own REST/JSON microservices (bearer token, bulk reads in
@@ -25,6 +25,7 @@ mod backend;
 mod breaker;
 mod carrier;
 mod crm;
+mod flights;
 mod http;
 mod process;
 mod wire;

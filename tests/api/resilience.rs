@@ -340,3 +340,96 @@ async fn replicas_share_the_client_address_limit_through_redis() {
     first.stop().await;
     second.stop().await;
 }
+
+#[tokio::test]
+async fn a_stalled_carrier_costs_its_fields_not_the_home_screen() {
+    // Requests end after 2 s; the carrier takes 10 s. Thirty home screens at once, with a
+    // carrier budget of 8 calls in flight: 8 wait for it until their deadline, the others
+    // until the queue timeout.
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.request_timeout = Duration::from_secs(2);
+        c.cache.enabled = false;
+        let carrier = c.upstreams.carrier.as_mut().expect("the sandbox carrier");
+        carrier.policy.concurrency = 8;
+    })
+    .await;
+    // Thirty customers: their parcels differ (identical reads would be sent once).
+    let mut tokens = Vec::new();
+    for i in 1..=30 {
+        tokens.push(app.token(&format!("cust-{i:04}")).await);
+    }
+    let stalled = UpstreamKnobs {
+        latency_ms: 10_000,
+        ..UpstreamKnobs::default()
+    };
+    app.sandbox.set_faults(Upstream::Carrier, stalled).unwrap();
+
+    let document = operation("HomeScreen");
+    let screens = || {
+        futures::future::join_all(
+            tokens
+                .iter()
+                .map(|token| app.post(Some(token), &document, json!({}))),
+        )
+    };
+    let started = std::time::Instant::now();
+    let answers = screens().await;
+    let elapsed = started.elapsed();
+    partial_with_the_carrier_missing(&answers);
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    let metrics = scrape(&app).await;
+    let refused = |reason| {
+        value(
+            &metrics,
+            "switchyard_upstream_refused_total",
+            &[("source", "carrier"), ("reason", reason)],
+        )
+        .unwrap_or(0.0)
+    };
+    // Calls that could not get into the budget in time gave up rather than wait (at the
+    // queue timeout, or sooner when the request's deadline came first).
+    assert!(
+        refused("queue") + refused("deadline") > 0.0,
+        "some waited for the budget in vain"
+    );
+
+    // The failures are remembered: with the breaker open, the next screens do not wait for
+    // the carrier, nor call it.
+    app.reset_counts();
+    let answers = screens().await;
+    partial_with_the_carrier_missing(&answers);
+    assert!(!app.counts().contains_key("carrier"), "{:?}", app.counts());
+    let (_, body) = ready(&app).await;
+    assert_eq!(body["checks"]["breakers"]["carrier"], "open", "{body}");
+    app.stop().await;
+}
+
+/// Every answer is a 200 with the orders, and only carrier fields failed (on most screens).
+fn partial_with_the_carrier_missing(answers: &[(u16, Value)]) {
+    for (status, body) in answers {
+        // Partial data, not a 504: the orders are there, their tracking is null.
+        assert_eq!(*status, 200, "{body}");
+        let orders = body["data"]["me"]["orders"]["edges"].as_array().unwrap();
+        assert!(!orders.is_empty(), "{body}");
+        // (A customer without a parcel has no tracking to miss.)
+        let errors = body["errors"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        assert!(
+            errors
+                .iter()
+                .all(|e| e["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
+                    && e["extensions"]["source"] == "carrier"),
+            "{body}"
+        );
+    }
+    assert!(
+        answers
+            .iter()
+            .filter(|(_, body)| body.get("errors").is_some())
+            .count()
+            >= 20,
+        "most screens show a parcel"
+    );
+}

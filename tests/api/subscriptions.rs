@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandbox::{SandboxConfig, Upstream};
+use sandbox::{SandboxConfig, Upstream, UpstreamKnobs};
 use serde_json::{Value, json};
 
 use crate::support::issuer::{Issuer, customer_claims};
@@ -17,7 +17,7 @@ use crate::support::sse::{SseResponse, sse};
 use crate::support::ws::{
     LEGACY, MODERN, connect, connect_slow_reader, refused_status, signed_in, try_connect,
 };
-use crate::support::{TestApp, WAIT, doubling_fragments, operation};
+use crate::support::{TestApp, WAIT, counts, doubling_fragments, operation};
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";
@@ -821,6 +821,48 @@ async fn an_order_update_reaches_a_websocket_subscriber() {
         json!({"type": "next", "id": "o", "payload": {"data": {"orderUpdated": {
             "id": order, "status": "CANCELLED", "canCancel": false
         }}}})
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn subscribers_re_reading_a_changed_order_make_one_backend_call() {
+    // No entity cache: only single-flight keeps the re-reads from reaching the backend.
+    let app = uncached().await;
+    let order = placed_order(&app, ADA).await;
+    let query = format!("subscription {{ orderUpdated(id: \"{order}\") {{ id status }} }}");
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        let mut client = signed_in(&app, ADA).await;
+        let before = backend_requests(&app);
+        client.subscribe("o", &query).await;
+        until_listening(&app, before).await;
+        clients.push(client);
+    }
+    // A slow backend, so that every subscription's re-read starts while the first is in
+    // flight (what a busy backend is, for thousands of subscribers).
+    let slow = UpstreamKnobs {
+        latency_ms: 300,
+        ..UpstreamKnobs::default()
+    };
+    app.sandbox.set_faults(Upstream::Backend, slow).unwrap();
+    app.reset_counts();
+
+    let event = json!({"id": "evt_flight_1", "type": "order.status_changed",
+        "occurredAt": "2026-01-01T10:00:00Z",
+        "data": {"orderId": order, "customerId": ADA, "status": "SHIPPED"}});
+    assert_eq!(app.post_webhook("backend", &event).await.0, 202);
+    for client in &mut clients {
+        let next = client.recv().await;
+        assert_eq!(
+            next["payload"]["data"]["orderUpdated"]["id"], order,
+            "{next}"
+        );
+    }
+    assert_eq!(
+        app.counts(),
+        counts(&[("backend", &[("GET /orders", 1)])]),
+        "twenty subscribers, one read of the order"
     );
     app.stop().await;
 }

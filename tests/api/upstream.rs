@@ -1559,18 +1559,112 @@ async fn the_concurrency_budget_bounds_calls_in_flight() {
     )
     .await;
 
+    // Six different parcels (unknown ones: the carrier answers 404 after its latency too).
+    let numbers: Vec<String> = (0..6).map(|i| format!("PC19999999{i}")).collect();
     let started = Instant::now();
-    let calls = (0..6).map(|_| h.ports.carrier.track("PC100000001"));
+    let calls = numbers.iter().map(|n| h.ports.carrier.track(n));
     let answers = futures::future::join_all(calls).await;
     let elapsed = started.elapsed();
 
-    assert!(answers.iter().all(|a| matches!(a, Ok(Some(_)))));
+    assert!(answers.iter().all(|a| matches!(a, Ok(None))));
     // Six calls of 200 ms, two at a time: three rounds.
     assert!(elapsed >= Duration::from_millis(600), "{elapsed:?}");
     assert!(elapsed < Duration::from_millis(1_200), "{elapsed:?}");
     assert_eq!(
         h.requests(Upstream::Carrier),
         counts(&[("GET /v1/trackings/{tracking_number}", 6)])
+    );
+}
+
+#[tokio::test]
+async fn identical_reads_in_flight_at_once_are_sent_once() {
+    let h = harness(SandboxConfig {
+        carrier: knobs(|k| k.latency_ms = 200),
+        ..quiet()
+    })
+    .await;
+
+    let calls = (0..6).map(|_| h.ports.carrier.track("PC100000001"));
+    let answers = futures::future::join_all(calls).await;
+    for answer in &answers {
+        let tracking = answer.as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(tracking.tracking_number, "PC100000001");
+    }
+    assert_eq!(
+        h.requests(Upstream::Carrier),
+        counts(&[("GET /v1/trackings/{tracking_number}", 1)])
+    );
+
+    // Once it has landed, the next read is a call of its own; a different parcel too.
+    h.ports.carrier.track("PC100000001").await.unwrap();
+    let (same, other) = futures::join!(
+        h.ports.carrier.track("PC100000001"),
+        h.ports.carrier.track("PC100003601")
+    );
+    assert!(same.unwrap().is_some() && other.unwrap().is_some());
+    assert_eq!(
+        h.requests(Upstream::Carrier),
+        counts(&[("GET /v1/trackings/{tracking_number}", 4)])
+    );
+}
+
+#[tokio::test]
+async fn a_call_waits_for_the_concurrency_budget_only_up_to_its_queue_timeout() {
+    let policy = CallPolicy {
+        concurrency: 1,
+        queue_timeout: Duration::from_millis(100),
+        ..test_policy()
+    };
+    let h = harness_with(
+        SandboxConfig {
+            carrier: knobs(|k| k.latency_ms = 500),
+            ..quiet()
+        },
+        policy,
+        |_| {},
+    )
+    .await;
+
+    let started = Instant::now();
+    let (first, second) = futures::join!(
+        h.ports.carrier.track("PC100000001"),
+        h.ports.carrier.track("PC100003601")
+    );
+    assert!(first.unwrap().is_some());
+    let refused = second.unwrap_err();
+    assert_eq!(refused.source, Source::Carrier);
+    assert!(
+        format!("{:?}", refused.kind).contains("queue_timeout_ms"),
+        "{refused:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(1_000));
+    // Only the first was sent.
+    assert_eq!(
+        h.requests(Upstream::Carrier),
+        counts(&[("GET /v1/trackings/{tracking_number}", 1)])
+    );
+}
+
+#[tokio::test]
+async fn calls_made_for_a_request_stop_at_its_deadline() {
+    let h = harness(SandboxConfig {
+        carrier: knobs(|k| k.latency_ms = 3_000),
+        ..quiet()
+    })
+    .await;
+
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(700);
+    let answer = resolvers::deadline::within(deadline, h.ports.carrier.track("PC100000001")).await;
+    let elapsed = started.elapsed();
+    // Cut to what the request had left (less the time kept to answer), not the 5 s timeout,
+    // and not retried: no time for another try.
+    assert_eq!(answer.unwrap_err().source, Source::Carrier);
+    assert!(elapsed >= Duration::from_millis(400), "{elapsed:?}");
+    assert!(elapsed < Duration::from_millis(1_000), "{elapsed:?}");
+    assert_eq!(
+        h.requests(Upstream::Carrier),
+        counts(&[("GET /v1/trackings/{tracking_number}", 1)])
     );
 }
 
