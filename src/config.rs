@@ -68,6 +68,10 @@ pub struct CacheConfig {
     pub key_prefix: String,
     /// Most entries of the in-memory cache.
     pub max_entries: usize,
+    /// How long an entity is kept past its TTL, to be served (marked in `extensions.stale`)
+    /// when its upstream fails or its breaker is open; 0: never served stale.
+    #[serde(rename = "stale_if_error_ms", with = "millis")]
+    pub stale_if_error: Duration,
 }
 
 impl Default for CacheConfig {
@@ -77,6 +81,7 @@ impl Default for CacheConfig {
             redis_url: None,
             key_prefix: "switchyard:cache:".to_owned(),
             max_entries: 100_000,
+            stale_if_error: Duration::from_secs(600),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! | `switchyard_upstream_deduplicated_total` | `source` | reads not sent because an identical one was in flight (its answer was shared) |
 //! | `switchyard_upstream_breaker_open` (gauge) | `source` | 1 while the upstream's circuit breaker is open or half-open |
 //! | `switchyard_cache_requests_total` | `result` (`hit` / `miss`) | entity cache lookups |
+//! | `switchyard_cache_stale_served_total` | `entity` | entities served from a stale copy because their upstream failed |
 //! | `switchyard_live_connections` (gauge) | | open websocket and SSE connections |
 //! | `switchyard_subscriptions_total` | `transport` | subscriptions started |
 //! | `switchyard_webhooks_total` | `source`, `outcome` | webhooks received (`accepted`, `refused`) |

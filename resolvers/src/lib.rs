@@ -107,6 +107,12 @@ impl RequestLoaders {
     pub fn new(ports: &Ports) -> Self {
         Self(std::sync::Arc::new(loaders::LoaderScope::new(ports)))
     }
+
+    /// The entities served from stale copies since the last call, because their upstream
+    /// failed (see [`cache`]): for the response's `extensions.stale`.
+    pub fn take_stale(&self) -> Vec<cache::StaleRead> {
+        self.0.take_stale()
+    }
 }
 
 /// Puts what one operation needs on it: the request's loaders, the viewer when signed in,

@@ -11,11 +11,12 @@ use std::collections::HashMap;
 use std::fmt::Display;
 use std::hash::Hash;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
 use futures::future::{BoxFuture, join_all};
 
-use crate::cache::{Cache, Cached};
+use crate::cache::{Cache, Cached, Entry, StaleLog, StaleRead, now_ms};
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
 use crate::ports::UpstreamError;
 use crate::ports::{Backend, Carrier, Crm, Ports, ProcessServer, UpstreamResult};
@@ -84,8 +85,8 @@ pub(crate) struct Loaders {
 }
 
 impl Loaders {
-    /// Fresh loaders (empty caches) over the given ports.
-    pub(crate) fn new(ports: &Ports) -> Self {
+    /// Fresh loaders (empty caches) over the given ports, noting stale reads in `stale`.
+    pub(crate) fn new(ports: &Ports, stale: &Arc<StaleLog>) -> Self {
         fn cached<T, K>(
             tasks: &Arc<Tasks>,
             loader: T,
@@ -100,6 +101,10 @@ impl Loaders {
             DataLoader::with_cache(loader, spawn, HashMapCache::default()).max_batch_size(max_batch)
         }
         let tasks = Arc::new(Tasks::default());
+        let through = Through {
+            cache: ports.cache.clone(),
+            stale: stale.clone(),
+        };
         let backend = &ports.backend;
         let crm = &ports.crm;
         let process = &ports.process;
@@ -107,17 +112,17 @@ impl Loaders {
             _tasks: Arc::clone(&tasks),
             customers: cached::<_, CustomerId>(
                 &tasks,
-                CustomerLoader(backend.clone(), ports.cache.clone()),
+                CustomerLoader(backend.clone(), through.clone()),
                 BACKEND_MAX_BATCH,
             ),
             products: cached::<_, ProductId>(
                 &tasks,
-                ProductLoader(backend.clone(), ports.cache.clone()),
+                ProductLoader(backend.clone(), through.clone()),
                 BACKEND_MAX_BATCH,
             ),
             orders: cached::<_, OrderId>(
                 &tasks,
-                OrderLoader(backend.clone(), ports.cache.clone()),
+                OrderLoader(backend.clone(), through.clone()),
                 BACKEND_MAX_BATCH,
             ),
             customer_orders: cached::<_, (CustomerId, OrderPageQuery)>(
@@ -156,7 +161,7 @@ impl Loaders {
             ),
             tracking: cached::<_, String>(
                 &tasks,
-                TrackingLoader(ports.carrier.clone(), ports.cache.clone()),
+                TrackingLoader(ports.carrier.clone(), through),
                 usize::MAX,
             ),
         }
@@ -168,6 +173,8 @@ impl Loaders {
 /// upstreams rather than from what the subscription's first event cached.
 pub(crate) struct LoaderScope {
     ports: Ports,
+    /// What every loaders of the scope served stale.
+    stale: Arc<StaleLog>,
     /// A std mutex: held only to swap or clone the `Arc`, never across an `.await`.
     current: std::sync::Mutex<Arc<Loaders>>,
 }
@@ -175,10 +182,17 @@ pub(crate) struct LoaderScope {
 impl LoaderScope {
     /// A scope with fresh loaders over `ports`.
     pub(crate) fn new(ports: &Ports) -> Self {
+        let stale = Arc::new(StaleLog::default());
         Self {
             ports: ports.clone(),
-            current: std::sync::Mutex::new(Arc::new(Loaders::new(ports))),
+            current: std::sync::Mutex::new(Arc::new(Loaders::new(ports, &stale))),
+            stale,
         }
+    }
+
+    /// The entities served stale since the last call.
+    pub(crate) fn take_stale(&self) -> Vec<StaleRead> {
+        self.stale.take()
     }
 
     /// The loaders to use now.
@@ -191,7 +205,7 @@ impl LoaderScope {
 
     /// Starts over with empty caches.
     pub(crate) fn renew(&self) {
-        let fresh = Arc::new(Loaders::new(&self.ports));
+        let fresh = Arc::new(Loaders::new(&self.ports, &self.stale));
         *self
             .current
             .lock()
@@ -229,53 +243,127 @@ where
         .collect()
 }
 
-/// Reads `keys` through the cache: hits are decoded, the misses fetched with one call to
-/// `fetch` and stored. `cacheable` picks what of a fetched value may be stored (a fan-out
-/// loader's failures are not); `wrap` turns a stored value back into a loaded one.
-async fn read_through<K, V, W, F, Fut>(
-    cache: &dyn Cache,
-    kind: Cached,
-    keys: &[K],
-    fetch: F,
-    cacheable: fn(&W) -> Option<&V>,
-    wrap: fn(V) -> W,
-) -> UpstreamResult<HashMap<K, W>>
-where
-    K: Display + Clone + Eq + Hash,
-    V: serde::Serialize + serde::de::DeserializeOwned,
-    F: FnOnce(Vec<K>) -> Fut,
-    Fut: Future<Output = UpstreamResult<HashMap<K, W>>>,
-{
-    let cache_keys: Vec<String> = keys.iter().map(|k| kind.key(&k.to_string())).collect();
-    let stored = cache.get_many(&cache_keys).await;
-    let mut loaded = HashMap::with_capacity(keys.len());
-    let mut misses = Vec::new();
-    for (key, bytes) in keys.iter().zip(stored) {
-        match bytes.and_then(|b| serde_json::from_slice::<V>(&b).ok()) {
-            Some(value) => {
-                loaded.insert(key.clone(), wrap(value));
+/// The entity cache as one request reads it: the store, and where the request's stale
+/// reads are noted.
+#[derive(Clone)]
+pub(crate) struct Through {
+    cache: Arc<dyn Cache>,
+    stale: Arc<StaleLog>,
+}
+
+impl Through {
+    /// Reads `keys` through the cache: fresh hits are decoded, the misses fetched with one
+    /// call to `fetch` and stored. `cacheable` picks what of a fetched value may be stored (a
+    /// fan-out loader's failures are not); `wrap` turns a stored value back into a loaded
+    /// one; `failed` tells a fetched value that is its upstream's failure (a fan-out
+    /// loader's per-key error).
+    ///
+    /// A key whose copy is past its TTL but within the stale-if-error grace is a miss; when
+    /// its fetch fails, the copy is served instead and noted in the request's
+    /// [`StaleLog`]. For a bulk fetch that fails as a whole, that is only when every missed
+    /// key has a copy (the batch's one error cannot stand for some keys only).
+    async fn read<K, V, W, F, Fut>(
+        &self,
+        kind: Cached,
+        keys: &[K],
+        fetch: F,
+        cacheable: fn(&W) -> Option<&V>,
+        wrap: fn(V) -> W,
+        failed: fn(&W) -> bool,
+    ) -> UpstreamResult<HashMap<K, W>>
+    where
+        K: Display + Clone + Eq + Hash,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce(Vec<K>) -> Fut,
+        Fut: Future<Output = UpstreamResult<HashMap<K, W>>>,
+    {
+        let cache_keys: Vec<String> = keys.iter().map(|k| kind.key(&k.to_string())).collect();
+        let stored = self.cache.get_many(&cache_keys).await;
+        let now = now_ms();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let ttl_ms = ms(kind.ttl());
+        let keep_ms = ttl_ms.saturating_add(ms(self.cache.stale_if_error()));
+        let mut loaded = HashMap::with_capacity(keys.len());
+        let mut misses = Vec::new();
+        let mut stale = HashMap::new();
+        for (key, bytes) in keys.iter().zip(stored) {
+            match bytes.and_then(|b| serde_json::from_slice::<Entry<V>>(&b).ok()) {
+                Some(entry) if now.saturating_sub(entry.at) < ttl_ms => {
+                    loaded.insert(key.clone(), wrap(entry.v));
+                }
+                Some(entry) if now.saturating_sub(entry.at) < keep_ms => {
+                    stale.insert(key.clone(), entry);
+                    misses.push(key.clone());
+                }
+                _ => misses.push(key.clone()),
             }
-            None => misses.push(key.clone()),
         }
+        metrics::counter!("switchyard_cache_requests_total", "result" => "hit")
+            .increment(loaded.len() as u64);
+        metrics::counter!("switchyard_cache_requests_total", "result" => "miss")
+            .increment(misses.len() as u64);
+        if misses.is_empty() {
+            return Ok(loaded);
+        }
+        let mut fetched = match fetch(misses.clone()).await {
+            Ok(fetched) => fetched,
+            Err(e) if e.is_failure() && misses.iter().all(|k| stale.contains_key(k)) => {
+                for (key, entry) in stale {
+                    loaded.insert(key.clone(), wrap(self.served_stale(kind, &key, entry, now)));
+                }
+                return Ok(loaded);
+            }
+            Err(e) => return Err(e),
+        };
+        let entries = fetched
+            .iter()
+            .filter_map(|(k, w)| {
+                let entry = Entry {
+                    at: now,
+                    v: cacheable(w)?,
+                };
+                Some((kind.key(&k.to_string()), serde_json::to_vec(&entry).ok()?))
+            })
+            .collect();
+        let keep = kind.ttl() + self.cache.stale_if_error();
+        self.cache.put_many(entries, keep).await;
+        for (key, value) in &mut fetched {
+            if failed(value)
+                && let Some(entry) = stale.remove(key)
+            {
+                *value = wrap(self.served_stale(kind, key, entry, now));
+            }
+        }
+        loaded.extend(fetched);
+        Ok(loaded)
     }
-    metrics::counter!("switchyard_cache_requests_total", "result" => "hit")
-        .increment(loaded.len() as u64);
-    metrics::counter!("switchyard_cache_requests_total", "result" => "miss")
-        .increment(misses.len() as u64);
-    if misses.is_empty() {
-        return Ok(loaded);
+
+    /// Notes that `key` is served from its stale copy, and hands the copy out.
+    fn served_stale<K: Display, V>(&self, kind: Cached, key: &K, entry: Entry<V>, now: u64) -> V {
+        let age = Duration::from_millis(now.saturating_sub(entry.at));
+        tracing::info!(
+            entity = kind.type_name(),
+            id = %key,
+            age_s = age.as_secs(),
+            "upstream failed: serving a stale copy"
+        );
+        metrics::counter!("switchyard_cache_stale_served_total", "entity" => kind.type_name())
+            .increment(1);
+        self.stale.note(StaleRead {
+            type_name: kind.type_name(),
+            id: key.to_string(),
+            age,
+        });
+        entry.v
     }
-    let fetched = fetch(misses).await?;
-    let entries = fetched
-        .iter()
-        .filter_map(|(k, w)| {
-            let bytes = serde_json::to_vec(cacheable(w)?).ok()?;
-            Some((kind.key(&k.to_string()), bytes))
-        })
-        .collect();
-    cache.put_many(entries, kind.ttl()).await;
-    loaded.extend(fetched);
-    Ok(loaded)
+}
+
+fn never_failed<W>(_: &W) -> bool {
+    false
+}
+
+fn upstream_failed<V>(w: &UpstreamResult<V>) -> bool {
+    w.as_ref().is_err_and(UpstreamError::is_failure)
 }
 
 fn as_is<V>(v: &V) -> Option<&V> {
@@ -310,7 +398,7 @@ fn index_by<K: Eq + Hash, T>(records: Vec<T>, key_of: impl Fn(&T) -> K) -> HashM
 }
 
 /// Customers by id (backend bulk read, through the cache).
-pub(crate) struct CustomerLoader(Arc<dyn Backend>, Arc<dyn Cache>);
+pub(crate) struct CustomerLoader(Arc<dyn Backend>, Through);
 
 impl Loader<CustomerId> for CustomerLoader {
     type Value = CustomerRecord;
@@ -325,12 +413,21 @@ impl Loader<CustomerId> for CustomerLoader {
                 c.id.clone()
             }))
         };
-        read_through(&*self.1, Cached::Customer, keys, fetch, as_is, as_is_owned).await
+        self.1
+            .read(
+                Cached::Customer,
+                keys,
+                fetch,
+                as_is,
+                as_is_owned,
+                never_failed,
+            )
+            .await
     }
 }
 
 /// Products by id (backend bulk read, through the cache).
-pub(crate) struct ProductLoader(Arc<dyn Backend>, Arc<dyn Cache>);
+pub(crate) struct ProductLoader(Arc<dyn Backend>, Through);
 
 impl Loader<ProductId> for ProductLoader {
     type Value = ProductRecord;
@@ -342,12 +439,21 @@ impl Loader<ProductId> for ProductLoader {
                 p.id.clone()
             }))
         };
-        read_through(&*self.1, Cached::Product, keys, fetch, as_is, as_is_owned).await
+        self.1
+            .read(
+                Cached::Product,
+                keys,
+                fetch,
+                as_is,
+                as_is_owned,
+                never_failed,
+            )
+            .await
     }
 }
 
 /// Orders by id (backend bulk read, through the cache; order events invalidate).
-pub(crate) struct OrderLoader(Arc<dyn Backend>, Arc<dyn Cache>);
+pub(crate) struct OrderLoader(Arc<dyn Backend>, Through);
 
 impl Loader<OrderId> for OrderLoader {
     type Value = OrderRecord;
@@ -359,7 +465,9 @@ impl Loader<OrderId> for OrderLoader {
                 o.id.clone()
             }))
         };
-        read_through(&*self.1, Cached::Order, keys, fetch, as_is, as_is_owned).await
+        self.1
+            .read(Cached::Order, keys, fetch, as_is, as_is_owned, never_failed)
+            .await
     }
 }
 
@@ -516,7 +624,7 @@ impl Loader<CustomerId> for CustomerReturnsLoader {
 
 /// Parcel tracking (the carrier has no bulk read: one call per distinct tracking number not
 /// in the cache; scan events invalidate).
-pub(crate) struct TrackingLoader(Arc<dyn Carrier>, Arc<dyn Cache>);
+pub(crate) struct TrackingLoader(Arc<dyn Carrier>, Through);
 
 impl Loader<String> for TrackingLoader {
     type Value = UpstreamResult<TrackingRecord>;
@@ -526,6 +634,15 @@ impl Loader<String> for TrackingLoader {
         let fetch = |numbers: Vec<String>| async move {
             Ok(fan_out(&numbers, |n| async move { self.0.track(&n).await }).await)
         };
-        read_through(&*self.1, Cached::Tracking, keys, fetch, succeeded, Ok).await
+        self.1
+            .read(
+                Cached::Tracking,
+                keys,
+                fetch,
+                succeeded,
+                Ok,
+                upstream_failed,
+            )
+            .await
     }
 }

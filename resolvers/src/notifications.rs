@@ -533,7 +533,8 @@ pub async fn is_about_its_customer(event: &DomainEvent, ports: &Ports) -> Result
     let Some(customer) = &event.customer_id else {
         return Ok(true);
     };
-    let loaders = Loaders::new(ports);
+    // (Whose an object is never changes: a stale copy answers that as well as a fresh one.)
+    let loaders = Loaders::new(ports, &Default::default());
     let failed = |e: UpstreamError| format!("checking whose the event's objects are: {e:?}");
     let subject = &event.subject;
     if let Some(id) = &subject.order_id {

@@ -103,6 +103,15 @@ impl UpstreamError {
         }
     }
 
+    /// Whether the upstream failed (no usable answer, or rate limiting us), as opposed to
+    /// answering "no" or "not found".
+    pub fn is_failure(&self) -> bool {
+        matches!(
+            self.kind,
+            UpstreamErrorKind::Unavailable { .. } | UpstreamErrorKind::RateLimited { .. }
+        )
+    }
+
     /// An upstream that refused for a business reason.
     pub fn rejected(source: Source, code: &'static str, message: impl Into<String>) -> Self {
         Self {

@@ -20,6 +20,8 @@ use tokio::time::Instant;
 pub(crate) struct MemoryCache {
     /// moka's concurrent cache; values are `Arc`s since moka hands out a clone on every read.
     entries: moka::future::Cache<String, Arc<Entry>>,
+    /// How long entity entries are kept past their TTL (`cache.stale_if_error_ms`).
+    stale_if_error: Duration,
 }
 
 /// One stored value and how long it lives.
@@ -63,12 +65,23 @@ impl MemoryCache {
                 .max_capacity(u64::try_from(max_entries).unwrap_or(u64::MAX))
                 .expire_after(PerEntryTtl)
                 .build(),
+            stale_if_error: Duration::ZERO,
         }
+    }
+
+    /// Keeps entries `grace` past their TTL, for stale-if-error.
+    pub(crate) fn keeping_stale(mut self, grace: Duration) -> Self {
+        self.stale_if_error = grace;
+        self
     }
 }
 
 #[async_trait]
 impl Cache for MemoryCache {
+    fn stale_if_error(&self) -> Duration {
+        self.stale_if_error
+    }
+
     async fn get_many(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
         let now = Instant::now();
         let mut found = Vec::with_capacity(keys.len());

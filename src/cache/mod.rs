@@ -21,8 +21,13 @@ pub(crate) async fn build(config: &CacheConfig) -> anyhow::Result<Arc<dyn Cache>
     if !config.enabled {
         return Ok(Arc::new(NoCache));
     }
+    let grace = config.stale_if_error;
     Ok(match &config.redis_url {
-        Some(url) => Arc::new(RedisCache::connect(url.expose(), &config.key_prefix).await?),
-        None => Arc::new(MemoryCache::new(config.max_entries)),
+        Some(url) => Arc::new(
+            RedisCache::connect(url.expose(), &config.key_prefix)
+                .await?
+                .keeping_stale(grace),
+        ),
+        None => Arc::new(MemoryCache::new(config.max_entries).keeping_stale(grace)),
     })
 }

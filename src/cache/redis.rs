@@ -26,6 +26,8 @@ pub(crate) struct RedisCache {
     connection: ConnectionManager,
     /// Prepended to every key.
     prefix: String,
+    /// How long entity entries are kept past their TTL (`cache.stale_if_error_ms`).
+    stale_if_error: Duration,
 }
 
 impl RedisCache {
@@ -35,7 +37,14 @@ impl RedisCache {
         Ok(Self {
             connection,
             prefix: prefix.to_owned(),
+            stale_if_error: Duration::ZERO,
         })
+    }
+
+    /// Keeps entries `grace` past their TTL, for stale-if-error.
+    pub(crate) fn keeping_stale(mut self, grace: Duration) -> Self {
+        self.stale_if_error = grace;
+        self
     }
 
     fn key(&self, key: &str) -> String {
@@ -45,6 +54,10 @@ impl RedisCache {
 
 #[async_trait]
 impl Cache for RedisCache {
+    fn stale_if_error(&self) -> Duration {
+        self.stale_if_error
+    }
+
     async fn get_many(&self, keys: &[String]) -> Vec<Option<Vec<u8>>> {
         if keys.is_empty() {
             return Vec::new();

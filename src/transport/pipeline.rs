@@ -205,7 +205,8 @@ impl Prepared {
         let schema = self.schema(state);
         let request = resolvers::request_data(self.request, loaders, viewer);
         let started = std::time::Instant::now();
-        let response = schema.execute(request).await;
+        let mut response = schema.execute(request).await;
+        mark_stale(&mut response, loaders.take_stale());
         let kind = match self.kind {
             OperationType::Mutation => "mutation",
             _ => "query",
@@ -262,6 +263,36 @@ impl Prepared {
             })
             .boxed()
     }
+}
+
+/// Says in `extensions.stale` which entities were served from stale copies because their
+/// upstream failed: `[{"type": "Order", "id": "ord-1", "ageSeconds": 95}]`.
+fn mark_stale(response: &mut async_graphql::Response, reads: Vec<resolvers::cache::StaleRead>) {
+    if reads.is_empty() {
+        return;
+    }
+    let reads = reads
+        .into_iter()
+        .map(|read| {
+            let mut item = async_graphql::indexmap::IndexMap::new();
+            item.insert(
+                async_graphql::Name::new("type"),
+                async_graphql::Value::from(read.type_name),
+            );
+            item.insert(
+                async_graphql::Name::new("id"),
+                async_graphql::Value::from(read.id),
+            );
+            item.insert(
+                async_graphql::Name::new("ageSeconds"),
+                async_graphql::Value::from(read.age.as_secs()),
+            );
+            async_graphql::Value::Object(item)
+        })
+        .collect();
+    response
+        .extensions
+        .insert("stale".to_owned(), async_graphql::Value::List(reads));
 }
 
 /// What shapes each result of one operation: its document, and which operation of it runs.

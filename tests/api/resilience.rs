@@ -1,12 +1,15 @@
 //! Failing upstreams, as a platform team watches them: partial data with the right codes,
 //! circuit breakers opening and closing (in `/readyz` and `/metrics`), and the metrics
-//! endpoint read by a Prometheus text-format parser.
+//! endpoint read by a Prometheus text-format parser; deadlines, and stale copies served while
+//! an upstream fails.
 
 use std::time::Duration;
 
 use sandbox::{Upstream, UpstreamKnobs};
 use serde_json::{Value, json};
+use switchyard::config::Secret;
 
+use crate::support::redis::RedisServer;
 use crate::support::{TestApp, operation};
 
 /// `/metrics`, parsed as Prometheus parses it.
@@ -432,4 +435,98 @@ fn partial_with_the_carrier_missing(answers: &[(u16, Value)]) {
             >= 20,
         "most screens show a parcel"
     );
+}
+
+/// Ages the cached copy under `key` (in the test Redis) by `by`.
+async fn age_entry(redis: &RedisServer, key: &str, by: Duration) {
+    let mut connection = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stored: String = redis::cmd("GET")
+        .arg(key)
+        .query_async(&mut connection)
+        .await
+        .unwrap_or_else(|e| panic!("{key} is cached: {e}"));
+    let mut entry: Value = serde_json::from_str(&stored).unwrap();
+    let at = entry["at"].as_u64().unwrap();
+    entry["at"] = json!(at - u64::try_from(by.as_millis()).unwrap());
+    let _: () = redis::cmd("SET")
+        .arg(key)
+        .arg(entry.to_string())
+        .arg("EX")
+        .arg(3600)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_order_past_its_ttl_is_served_stale_and_marked_while_the_backend_fails() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.cache.redis_url = Some(Secret::new(redis.url()));
+        c.cache.key_prefix = "stale:".to_owned();
+    })
+    .await;
+    let ada = app.token("cust-0001").await;
+    let bob = app.token("cust-0002").await;
+    let orders = app
+        .data(
+            &ada,
+            "{ me { orders(first: 1) { edges { node { id } } } } }",
+            json!({}),
+        )
+        .await;
+    let order = orders["me"]["orders"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let query = "query($id: ID!) { order(id: $id) { id status total { formatted } } }";
+    let (_, fresh) = app.post(Some(&ada), query, json!({"id": order})).await;
+    assert!(
+        fresh.get("errors").is_none() && fresh.get("extensions").is_none(),
+        "{fresh}"
+    );
+    let (_, bobs_fresh) = app.post(Some(&bob), query, json!({"id": order})).await;
+
+    // Two minutes old: past the orders' 30 s TTL, within the 10 min grace.
+    let key = format!("stale:entity:v2:order:{order}");
+    age_entry(&redis, &key, Duration::from_secs(120)).await;
+    app.sandbox
+        .set_faults(
+            Upstream::Backend,
+            UpstreamKnobs {
+                error_rate: 1.0,
+                ..UpstreamKnobs::default()
+            },
+        )
+        .unwrap();
+    let (status, stale) = app.post(Some(&ada), query, json!({"id": order})).await;
+    assert_eq!(status, 200);
+    assert_eq!(stale["data"], fresh["data"], "{stale}");
+    assert!(stale.get("errors").is_none(), "{stale}");
+    let marked = stale["extensions"]["stale"].as_array().unwrap();
+    assert_eq!(marked.len(), 1, "{stale}");
+    assert_eq!(marked[0]["type"], "Order");
+    assert_eq!(marked[0]["id"], order.as_str());
+    let age = marked[0]["ageSeconds"].as_u64().unwrap();
+    assert!((120..180).contains(&age), "{age}");
+
+    // Another customer gets from the stale copy exactly what the fresh one gave them.
+    let (_, bobs_stale) = app.post(Some(&bob), query, json!({"id": order})).await;
+    assert_eq!(bobs_stale["data"], bobs_fresh["data"], "{bobs_stale}");
+    assert_eq!(bobs_stale["errors"], bobs_fresh["errors"], "{bobs_stale}");
+
+    // Past the grace, the copy is not served: the field fails as the backend does.
+    age_entry(&redis, &key, Duration::from_secs(600)).await;
+    let (_, failed) = app.post(Some(&ada), query, json!({"id": order})).await;
+    assert_eq!(failed["data"]["order"], Value::Null, "{failed}");
+    assert_eq!(
+        failed["errors"][0]["extensions"]["code"],
+        "UPSTREAM_UNAVAILABLE"
+    );
+    assert!(failed["extensions"].get("stale").is_none(), "{failed}");
+    app.stop().await;
 }
