@@ -4,6 +4,8 @@
 //!
 //! # Layout
 //! - [`app`]: startup; [`app::run`] is the seam shared by `main`, tests and benchmarks.
+//! - [`check_operations`]: `switchyard check-operations`, the breaking-change check of the
+//!   apps' persisted query manifests against the schema.
 //! - [`config`]: typed configuration from a TOML file and `SWITCHYARD_*` variables.
 //! - `embedded` (feature `sandbox`): all the server has for the embedded sandbox: its startup,
 //!   the config that points at it, the demo sign-in.
@@ -23,6 +25,7 @@
 pub mod app;
 pub(crate) mod auth;
 pub(crate) mod cache;
+pub mod check_operations;
 pub mod config;
 #[cfg(feature = "sandbox")]
 pub mod embedded;

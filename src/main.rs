@@ -1,6 +1,7 @@
 //! The `switchyard` binary: parses the command line, loads config, runs.
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -45,39 +46,90 @@ enum Command {
     /// Print the trusted documents (the apps' operations, `schema/operations/`) as a persisted
     /// query manifest in Apollo's format, as `schema/persisted-query-manifest.json` holds it.
     Manifest,
+    /// Check the apps' persisted query manifests against this build's schema: what would break.
+    ///
+    /// Each manifest is in Apollo's format or a `{hash: document}` map (Relay, GraphQL
+    /// Codegen). Lists each operation that would break (removed fields, changed types, new
+    /// required arguments, an id that is not its body's SHA-256), then a summary. Exits 0 when
+    /// none would, 1 when some would, 2 when a manifest cannot be read or is not one.
+    CheckOperations {
+        /// The manifests of the app versions still in use.
+        #[arg(required = true, value_name = "MANIFEST")]
+        manifests: Vec<PathBuf>,
+    },
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> anyhow::Result<ExitCode> {
     // One crypto provider for every TLS connection (reqwest, redis), chosen before any is made.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
-    let config = Config::load(cli.config.as_deref())?;
-    switchyard::telemetry::init(&config.log);
+    let load_config = || -> anyhow::Result<Config> {
+        let config = Config::load(cli.config.as_deref())?;
+        switchyard::telemetry::init(&config.log);
+        Ok(config)
+    };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let config = load_config()?;
             switchyard::app::preflight(&config)?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("binding {}", config.server.listen))?;
-            switchyard::run(listener, config, shutdown_signal()).await
+            switchyard::run(listener, config, shutdown_signal()).await?;
         }
         #[cfg(feature = "sandbox")]
         Command::Sandbox => {
+            let config = load_config()?;
             let sandbox = sandbox::Sandbox::start(config.sandbox.clone()).await?;
             println!("{}", switchyard::embedded::sandbox_summary(&sandbox)?);
             shutdown_signal().await;
             sandbox.shutdown().await;
-            Ok(())
         }
         Command::Schema => {
+            load_config()?;
             print!("{}", switchyard::app::schema_sdl());
-            Ok(())
         }
         Command::Manifest => {
+            load_config()?;
             print!("{}", switchyard::app::persisted_query_manifest());
-            Ok(())
         }
+        // No config: it checks against the schema every build has.
+        Command::CheckOperations { manifests } => return Ok(check_operations(&manifests).await),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `check-operations`: the report on stdout; exit 1 if an operation would break, 2 (and why
+/// on stderr) if a manifest is unusable.
+async fn check_operations(paths: &[PathBuf]) -> ExitCode {
+    use switchyard::check_operations::{Manifest, check};
+    let mut manifests = Vec::new();
+    let mut unusable = false;
+    for path in paths {
+        match Manifest::read(path) {
+            Ok(manifest) => manifests.push(manifest),
+            Err(e) => {
+                eprintln!("error: {e}");
+                unusable = true;
+            }
+        }
+    }
+    if unusable {
+        return ExitCode::from(2);
+    }
+    let report = match check(&manifests).await {
+        Ok(report) => report,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    print!("{report}");
+    if report.is_clean() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     }
 }
 

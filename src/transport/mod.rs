@@ -53,7 +53,9 @@ use crate::auth::Authenticator;
 use crate::config::SubscriptionsConfig;
 
 pub(crate) use health::Readiness;
-pub(crate) use persisted::{PersistedQueries, manifest_json};
+pub(crate) use persisted::{
+    ManifestOperation, PersistedQueries, manifest_json, manifest_operations, sha256_hex,
+};
 pub(crate) use rate_limit::RateLimits;
 pub(crate) use shape::Types;
 

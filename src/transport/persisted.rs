@@ -41,6 +41,9 @@ use crate::config::PersistedQueriesConfig;
 /// the store holds at most `max_entries` × this, in memory or in Redis.
 const MAX_REGISTERED_BYTES: usize = 32 * 1024;
 
+/// The `format` of Apollo's persisted query manifest.
+const APOLLO_MANIFEST_FORMAT: &str = "apollo-persisted-query-manifest";
+
 /// The registered documents, by hash.
 pub(crate) struct PersistedQueries {
     /// `None`: persisted queries are off.
@@ -219,7 +222,7 @@ pub(crate) fn manifest_json() -> String {
         })
         .collect();
     let manifest = json!({
-        "format": "apollo-persisted-query-manifest",
+        "format": APOLLO_MANIFEST_FORMAT,
         "version": 1,
         "operations": operations,
     });
@@ -252,34 +255,78 @@ fn built_in_manifest() -> HashMap<String, String> {
 /// The documents of a manifest in Apollo's format or GraphQL Codegen's, by hash; each
 /// document must hash to its id.
 fn read_manifest(text: &str) -> anyhow::Result<HashMap<String, String>> {
+    let operations = manifest_operations(text)?;
+    for op in &operations {
+        anyhow::ensure!(
+            sha256_hex(&op.body) == op.id,
+            "the document of {} does not hash to it",
+            op.id
+        );
+    }
+    Ok(operations.into_iter().map(|op| (op.id, op.body)).collect())
+}
+
+/// One operation of a persisted query manifest, as the manifest states it (its id is not
+/// checked against its body here).
+pub(crate) struct ManifestOperation {
+    /// The id the manifest gives it, lower-cased: the SHA-256 of `body` if the manifest is right.
+    pub(crate) id: String,
+    /// The operation's name, if the manifest names it (Apollo's format does).
+    pub(crate) name: Option<String>,
+    /// The document.
+    pub(crate) body: String,
+}
+
+/// The operations of a manifest in Apollo's format
+/// (`{"format": "apollo-persisted-query-manifest", "version": 1, "operations": [{id, name,
+/// type, body}]}`) or Relay's and GraphQL Codegen's (`{hash: document}`), in the file's order.
+pub(crate) fn manifest_operations(text: &str) -> anyhow::Result<Vec<ManifestOperation>> {
     let value: Value = serde_json::from_str(text).context("not JSON")?;
-    let entries: Vec<(String, String)> = match &value {
-        Value::Object(object) if object.contains_key("operations") => object["operations"]
-            .as_array()
-            .context("`operations` is not a list")?
-            .iter()
-            .map(|op| {
-                let id = op["id"].as_str().context("an operation without `id`")?;
-                let body = op["body"].as_str().context("an operation without `body`")?;
-                Ok((id.to_ascii_lowercase(), body.to_owned()))
-            })
-            .collect::<anyhow::Result<_>>()?,
+    match &value {
+        Value::Object(object) if object.contains_key("operations") => {
+            if let Some(format) = object.get("format") {
+                anyhow::ensure!(
+                    *format == APOLLO_MANIFEST_FORMAT,
+                    "`format` is {format}, not \"{APOLLO_MANIFEST_FORMAT}\""
+                );
+                anyhow::ensure!(
+                    object.get("version") == Some(&json!(1)),
+                    "`version` is not 1, the only version of Apollo's manifest there is"
+                );
+            }
+            object["operations"]
+                .as_array()
+                .context("`operations` is not a list")?
+                .iter()
+                .map(|op| {
+                    let id = op["id"].as_str().context("an operation without `id`")?;
+                    let body = op["body"].as_str().context("an operation without `body`")?;
+                    Ok(ManifestOperation {
+                        id: id.to_ascii_lowercase(),
+                        name: op["name"].as_str().map(str::to_owned),
+                        body: body.to_owned(),
+                    })
+                })
+                .collect()
+        }
         Value::Object(object) => object
             .iter()
             .map(|(id, body)| {
+                anyhow::ensure!(
+                    !id.is_empty() && id.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "`{id}` is not a hash (the keys of a {{hash: document}} map are the \
+                     documents' SHA-256)"
+                );
                 let body = body.as_str().context("a document that is not a string")?;
-                Ok((id.to_ascii_lowercase(), body.to_owned()))
+                Ok(ManifestOperation {
+                    id: id.to_ascii_lowercase(),
+                    name: None,
+                    body: body.to_owned(),
+                })
             })
-            .collect::<anyhow::Result<_>>()?,
+            .collect(),
         _ => anyhow::bail!("neither Apollo's manifest nor GraphQL Codegen's"),
-    };
-    for (id, body) in &entries {
-        anyhow::ensure!(
-            sha256_hex(body) == *id,
-            "the document of {id} does not hash to it"
-        );
     }
-    Ok(entries.into_iter().collect())
 }
 
 /// The lower-case hex SHA-256 of `text`.

@@ -17,11 +17,14 @@
 //!   letters, several replicas, a dead replica's jobs, a lost Redis connection.
 //! - `resilience`: failing upstreams: partial data, circuit breakers, `/readyz`, `/metrics`.
 //! - `schema`: the checked-in SDL is the code's.
+//! - `check_operations`: `switchyard check-operations`, the breaking-change check, run as CI
+//!   runs it.
 //! - `playground`: the playground in headless Chromium.
 
 mod support;
 
 mod auth;
+mod check_operations;
 mod events;
 mod graph;
 mod http;
