@@ -85,6 +85,7 @@ fn parse(
         return Err(TransportError::BadRequest("`query` is missing".into()));
     }
     limits::check_nesting(&raw.query)?;
+    limits::check_tokens(&raw.query)?;
     let mut request = raw.into_request();
     let document = request
         .parsed_query()
@@ -94,6 +95,7 @@ fn parse(
         })?
         .clone();
     limits::check_selections(&document)?;
+    limits::check_directives(&document)?;
     let operation = document::operation(&document, request.operation_name.as_deref())?;
     if !state.introspection_enabled && document::reads_schema(&document, operation) {
         return Err(TransportError::IntrospectionDisabled);

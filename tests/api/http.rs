@@ -292,6 +292,56 @@ async fn hostile_documents_are_refused_and_the_server_stays_up() {
     app.stop().await;
 }
 
+/// Floods of tokens and of directives are refused with the limit they are over, before any
+/// upstream call (the classic 30,000 `@include` on one field is over both; the token count
+/// refuses it first, before it is parsed).
+#[tokio::test]
+async fn token_and_directive_floods_are_refused_naming_their_limit() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    app.reset_counts();
+    let numbers = "1 ".repeat(15_000);
+    let tokens = format!("{{ me {{ orders(first: [{numbers}]) {{ edges {{ cursor }} }} }} }}");
+    let classic = format!("{{ me {{ id {} }} }}", "@include(if: true) ".repeat(30_000));
+    let nine = format!("{{ me {{ id {} }} }}", "@include(if: true) ".repeat(9));
+    let spread = format!(
+        "{{ me {{ ...F {} }} }} fragment F on Customer {{ id }}",
+        "@skip(if: false) ".repeat(9)
+    );
+    for (query, code, names) in [
+        (&tokens, "MAX_TOKENS_LIMIT", "more than 15000 tokens"),
+        (&classic, "MAX_TOKENS_LIMIT", "more than 15000 tokens"),
+        (&nine, "MAX_DIRECTIVES_LIMIT", "the field `id`"),
+        (&spread, "MAX_DIRECTIVES_LIMIT", "the spread of `F`"),
+    ] {
+        let (status, body) = app.post(Some(&token), query, json!({})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], code, "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(names), "{message}");
+        if code == "MAX_DIRECTIVES_LIMIT" {
+            assert!(
+                message.contains("carries 9 directives: at most 8"),
+                "{message}"
+            );
+        }
+    }
+    assert!(app.counts().is_empty(), "{:?}", app.counts());
+    // Two directives on a field are what a client sends: they run.
+    let (status, body) = app
+        .post(
+            Some(&token),
+            "{ me { id @include(if: true) @skip(if: false) name @skip(if: true) } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"], json!({"id": "cust-0001"}));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn request_errors_have_their_own_codes() {
     let app = TestApp::spawn().await;

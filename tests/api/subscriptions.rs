@@ -1075,9 +1075,19 @@ async fn hostile_documents_are_refused_on_websockets_and_sse() {
         "]".repeat(1600)
     );
     let doubling = doubling_fragments("Subscription", 22);
+    let tokens = format!(
+        "subscription {{ taskAssigned {{ {} }} }}",
+        "id ".repeat(15_000)
+    );
+    let directives = format!(
+        "subscription {{ taskAssigned {{ id {} }} }}",
+        "@include(if: true) ".repeat(9)
+    );
     for (query, code) in [
         (&nested, "MAX_DEPTH_LIMIT"),
         (&doubling, "MAX_SELECTIONS_LIMIT"),
+        (&tokens, "MAX_TOKENS_LIMIT"),
+        (&directives, "MAX_DIRECTIVES_LIMIT"),
     ] {
         let mut client = signed_in(&app, ADA).await;
         client.subscribe("1", query).await;
