@@ -274,6 +274,7 @@ async fn app_state(
         readiness: Arc::new(transport::Readiness::new(config, upstream_health)?),
         max_body_bytes: config.server.max_body_bytes,
         max_batch_size: config.server.max_batch_size,
+        max_response_bytes: config.server.max_response_bytes,
         body_read_timeout: config.server.body_read_timeout,
         csrf_prevention: config.server.csrf_prevention,
         introspection_enabled: config.server.introspection_enabled(),

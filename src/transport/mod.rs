@@ -85,6 +85,8 @@ pub(crate) struct AppState {
     pub(crate) max_body_bytes: usize,
     /// Most operations in one batch (`server.max_batch_size`).
     pub(crate) max_batch_size: usize,
+    /// Largest serialized result of one operation or event (`server.max_response_bytes`).
+    pub(crate) max_response_bytes: usize,
     /// Longest a request body may take to arrive (`server.body_read_timeout_ms`).
     pub(crate) body_read_timeout: Duration,
     /// Whether `__schema` and `__type` are answered (`server.introspection`).

@@ -6,7 +6,8 @@
 //!    only introspects the schema, and the variables the operation requires;
 //! 2. [`Prepared::execute`] (one result) or [`Prepared::stream`] (a subscription's results):
 //!    the schema runs it with data of its own (the viewer, fresh loaders);
-//! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes).
+//! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes)
+//!    and bounded in size (`server.max_response_bytes`).
 //!
 //! A transport reads the request (`request`), decides who calls (its own way of carrying a
 //! token) and what its protocol allows (no mutations over `GET`), calls these, and writes
@@ -139,6 +140,7 @@ fn parse(
         shaper: Shaper {
             operation: request.operation_name.clone(),
             document: Arc::new(document),
+            max_response_bytes: state.max_response_bytes,
         },
         request,
         kind,
@@ -265,16 +267,22 @@ impl Prepared {
     }
 }
 
-/// What shapes each result of one operation: its document, and which operation of it runs.
+/// What shapes each result of one operation: its document, which operation of it runs, and
+/// how large a result may be.
 struct Shaper {
     document: Arc<ExecutableDocument>,
     operation: Option<String>,
+    /// `server.max_response_bytes`.
+    max_response_bytes: usize,
 }
 
 impl Shaper {
     fn shape(&self, response: async_graphql::Response, types: &Types, first: bool) -> Outcome {
         match document::operation(&self.document, self.operation.as_deref()) {
-            Ok(operation) => shape::outcome(response, &self.document, operation, types, first),
+            Ok(operation) => {
+                let outcome = shape::outcome(response, &self.document, operation, types, first);
+                shape::within_size(outcome, self.max_response_bytes, self.operation.as_deref())
+            }
             Err(e) => {
                 // `prepare` found this operation in this same document.
                 tracing::error!(error = %e, "the prepared operation is gone from its document");

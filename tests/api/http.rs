@@ -342,6 +342,40 @@ async fn token_and_directive_floods_are_refused_naming_their_limit() {
     app.stop().await;
 }
 
+/// An answer over `server.max_response_bytes` is not sent: the client gets `data: null` and a
+/// `RESPONSE_TOO_LARGE` error naming the bound (status 200: the operation ran); answers
+/// within it are untouched.
+#[tokio::test]
+async fn an_answer_over_max_response_bytes_is_replaced_by_an_error_naming_the_limit() {
+    let app = TestApp::spawn_with(Default::default(), |c| c.server.max_response_bytes = 4096).await;
+    let (status, body) = app.post(None, STANDARD_INTROSPECTION, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], Value::Null, "{body}");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["extensions"]["code"], "RESPONSE_TOO_LARGE");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("larger than 4096 bytes (server.max_response_bytes)"),
+        "{message}"
+    );
+    // In a batch, only the answer that is too large is replaced.
+    let token = app.token("cust-0001").await;
+    let (status, body) = post_batch(
+        &app,
+        &token,
+        json!([{"query": STANDARD_INTROSPECTION}, {"query": "{ me { id } }"}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body[0]["errors"][0]["extensions"]["code"],
+        "RESPONSE_TOO_LARGE"
+    );
+    assert_eq!(body[1], json!({"data": {"me": {"id": "cust-0001"}}}));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn request_errors_have_their_own_codes() {
     let app = TestApp::spawn().await;

@@ -1107,6 +1107,49 @@ async fn hostile_documents_are_refused_on_websockets_and_sse() {
     }
 }
 
+/// An answer over `server.max_response_bytes` is replaced by a `RESPONSE_TOO_LARGE` error
+/// naming the bound on websockets and SSE as over HTTP (one place shapes every result).
+#[tokio::test]
+async fn an_answer_over_max_response_bytes_is_an_error_on_websockets_and_sse() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.server.max_response_bytes = 2048
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    let large = "{ __schema { types { name description fields { name description } } } }";
+    let assert_too_large = |payload: &Value| {
+        assert_eq!(payload["data"], Value::Null, "{payload}");
+        assert_eq!(codes(&payload["errors"]), ["RESPONSE_TOO_LARGE"]);
+        let message = payload["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("larger than 2048 bytes (server.max_response_bytes)"),
+            "{message}"
+        );
+    };
+    let mut client = signed_in(&app, ADA).await;
+    client.subscribe("big", large).await;
+    let next = client.recv().await;
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert_too_large(&next["payload"]);
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "complete", "id": "big"})
+    );
+    // A small answer on the same connection is untouched.
+    client.subscribe("small", "{ me { id } }").await;
+    assert_eq!(
+        client.recv().await["payload"],
+        json!({"data": {"me": {"id": ADA}}})
+    );
+
+    let mut stream = sse(&app, Some(&ada), json!({ "query": large }))
+        .await
+        .stream();
+    assert_too_large(&stream.next().await);
+    stream.complete().await;
+    app.stop().await;
+}
+
 /// A failed field is `null` with its error, and a failed non-null root field nulls `data`,
 /// over websockets and SSE exactly as over HTTP.
 #[tokio::test]
