@@ -223,6 +223,7 @@ async fn app_state(
         .limit_depth(resolvers::MAX_INTROSPECTION_DEPTH)
         .limit_complexity(usize::MAX)
         .finish();
+    let subscription_schema = builder().extension(transport::EventDeadlines).finish();
     let issuer = config
         .auth
         .issuer
@@ -261,6 +262,7 @@ async fn app_state(
     Ok(AppState {
         schema,
         introspection_schema,
+        subscription_schema,
         types: Arc::new(types),
         ports,
         auth,

@@ -105,7 +105,7 @@ pub(crate) enum TransportError {
     #[error("the identity provider's keys are unavailable")]
     AuthUnavailable,
     /// The operation ran past `server.request_timeout_ms`.
-    #[error("the request took too long and was stopped")]
+    #[error("the operation ran longer than server.request_timeout_ms allows and was stopped")]
     Timeout,
     /// A result whose JSON would be larger than `server.max_response_bytes` (the bound).
     #[error(

@@ -19,7 +19,7 @@ use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, Oper
 use async_graphql::{Value as ConstValue, Variables};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use resolvers::{AppSchema, RequestLoaders, Viewer};
+use resolvers::{AppSchema, EventDeadline, RequestLoaders, Viewer};
 
 use super::error::TransportError;
 use super::persisted::Persisted;
@@ -193,6 +193,8 @@ impl Prepared {
     fn schema<'a>(&self, state: &'a AppState) -> &'a AppSchema {
         if self.introspection {
             &state.introspection_schema
+        } else if self.kind == OperationType::Subscription {
+            &state.subscription_schema
         } else {
             &state.schema
         }
@@ -229,7 +231,8 @@ impl Prepared {
     }
 
     /// Runs any operation for `viewer`, with data of its own (fresh loaders, never shared
-    /// with another operation): a subscription's results as they come, or a query's or
+    /// with another operation): a subscription's results as they come (each event bounded
+    /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), or a query's or
     /// mutation's one result (stopped past `server.request_timeout_ms`, as over HTTP).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
         if self.kind != OperationType::Subscription {
@@ -252,7 +255,9 @@ impl Prepared {
             .increment(1);
         let schema = self.schema(state).clone();
         let loaders = RequestLoaders::new(&state.ports);
-        let request = resolvers::request_data(self.request, &loaders, Some(viewer));
+        // Each event is bounded as a query is (see `event_deadline`).
+        let request = resolvers::request_data(self.request, &loaders, Some(viewer))
+            .data(EventDeadline::new(state.request_timeout));
         let shaper = self.shaper;
         let types = state.types.clone();
         let mut first = true;

@@ -9,7 +9,7 @@
 
 use std::time::{Duration, Instant};
 
-use sandbox::{SandboxConfig, Upstream};
+use sandbox::{SandboxConfig, Upstream, UpstreamKnobs};
 use serde_json::{Value, json};
 
 use crate::support::issuer::{Issuer, customer_claims};
@@ -825,6 +825,109 @@ async fn an_order_update_reaches_a_websocket_subscriber() {
     app.stop().await;
 }
 
+/// Resolving one event of a subscription is bounded by `server.request_timeout_ms`, as a
+/// query is: an event whose order the backend is too slow to read, or whose selected parcel
+/// status the carrier is too slow to tell, gets a `TIMEOUT` error on the subscription's field
+/// instead of its data; the subscription goes on, and the next event has its data.
+#[tokio::test]
+async fn an_event_that_resolves_too_slowly_gets_a_timeout_and_the_subscription_goes_on() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.cache.enabled = false;
+        c.server.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    // One of Ada's orders with a parcel (its status is the carrier's).
+    let mine = app
+        .data(
+            &ada,
+            "{ me { orders(first: 50) { edges { node { id shipment { trackingNumber } } } } } }",
+            json!({}),
+        )
+        .await;
+    let order = mine["me"]["orders"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|edge| !edge["node"]["shipment"].is_null())
+        .and_then(|edge| edge["node"]["id"].as_str())
+        .expect("a seeded order of Ada's with a parcel")
+        .to_owned();
+    let mut client = signed_in(&app, ADA).await;
+    let before = backend_requests(&app);
+    client
+        .subscribe(
+            "o",
+            &format!(
+                "subscription {{ orderUpdated(id: \"{order}\") {{ id shipment {{ status }} }} }}"
+            ),
+        )
+        .await;
+    until_listening(&app, before).await;
+    client.expect_quiet().await;
+    let changed = |n: u32| {
+        json!({"id": format!("evt_slow_{n}"), "type": "order.status_changed",
+               "occurredAt": "2026-01-01T10:00:00Z",
+               "data": {"orderId": order, "customerId": ADA, "status": "SHIPPED"}})
+    };
+    let timed_out = |next: &Value| {
+        assert_eq!(next["type"], "next", "{next:#}");
+        assert_eq!(next["payload"]["data"], Value::Null, "{next:#}");
+        assert_eq!(codes(&next["payload"]["errors"]), ["TIMEOUT"]);
+        assert_eq!(
+            next["payload"]["errors"][0]["path"],
+            json!(["orderUpdated"])
+        );
+        let message = next["payload"]["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("500 ms (server.request_timeout_ms)"),
+            "{message}"
+        );
+    };
+
+    // The order itself is slow to read.
+    app.sandbox
+        .set_faults(Upstream::Backend, slow_upstream())
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(app.post_webhook("backend", &changed(1)).await.0, 202);
+    timed_out(&client.recv().await);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The order is quick, the parcel's status (a selected field) is slow.
+    app.sandbox
+        .set_faults(Upstream::Backend, UpstreamKnobs::default())
+        .unwrap();
+    app.sandbox
+        .set_faults(Upstream::Carrier, slow_upstream())
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(app.post_webhook("backend", &changed(2)).await.0, 202);
+    timed_out(&client.recv().await);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Everything quick again: the subscription went on.
+    app.sandbox
+        .set_faults(Upstream::Carrier, UpstreamKnobs::default())
+        .unwrap();
+    assert_eq!(app.post_webhook("backend", &changed(3)).await.0, 202);
+    let next = client.recv().await;
+    assert_eq!(
+        next["payload"]["data"]["orderUpdated"]["id"], order,
+        "{next:#}"
+    );
+    assert!(next["payload"].get("errors").is_none(), "{next:#}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn an_order_update_reaches_a_legacy_subscriber() {
     let app = uncached().await;
@@ -1148,6 +1251,47 @@ async fn an_answer_over_max_response_bytes_is_an_error_on_websockets_and_sse() {
     assert_too_large(&stream.next().await);
     stream.complete().await;
     app.stop().await;
+}
+
+/// A query over a websocket is stopped past `server.request_timeout_ms`, as over HTTP: one
+/// `next` with a `TIMEOUT` error naming the setting, then `complete`.
+#[tokio::test]
+async fn a_query_over_a_websocket_is_stopped_past_the_request_timeout() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.cache.enabled = false;
+        c.server.request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut client = signed_in(&app, ADA).await;
+    app.sandbox
+        .set_faults(Upstream::Backend, slow_upstream())
+        .unwrap();
+    let started = Instant::now();
+    client.subscribe("slow", "{ me { name } }").await;
+    let next = client.recv().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert_eq!(codes(&next["payload"]["errors"]), ["TIMEOUT"]);
+    let message = next["payload"]["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("server.request_timeout_ms"), "{message}");
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "complete", "id": "slow"})
+    );
+    app.stop().await;
+}
+
+/// An upstream that answers after 3 s (later than the tests' request timeouts, sooner than the
+/// upstream call's own timeout).
+fn slow_upstream() -> UpstreamKnobs {
+    UpstreamKnobs {
+        latency_ms: 3000,
+        ..UpstreamKnobs::default()
+    }
 }
 
 /// A failed field is `null` with its error, and a failed non-null root field nulls `data`,
