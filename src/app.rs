@@ -223,6 +223,7 @@ async fn app_state(
         .limit_depth(resolvers::MAX_INTROSPECTION_DEPTH)
         .limit_complexity(usize::MAX)
         .finish();
+    let subscription_schema = builder().extension(transport::EventDeadlines).finish();
     let issuer = config
         .auth
         .issuer
@@ -261,6 +262,7 @@ async fn app_state(
     Ok(AppState {
         schema,
         introspection_schema,
+        subscription_schema,
         types: Arc::new(types),
         ports,
         auth,
@@ -274,6 +276,7 @@ async fn app_state(
         readiness: Arc::new(transport::Readiness::new(config, upstream_health)?),
         max_body_bytes: config.server.max_body_bytes,
         max_batch_size: config.server.max_batch_size,
+        max_response_bytes: config.server.max_response_bytes,
         body_read_timeout: config.server.body_read_timeout,
         csrf_prevention: config.server.csrf_prevention,
         introspection_enabled: config.server.introspection_enabled(),

@@ -277,6 +277,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Most operations in one batched request (an array body); 0 refuses batches.
     pub max_batch_size: usize,
+    /// Largest result of one operation (or one subscription event), serialized; a larger
+    /// one is answered with a `RESPONSE_TOO_LARGE` error instead.
+    pub max_response_bytes: usize,
     /// Longest a connection may take to send a request's headers (slowloris); then it is
     /// closed.
     #[serde(rename = "header_read_timeout_ms", with = "millis")]
@@ -357,6 +360,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             max_body_bytes: 1 << 20,
             max_batch_size: 16,
+            max_response_bytes: 8 << 20,
             header_read_timeout: Duration::from_secs(10),
             csrf_prevention: true,
             cors_allow_origins: Vec::new(),
@@ -923,6 +927,9 @@ impl Config {
                 anyhow::bail!("auth.issuer is not a URL: {issuer:?}")
             }
             _ => {}
+        }
+        if self.server.max_response_bytes == 0 {
+            anyhow::bail!("server.max_response_bytes must be more than 0");
         }
         self.push.validate()?;
         self.outbox.validate()?;

@@ -21,7 +21,8 @@
 //! Inside the crate:
 //! - `loaders`: per-request dataloaders, one per thing loaded.
 //! - `types`: the GraphQL object types.
-//! - `query`, `mutation`, `subscription`: the roots.
+//! - `query`, `mutation`, `subscription`: the roots ([`EventDeadline`], the bound on
+//!   resolving one event of a subscription, is the server's to set).
 //! - `federation`: `_entities` items that fail alone.
 //! - `serial`: mutations run one after another and stop at the first that fails.
 //! - `viewer`: who is calling ([`Viewer`]), and the one authorization rule.
@@ -46,6 +47,7 @@ pub(crate) mod viewer;
 use async_graphql::{Schema, SchemaBuilder};
 
 pub use ports::Ports;
+pub use subscription::EventDeadline;
 pub use viewer::{Role, Viewer};
 
 /// The schema type.

@@ -15,13 +15,19 @@
 //! A subscription that falls more than the hub's capacity behind (its client reads too
 //! slowly) gets one `SUBSCRIPTION_LAGGED` error and ends: the client resubscribes and
 //! refetches, instead of everyone else waiting for it.
+//!
+//! Resolving one event is bounded by the server's [`EventDeadline`] (its request timeout),
+//! when the request carries one: an event that takes longer (a slow upstream) gets a
+//! `TIMEOUT` error instead of its data, and the subscription goes on with the next.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_graphql::{Context, ID, Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use tokio::sync::broadcast;
+use tokio::time::Instant;
 
 use crate::error::GraphError;
 use crate::events::{DomainEvent, EventHub, EventKind};
@@ -39,10 +45,65 @@ const AGENTS_GROUP: &str = "agents";
 /// Live updates.
 pub struct SubscriptionRoot;
 
+/// How long resolving one event of a subscription may take: the server puts one in each
+/// subscription's request data. The clock starts when an event arrives ([`Watch`] reads the
+/// changed object within it); what is left of it bounds resolving the fields selected on
+/// the object ([`EventDeadline::current`], which the server's transport applies).
+#[derive(Debug, Clone)]
+pub struct EventDeadline {
+    /// The bound of one event (`server.request_timeout_ms`).
+    timeout: Duration,
+    /// When the event being resolved now must be done. A std mutex: held for one read or
+    /// write, never across an await. Shared by the clones that the subscription's stream and
+    /// the request data hold.
+    current: Arc<Mutex<Instant>>,
+}
+
+impl EventDeadline {
+    /// A bound of `timeout` on every event.
+    pub fn new(timeout: Duration) -> Self {
+        Self {
+            timeout,
+            current: Arc::new(Mutex::new(Instant::now() + timeout)),
+        }
+    }
+
+    /// The bound of one event.
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// When the event being resolved now must be done.
+    pub fn current(&self) -> Instant {
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts the clock of an event that just arrived: when it must be done.
+    fn start(&self) -> Instant {
+        let at = Instant::now() + self.timeout;
+        *self.current.lock().unwrap_or_else(PoisonError::into_inner) = at;
+        at
+    }
+
+    /// The error of an event that took too long.
+    pub fn error(&self) -> GraphError {
+        GraphError::Rejected(
+            "TIMEOUT",
+            format!(
+                "resolving this update took longer than {} ms (server.request_timeout_ms), so \
+                 it was left out: the subscription goes on",
+                self.timeout.as_millis()
+            ),
+        )
+    }
+}
+
 /// What a subscription sees: the events it may see, and a way to read fresh data for each.
 struct Watch {
     events: broadcast::Receiver<Arc<DomainEvent>>,
     scope: Arc<LoaderScope>,
+    /// The bound on each event, if the server set one.
+    deadline: Option<EventDeadline>,
     /// The subscriber, for filtering events and authorizing what each resolves; an `Arc` as
     /// every event's resolution holds it.
     viewer: Arc<Viewer>,
@@ -54,12 +115,14 @@ impl Watch {
             viewer: Arc::new(viewer(ctx)?.clone()),
             events: ctx.data::<EventHub>()?.subscribe(),
             scope: ctx.data::<Arc<LoaderScope>>()?.clone(),
+            deadline: ctx.data_opt::<EventDeadline>().cloned(),
         })
     }
 
     /// The events `keep` accepts, that the viewer may see, each resolved by `resolve` with
-    /// fresh loaders, for the subscriber (whom `resolve` authorizes what it reads for). Ends
-    /// with a `SUBSCRIPTION_LAGGED` error if the subscriber fell behind.
+    /// fresh loaders, for the subscriber (whom `resolve` authorizes what it reads for), within
+    /// the event's deadline (a `TIMEOUT` error past it). Ends with a `SUBSCRIPTION_LAGGED`
+    /// error if the subscriber fell behind.
     fn stream<T, K, R, Fut>(
         self,
         keep: K,
@@ -75,6 +138,7 @@ impl Watch {
             events,
             scope,
             viewer,
+            deadline,
         } = self;
         let resolve = Arc::new(resolve);
         futures::stream::unfold(Some(events), |state| async move {
@@ -99,11 +163,18 @@ impl Watch {
             let scope = scope.clone();
             let resolve = resolve.clone();
             let viewer = viewer.clone();
+            let deadline = deadline.clone();
             async move {
                 match item {
                     Ok(event) => {
                         scope.renew();
-                        resolve(scope.current(), viewer, event).await
+                        let resolved = resolve(scope.current(), viewer, event);
+                        match &deadline {
+                            Some(deadline) => tokio::time::timeout_at(deadline.start(), resolved)
+                                .await
+                                .unwrap_or_else(|_| Err(deadline.error().into())),
+                            None => resolved.await,
+                        }
                     }
                     Err(missed) => Err(GraphError::Rejected(
                         "SUBSCRIPTION_LAGGED",

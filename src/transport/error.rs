@@ -105,8 +105,13 @@ pub(crate) enum TransportError {
     #[error("the identity provider's keys are unavailable")]
     AuthUnavailable,
     /// The operation ran past `server.request_timeout_ms`.
-    #[error("the request took too long and was stopped")]
+    #[error("the operation ran longer than server.request_timeout_ms allows and was stopped")]
     Timeout,
+    /// A result whose JSON would be larger than `server.max_response_bytes` (the bound).
+    #[error(
+        "the answer is larger than {0} bytes (server.max_response_bytes) and was not sent: select fewer fields or smaller pages"
+    )]
+    ResponseTooLarge(usize),
     /// This instance has `subscriptions.max_connections` live connections already.
     #[error("this instance has as many live connections as it takes: retry later")]
     TooManyConnections,
@@ -164,6 +169,7 @@ impl TransportError {
             }
             TransportError::AuthUnavailable => "AUTH_UNAVAILABLE",
             TransportError::Timeout => "TIMEOUT",
+            TransportError::ResponseTooLarge(_) => "RESPONSE_TOO_LARGE",
             TransportError::TooManyConnections => "TOO_MANY_CONNECTIONS",
             TransportError::TooManySubscriptions(_) => "TOO_MANY_SUBSCRIPTIONS",
             TransportError::PersistedQueryNotFound => "PERSISTED_QUERY_NOT_FOUND",
@@ -207,6 +213,9 @@ impl TransportError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             TransportError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            // The operation ran (a mutation's change stands): it is answered as a result,
+            // `data: null` with this error, 200 as the GraphQL-over-HTTP spec says for those.
+            TransportError::ResponseTooLarge(_) => StatusCode::OK,
             TransportError::TooManySubscriptions(_) | TransportError::RateLimited { .. } => {
                 StatusCode::TOO_MANY_REQUESTS
             }

@@ -1,22 +1,30 @@
 //! The bounds a document must keep before anything walks it: the parser, async-graphql's
 //! validation, and our own passes over the document and its result.
 //!
-//! Both checks are cheap, linear passes, and run in [`super::pipeline::prepare`], the one
+//! Every check is a cheap, linear pass, and runs in [`super::pipeline::prepare`], the one
 //! place every transport hands a document to:
 //! - [`check_nesting`] reads the raw text before it is parsed: the parser recurses once per
 //!   nested `{`, `[` or `(`, so a 3 KB document of nested list values would overflow the
 //!   stack and abort the process.
+//! - [`check_tokens`] counts the text's lexical tokens before it is parsed: the parser keeps
+//!   every token (and a node for most), so the 1 MiB a body may hold would cost it hundreds
+//!   of thousands of allocations before any other limit could look at the document.
 //! - [`check_selections`] counts the fields (and fragments) a document selects once every
 //!   fragment spread is expanded (memoized per fragment, so it costs the document's size, not the expansion's):
 //!   a few hundred bytes that double a spread at each level would otherwise select millions
 //!   of fields for validation and execution to walk.
+//! - [`check_directives`] bounds the directives on any one field, fragment spread, inline
+//!   fragment, operation, fragment or variable: 30,000 `@include(if: true)` on one field
+//!   would otherwise be walked by every validation rule (and compared pairwise by the one
+//!   that finds repeated directives).
 //!
 //! The introspection-only rule (`introspection_too_nested`) lives in [`super::document`].
 
 use std::collections::HashMap;
 
-use async_graphql::Name;
-use async_graphql::parser::types::{ExecutableDocument, Selection, SelectionSet};
+use async_graphql::parser::Positioned;
+use async_graphql::parser::types::{Directive, ExecutableDocument, Selection, SelectionSet};
+use async_graphql::{Name, Pos};
 
 use super::error::TransportError;
 
@@ -31,6 +39,21 @@ pub(crate) const MAX_SELECTIONS: usize = 2_000;
 
 /// Deepest chain of fragments spread within fragments.
 pub(crate) const MAX_SPREAD_DEPTH: usize = 32;
+
+/// Most lexical tokens (names, numbers, strings, punctuators) a document may hold. The
+/// standard introspection query holds about 160, the largest checked-in operation (the home
+/// screen) about 100, so 15,000 leaves a client's biggest generated document room to grow
+/// a hundredfold, while it keeps what the parser allocates small (the 1 MiB a body may hold
+/// would be 500,000 tokens of `a `), and refuses floods of aliases or directives before
+/// they are parsed at all.
+pub(crate) const MAX_TOKENS: usize = 15_000;
+
+/// Most directives on one field, fragment spread, inline fragment, operation, fragment or
+/// variable definition. The schema's executable directives, `@include` and `@skip`, are not
+/// repeatable, so a valid field carries at most two; 8 leaves room for directives the
+/// schema may add (`@defer`, a client's own) and still refuses a flood before validation
+/// walks it.
+pub(crate) const MAX_DIRECTIVES: usize = 8;
 
 /// Refuses a document whose brackets nest deeper than [`MAX_NESTING`], before it is parsed.
 /// Strings, block strings and comments are skipped: brackets in them do not nest.
@@ -75,6 +98,85 @@ pub(crate) fn check_nesting(query: &str) -> Result<(), TransportError> {
         i += 1;
     }
     Ok(())
+}
+
+/// Refuses a document of more than [`MAX_TOKENS`] lexical tokens, before it is parsed. One
+/// linear scan that reads tokens as the GraphQL lexer does: whitespace, commas and comments
+/// are not tokens; a string or block string is one (skipped as [`check_nesting`] skips
+/// them); a name or a number is one; `...` is one; any other character counts as one.
+pub(crate) fn check_tokens(query: &str) -> Result<(), TransportError> {
+    if count_tokens(query, MAX_TOKENS) > MAX_TOKENS {
+        return Err(TransportError::Limit {
+            code: "MAX_TOKENS_LIMIT",
+            message: format!("the document holds more than {MAX_TOKENS} tokens"),
+        });
+    }
+    Ok(())
+}
+
+/// The lexical tokens of `query`, counted up to one more than `most`.
+fn count_tokens(query: &str, most: usize) -> usize {
+    let bytes = query.as_bytes();
+    let mut tokens = 0usize;
+    let mut i = 0;
+    while i < bytes.len() {
+        let next = match bytes[i] {
+            b' ' | b'\t' | b'\n' | b'\r' | b',' => {
+                i += 1;
+                continue;
+            }
+            // The byte order mark is ignored as whitespace is.
+            0xEF if bytes[i..].starts_with(&[0xEF, 0xBB, 0xBF]) => {
+                i += 3;
+                continue;
+            }
+            b'#' => {
+                while i < bytes.len() && bytes[i] != b'\n' && bytes[i] != b'\r' {
+                    i += 1;
+                }
+                continue;
+            }
+            // Unclosed, the parser reads `""` and goes on after it.
+            b'"' if bytes[i..].starts_with(b"\"\"\"") => {
+                block_string_end(bytes, i + 3).unwrap_or(i + 2)
+            }
+            // Unclosed, the text after it is scanned, as `check_nesting` does.
+            b'"' => string_end(bytes, i + 1).unwrap_or(i + 1),
+            b'.' if bytes[i..].starts_with(b"...") => i + 3,
+            b'-' | b'0'..=b'9' => number_end(bytes, i + 1),
+            b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
+                let mut end = i + 1;
+                while end < bytes.len()
+                    && (bytes[end] == b'_' || bytes[end].is_ascii_alphanumeric())
+                {
+                    end += 1;
+                }
+                end
+            }
+            _ => i + 1,
+        };
+        tokens += 1;
+        if tokens > most {
+            break;
+        }
+        i = next;
+    }
+    tokens
+}
+
+/// Where the number whose text goes on at `from` ends: digits, letters, `_` and `.` (as in
+/// `-1.5e10`), and a sign right after an exponent's `e`.
+fn number_end(bytes: &[u8], from: usize) -> usize {
+    let mut i = from;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'_' | b'.' => i += 1,
+            b'+' | b'-' if matches!(bytes[i - 1], b'e' | b'E') => i += 1,
+            b if b.is_ascii_alphanumeric() => i += 1,
+            _ => break,
+        }
+    }
+    i
 }
 
 /// Where the string whose text starts at `from` ends (just past its closing `"`), if it is
@@ -135,6 +237,83 @@ pub(crate) fn check_selections(doc: &ExecutableDocument) -> Result<(), Transport
         }
     }
     Ok(())
+}
+
+/// Refuses a document with more than [`MAX_DIRECTIVES`] directives in one place: on a field,
+/// a fragment spread, an inline fragment, an operation, a fragment definition or a variable
+/// definition. Each place of the document is looked at once (spreads are not followed: the
+/// fragments they name are looked at where they are defined).
+pub(crate) fn check_directives(doc: &ExecutableDocument) -> Result<(), TransportError> {
+    for (_, operation) in doc.operations.iter() {
+        let pos = operation.pos;
+        let operation = &operation.node;
+        directives_within(&operation.directives, "the operation", pos)?;
+        for variable in &operation.variable_definitions {
+            let name = &variable.node.name.node;
+            directives_within(
+                &variable.node.directives,
+                &format!("the variable `${name}`"),
+                variable.pos,
+            )?;
+        }
+        directives_in(&operation.selection_set.node)?;
+    }
+    for (name, fragment) in &doc.fragments {
+        directives_within(
+            &fragment.node.directives,
+            &format!("the fragment `{name}`"),
+            fragment.pos,
+        )?;
+        directives_in(&fragment.node.selection_set.node)?;
+    }
+    Ok(())
+}
+
+/// The directives of every selection in `set`, and in the sets within (nesting is bounded by
+/// [`check_nesting`]).
+fn directives_in(set: &SelectionSet) -> Result<(), TransportError> {
+    for item in &set.items {
+        match &item.node {
+            Selection::Field(f) => {
+                let name = &f.node.name.node;
+                directives_within(&f.node.directives, &format!("the field `{name}`"), f.pos)?;
+                directives_in(&f.node.selection_set.node)?;
+            }
+            Selection::FragmentSpread(s) => {
+                let name = &s.node.fragment_name.node;
+                directives_within(
+                    &s.node.directives,
+                    &format!("the spread of `{name}`"),
+                    s.pos,
+                )?;
+            }
+            Selection::InlineFragment(i) => {
+                directives_within(&i.node.directives, "an inline fragment", i.pos)?;
+                directives_in(&i.node.selection_set.node)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn directives_within(
+    directives: &[Positioned<Directive>],
+    place: &str,
+    pos: Pos,
+) -> Result<(), TransportError> {
+    if directives.len() <= MAX_DIRECTIVES {
+        return Ok(());
+    }
+    Err(TransportError::Limit {
+        code: "MAX_DIRECTIVES_LIMIT",
+        message: format!(
+            "{place} (line {}, column {}) carries {} directives: at most {MAX_DIRECTIVES} \
+             may stand in one place",
+            pos.line,
+            pos.column,
+            directives.len()
+        ),
+    })
 }
 
 /// Expanded sizes, memoized per fragment.
@@ -375,6 +554,83 @@ mod tests {
         ] {
             assert_eq!(code(check_nesting(&query)), None, "{query}");
         }
+    }
+
+    #[test]
+    fn tokens_are_counted_as_the_lexer_reads_them() {
+        let count = |query: &str| count_tokens(query, usize::MAX);
+        // query Q ( $ v : Int = -1.5e+10 ) { a ( x : "..." y : """...""" ) ... F }
+        let query =
+            r#"query Q($v: Int = -1.5e+10) { a(x: "s p a c e s, #", y: """b l \""" k""") ...F }"#;
+        assert_eq!(count(query), 23, "{query}");
+        // Whitespace, commas, comments and the byte order mark are not tokens.
+        assert_eq!(count("\u{feff}{ a, b # c d e f\n c }"), 5);
+        // An unclosed block string is `""` then an unclosed `"`, as the parser reads it; the
+        // text after it is still counted.
+        assert_eq!(count(r#"{ a(x: """ b c) }"#), 11);
+        assert_eq!(count(""), 0);
+    }
+
+    #[test]
+    fn a_flood_of_tokens_is_refused_before_parsing() {
+        let flood = format!("{{ {} }}", "a ".repeat(MAX_TOKENS));
+        assert_eq!(code(check_tokens(&flood)), Some("MAX_TOKENS_LIMIT"));
+        let directives = format!("{{ a {} }}", "@include(if: true) ".repeat(30_000));
+        assert_eq!(code(check_tokens(&directives)), Some("MAX_TOKENS_LIMIT"));
+        // Inside strings and comments, nothing is a token.
+        let long_string = format!("{{ a(x: \"{}\") }}", "a ".repeat(MAX_TOKENS));
+        assert_eq!(code(check_tokens(&long_string)), None);
+        let long_comment = format!("# {}\n{{ a }}", "a ".repeat(MAX_TOKENS));
+        assert_eq!(code(check_tokens(&long_comment)), None);
+    }
+
+    #[test]
+    fn the_checked_in_operations_are_far_within_the_token_limit() {
+        let operations = crate::transport::playground::example_operations();
+        assert!(!operations.is_empty());
+        for op in operations {
+            let tokens = count_tokens(&op.query, usize::MAX);
+            assert!(tokens * 10 < MAX_TOKENS, "{}: {tokens} tokens", op.name);
+        }
+    }
+
+    #[test]
+    fn directive_floods_are_refused_wherever_they_stand() {
+        let many = "@include(if: true) ".repeat(MAX_DIRECTIVES + 1);
+        let few = "@include(if: true) @skip(if: false) ";
+        for (query, place) in [
+            (format!("{{ me {{ id {many} }} }}"), "the field `id`"),
+            (
+                format!("{{ ...F {many} }} fragment F on Query {{ me {{ id }} }}"),
+                "the spread of `F`",
+            ),
+            (
+                format!("{{ ... {many} {{ me {{ id }} }} }}"),
+                "an inline fragment",
+            ),
+            (format!("query Q {many} {{ me {{ id }} }}"), "the operation"),
+            (
+                format!("{{ me {{ id }} }} fragment F on Query {many} {{ me {{ id }} }}"),
+                "the fragment `F`",
+            ),
+            (
+                format!("query Q($v: Int {many}) {{ me {{ id }} }}"),
+                "the variable `$v`",
+            ),
+        ] {
+            let result = check_directives(&parse_query(&query).unwrap());
+            let Err(TransportError::Limit { code, message }) = result else {
+                panic!("not refused: {query}");
+            };
+            assert_eq!(code, "MAX_DIRECTIVES_LIMIT");
+            assert!(message.starts_with(place), "{message}");
+            assert!(
+                message.contains(&format!("at most {MAX_DIRECTIVES}")),
+                "{message}"
+            );
+        }
+        let fine = format!("{{ me {{ id {few} ...F {few} }} }} fragment F on Customer {{ name }}");
+        assert_eq!(code(check_directives(&parse_query(&fine).unwrap())), None);
     }
 
     /// Each fragment spreads the next one twice: 2^levels fields once expanded.

@@ -4,7 +4,8 @@
 //! reads the request (`request`), the pipeline fills in persisted queries (`persisted`),
 //! bounds, parses and runs it (`pipeline`, with `limits` and `document`), and its results are shaped as the spec says (`shape`); what the
 //! transport itself refuses is one enum of errors with their codes (`error`). Websockets and
-//! SSE share their connection bookkeeping (`live`).
+//! SSE share their connection bookkeeping (`live`). Each event of a subscription is bounded
+//! by the request timeout (`event_deadline`).
 //!
 //! | route | what |
 //! |---|---|
@@ -21,6 +22,7 @@
 
 mod document;
 mod error;
+mod event_deadline;
 mod health;
 #[cfg(test)]
 mod hostile;
@@ -52,6 +54,7 @@ use tower_http::trace::TraceLayer;
 use crate::auth::Authenticator;
 use crate::config::SubscriptionsConfig;
 
+pub(crate) use event_deadline::EventDeadlines;
 pub(crate) use health::Readiness;
 pub(crate) use persisted::{
     ManifestOperation, PersistedQueries, manifest_json, manifest_operations, sha256_hex,
@@ -69,6 +72,8 @@ pub(crate) struct AppState {
     /// The same schema without the data depth limit, for introspection-only documents
     /// (bounded by their own rule instead, see `document`).
     pub(crate) introspection_schema: AppSchema,
+    /// The same schema with the bound on each event (`event_deadline`), for subscriptions.
+    pub(crate) subscription_schema: AppSchema,
     /// The schema's types, to shape results by (null semantics).
     pub(crate) types: Arc<Types>,
     /// The upstream ports, for per-request loaders.
@@ -87,6 +92,8 @@ pub(crate) struct AppState {
     pub(crate) max_body_bytes: usize,
     /// Most operations in one batch (`server.max_batch_size`).
     pub(crate) max_batch_size: usize,
+    /// Largest serialized result of one operation or event (`server.max_response_bytes`).
+    pub(crate) max_response_bytes: usize,
     /// Longest a request body may take to arrive (`server.body_read_timeout_ms`).
     pub(crate) body_read_timeout: Duration,
     /// Whether `__schema` and `__type` are answered (`server.introspection`).

@@ -6,7 +6,8 @@
 //!    only introspects the schema, and the variables the operation requires;
 //! 2. [`Prepared::execute`] (one result) or [`Prepared::stream`] (a subscription's results):
 //!    the schema runs it with data of its own (the viewer, fresh loaders);
-//! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes).
+//! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes)
+//!    and bounded in size (`server.max_response_bytes`).
 //!
 //! A transport reads the request (`request`), decides who calls (its own way of carrying a
 //! token) and what its protocol allows (no mutations over `GET`), calls these, and writes
@@ -18,7 +19,7 @@ use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, Oper
 use async_graphql::{Value as ConstValue, Variables};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use resolvers::{AppSchema, RequestLoaders, Viewer};
+use resolvers::{AppSchema, EventDeadline, RequestLoaders, Viewer};
 
 use super::error::TransportError;
 use super::persisted::Persisted;
@@ -85,6 +86,7 @@ fn parse(
         return Err(TransportError::BadRequest("`query` is missing".into()));
     }
     limits::check_nesting(&raw.query)?;
+    limits::check_tokens(&raw.query)?;
     let mut request = raw.into_request();
     let document = request
         .parsed_query()
@@ -94,6 +96,7 @@ fn parse(
         })?
         .clone();
     limits::check_selections(&document)?;
+    limits::check_directives(&document)?;
     let operation = document::operation(&document, request.operation_name.as_deref())?;
     if !state.introspection_enabled && document::reads_schema(&document, operation) {
         return Err(TransportError::IntrospectionDisabled);
@@ -137,6 +140,7 @@ fn parse(
         shaper: Shaper {
             operation: request.operation_name.clone(),
             document: Arc::new(document),
+            max_response_bytes: state.max_response_bytes,
         },
         request,
         kind,
@@ -189,6 +193,8 @@ impl Prepared {
     fn schema<'a>(&self, state: &'a AppState) -> &'a AppSchema {
         if self.introspection {
             &state.introspection_schema
+        } else if self.kind == OperationType::Subscription {
+            &state.subscription_schema
         } else {
             &state.schema
         }
@@ -226,7 +232,8 @@ impl Prepared {
     }
 
     /// Runs any operation for `viewer`, with data of its own (fresh loaders, never shared
-    /// with another operation): a subscription's results as they come, or a query's or
+    /// with another operation): a subscription's results as they come (each event bounded
+    /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), or a query's or
     /// mutation's one result (stopped past `server.request_timeout_ms`, as over HTTP).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
         if self.kind != OperationType::Subscription {
@@ -250,7 +257,9 @@ impl Prepared {
             .increment(1);
         let schema = self.schema(state).clone();
         let loaders = RequestLoaders::new(&state.ports);
-        let request = resolvers::request_data(self.request, &loaders, Some(viewer));
+        // Each event is bounded as a query is (see `event_deadline`).
+        let request = resolvers::request_data(self.request, &loaders, Some(viewer))
+            .data(EventDeadline::new(state.request_timeout));
         let shaper = self.shaper;
         let types = state.types.clone();
         let mut first = true;
@@ -295,16 +304,22 @@ fn mark_stale(response: &mut async_graphql::Response, reads: Vec<resolvers::cach
         .insert("stale".to_owned(), async_graphql::Value::List(reads));
 }
 
-/// What shapes each result of one operation: its document, and which operation of it runs.
+/// What shapes each result of one operation: its document, which operation of it runs, and
+/// how large a result may be.
 struct Shaper {
     document: Arc<ExecutableDocument>,
     operation: Option<String>,
+    /// `server.max_response_bytes`.
+    max_response_bytes: usize,
 }
 
 impl Shaper {
     fn shape(&self, response: async_graphql::Response, types: &Types, first: bool) -> Outcome {
         match document::operation(&self.document, self.operation.as_deref()) {
-            Ok(operation) => shape::outcome(response, &self.document, operation, types, first),
+            Ok(operation) => {
+                let outcome = shape::outcome(response, &self.document, operation, types, first);
+                shape::within_size(outcome, self.max_response_bytes, self.operation.as_deref())
+            }
             Err(e) => {
                 // `prepare` found this operation in this same document.
                 tracing::error!(error = %e, "the prepared operation is gone from its document");

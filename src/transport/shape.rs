@@ -12,6 +12,10 @@
 //!   wants the order of the query ([`in_query_order`]).
 //! - **Codes**: async-graphql's own errors (validation, limits, coercion) carry no
 //!   `extensions.code`; [`add_codes`] gives every error one.
+//!
+//! And one bound of ours: a result whose JSON would be larger than
+//! `server.max_response_bytes` is replaced by a `RESPONSE_TOO_LARGE` error
+//! ([`within_size`]), so no transport sends (or buffers) an answer without bound.
 
 use std::collections::HashMap;
 
@@ -22,6 +26,7 @@ use async_graphql::parser::types::{
 };
 use async_graphql::{Name, PathSegment, ServerError, Value};
 
+use super::error::TransportError;
 use super::limits::MAX_SPREAD_DEPTH;
 
 /// How an operation's result is reported.
@@ -92,6 +97,64 @@ pub(crate) fn outcome(
     complete_nulls(&mut response.data, &response.errors, doc, operation, types);
     in_query_order(&mut response.data, doc, operation);
     Outcome::Executed(response)
+}
+
+/// Replaces an execution result whose JSON would be longer than `max_bytes` with
+/// `data: null` and one `RESPONSE_TOO_LARGE` error, and logs it (`operation` names it). The
+/// size is measured by serializing into a counter that stops at the bound: nothing is
+/// allocated, and no more than `max_bytes` is formatted. A request error is left as it is:
+/// it carries no data, and its errors are bounded by the document's limits.
+pub(crate) fn within_size(outcome: Outcome, max_bytes: usize, operation: Option<&str>) -> Outcome {
+    let Outcome::Executed(response) = &outcome else {
+        return outcome;
+    };
+    let mut counter = ByteCounter {
+        left: max_bytes,
+        over: false,
+    };
+    let serialized = serde_json::to_writer(&mut counter, response);
+    if !counter.over {
+        if let Err(e) = serialized {
+            // Left for the transport's own serialization to report.
+            tracing::error!(error = %e, "could not measure a result");
+        }
+        return outcome;
+    }
+    tracing::warn!(
+        ?operation,
+        max_bytes,
+        errors = response.errors.len(),
+        "a result over server.max_response_bytes was replaced by RESPONSE_TOO_LARGE"
+    );
+    Outcome::Executed(async_graphql::Response::from_errors(vec![
+        TransportError::ResponseTooLarge(max_bytes).to_server_error(),
+    ]))
+}
+
+/// A writer that only counts, and fails once more than `left` bytes came.
+struct ByteCounter {
+    left: usize,
+    /// Whether it failed for that reason (and not another).
+    over: bool,
+}
+
+impl std::io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.left.checked_sub(buf.len()) {
+            Some(left) => {
+                self.left = left;
+                Ok(buf.len())
+            }
+            None => {
+                self.over = true;
+                Err(std::io::Error::other("over the bound"))
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Gives every error an `extensions.code`. Errors of the graph have theirs; async-graphql's

@@ -292,6 +292,90 @@ async fn hostile_documents_are_refused_and_the_server_stays_up() {
     app.stop().await;
 }
 
+/// Floods of tokens and of directives are refused with the limit they are over, before any
+/// upstream call (the classic 30,000 `@include` on one field is over both; the token count
+/// refuses it first, before it is parsed).
+#[tokio::test]
+async fn token_and_directive_floods_are_refused_naming_their_limit() {
+    let app = TestApp::spawn().await;
+    let token = app.token("cust-0001").await;
+    app.reset_counts();
+    let numbers = "1 ".repeat(15_000);
+    let tokens = format!("{{ me {{ orders(first: [{numbers}]) {{ edges {{ cursor }} }} }} }}");
+    let classic = format!("{{ me {{ id {} }} }}", "@include(if: true) ".repeat(30_000));
+    let nine = format!("{{ me {{ id {} }} }}", "@include(if: true) ".repeat(9));
+    let spread = format!(
+        "{{ me {{ ...F {} }} }} fragment F on Customer {{ id }}",
+        "@skip(if: false) ".repeat(9)
+    );
+    for (query, code, names) in [
+        (&tokens, "MAX_TOKENS_LIMIT", "more than 15000 tokens"),
+        (&classic, "MAX_TOKENS_LIMIT", "more than 15000 tokens"),
+        (&nine, "MAX_DIRECTIVES_LIMIT", "the field `id`"),
+        (&spread, "MAX_DIRECTIVES_LIMIT", "the spread of `F`"),
+    ] {
+        let (status, body) = app.post(Some(&token), query, json!({})).await;
+        assert_eq!(status, 400, "{body}");
+        assert!(body.get("data").is_none(), "{body}");
+        let error = &body["errors"][0];
+        assert_eq!(error["extensions"]["code"], code, "{body}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(names), "{message}");
+        if code == "MAX_DIRECTIVES_LIMIT" {
+            assert!(
+                message.contains("carries 9 directives: at most 8"),
+                "{message}"
+            );
+        }
+    }
+    assert!(app.counts().is_empty(), "{:?}", app.counts());
+    // Two directives on a field are what a client sends: they run.
+    let (status, body) = app
+        .post(
+            Some(&token),
+            "{ me { id @include(if: true) @skip(if: false) name @skip(if: true) } }",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"], json!({"id": "cust-0001"}));
+    app.stop().await;
+}
+
+/// An answer over `server.max_response_bytes` is not sent: the client gets `data: null` and a
+/// `RESPONSE_TOO_LARGE` error naming the bound (status 200: the operation ran); answers
+/// within it are untouched.
+#[tokio::test]
+async fn an_answer_over_max_response_bytes_is_replaced_by_an_error_naming_the_limit() {
+    let app = TestApp::spawn_with(Default::default(), |c| c.server.max_response_bytes = 4096).await;
+    let (status, body) = app.post(None, STANDARD_INTROSPECTION, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"], Value::Null, "{body}");
+    let errors = body["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 1, "{body}");
+    assert_eq!(errors[0]["extensions"]["code"], "RESPONSE_TOO_LARGE");
+    let message = errors[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains("larger than 4096 bytes (server.max_response_bytes)"),
+        "{message}"
+    );
+    // In a batch, only the answer that is too large is replaced.
+    let token = app.token("cust-0001").await;
+    let (status, body) = post_batch(
+        &app,
+        &token,
+        json!([{"query": STANDARD_INTROSPECTION}, {"query": "{ me { id } }"}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body[0]["errors"][0]["extensions"]["code"],
+        "RESPONSE_TOO_LARGE"
+    );
+    assert_eq!(body[1], json!({"data": {"me": {"id": "cust-0001"}}}));
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn request_errors_have_their_own_codes() {
     let app = TestApp::spawn().await;

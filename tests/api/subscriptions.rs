@@ -825,6 +825,109 @@ async fn an_order_update_reaches_a_websocket_subscriber() {
     app.stop().await;
 }
 
+/// Resolving one event of a subscription is bounded by `server.request_timeout_ms`, as a
+/// query is: an event whose order the backend is too slow to read, or whose selected parcel
+/// status the carrier is too slow to tell, gets a `TIMEOUT` error on the subscription's field
+/// instead of its data; the subscription goes on, and the next event has its data.
+#[tokio::test]
+async fn an_event_that_resolves_too_slowly_gets_a_timeout_and_the_subscription_goes_on() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.cache.enabled = false;
+        c.server.request_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    // One of Ada's orders with a parcel (its status is the carrier's).
+    let mine = app
+        .data(
+            &ada,
+            "{ me { orders(first: 50) { edges { node { id shipment { trackingNumber } } } } } }",
+            json!({}),
+        )
+        .await;
+    let order = mine["me"]["orders"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|edge| !edge["node"]["shipment"].is_null())
+        .and_then(|edge| edge["node"]["id"].as_str())
+        .expect("a seeded order of Ada's with a parcel")
+        .to_owned();
+    let mut client = signed_in(&app, ADA).await;
+    let before = backend_requests(&app);
+    client
+        .subscribe(
+            "o",
+            &format!(
+                "subscription {{ orderUpdated(id: \"{order}\") {{ id shipment {{ status }} }} }}"
+            ),
+        )
+        .await;
+    until_listening(&app, before).await;
+    client.expect_quiet().await;
+    let changed = |n: u32| {
+        json!({"id": format!("evt_slow_{n}"), "type": "order.status_changed",
+               "occurredAt": "2026-01-01T10:00:00Z",
+               "data": {"orderId": order, "customerId": ADA, "status": "SHIPPED"}})
+    };
+    let timed_out = |next: &Value| {
+        assert_eq!(next["type"], "next", "{next:#}");
+        assert_eq!(next["payload"]["data"], Value::Null, "{next:#}");
+        assert_eq!(codes(&next["payload"]["errors"]), ["TIMEOUT"]);
+        assert_eq!(
+            next["payload"]["errors"][0]["path"],
+            json!(["orderUpdated"])
+        );
+        let message = next["payload"]["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("500 ms (server.request_timeout_ms)"),
+            "{message}"
+        );
+    };
+
+    // The order itself is slow to read.
+    app.sandbox
+        .set_faults(Upstream::Backend, slow_upstream())
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(app.post_webhook("backend", &changed(1)).await.0, 202);
+    timed_out(&client.recv().await);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The order is quick, the parcel's status (a selected field) is slow.
+    app.sandbox
+        .set_faults(Upstream::Backend, UpstreamKnobs::default())
+        .unwrap();
+    app.sandbox
+        .set_faults(Upstream::Carrier, slow_upstream())
+        .unwrap();
+    let started = Instant::now();
+    assert_eq!(app.post_webhook("backend", &changed(2)).await.0, 202);
+    timed_out(&client.recv().await);
+    assert!(
+        started.elapsed() < Duration::from_millis(2500),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Everything quick again: the subscription went on.
+    app.sandbox
+        .set_faults(Upstream::Carrier, UpstreamKnobs::default())
+        .unwrap();
+    assert_eq!(app.post_webhook("backend", &changed(3)).await.0, 202);
+    let next = client.recv().await;
+    assert_eq!(
+        next["payload"]["data"]["orderUpdated"]["id"], order,
+        "{next:#}"
+    );
+    assert!(next["payload"].get("errors").is_none(), "{next:#}");
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn subscribers_re_reading_a_changed_order_make_one_backend_call() {
     // No entity cache: only single-flight keeps the re-reads from reaching the backend.
@@ -1117,9 +1220,19 @@ async fn hostile_documents_are_refused_on_websockets_and_sse() {
         "]".repeat(1600)
     );
     let doubling = doubling_fragments("Subscription", 22);
+    let tokens = format!(
+        "subscription {{ taskAssigned {{ {} }} }}",
+        "id ".repeat(15_000)
+    );
+    let directives = format!(
+        "subscription {{ taskAssigned {{ id {} }} }}",
+        "@include(if: true) ".repeat(9)
+    );
     for (query, code) in [
         (&nested, "MAX_DEPTH_LIMIT"),
         (&doubling, "MAX_SELECTIONS_LIMIT"),
+        (&tokens, "MAX_TOKENS_LIMIT"),
+        (&directives, "MAX_DIRECTIVES_LIMIT"),
     ] {
         let mut client = signed_in(&app, ADA).await;
         client.subscribe("1", query).await;
@@ -1136,6 +1249,90 @@ async fn hostile_documents_are_refused_on_websockets_and_sse() {
             .await;
         assert_eq!(status, 400);
         assert_eq!(codes(&body["errors"]), [code]);
+    }
+}
+
+/// An answer over `server.max_response_bytes` is replaced by a `RESPONSE_TOO_LARGE` error
+/// naming the bound on websockets and SSE as over HTTP (one place shapes every result).
+#[tokio::test]
+async fn an_answer_over_max_response_bytes_is_an_error_on_websockets_and_sse() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.server.max_response_bytes = 2048
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    let large = "{ __schema { types { name description fields { name description } } } }";
+    let assert_too_large = |payload: &Value| {
+        assert_eq!(payload["data"], Value::Null, "{payload}");
+        assert_eq!(codes(&payload["errors"]), ["RESPONSE_TOO_LARGE"]);
+        let message = payload["errors"][0]["message"].as_str().unwrap();
+        assert!(
+            message.contains("larger than 2048 bytes (server.max_response_bytes)"),
+            "{message}"
+        );
+    };
+    let mut client = signed_in(&app, ADA).await;
+    client.subscribe("big", large).await;
+    let next = client.recv().await;
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert_too_large(&next["payload"]);
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "complete", "id": "big"})
+    );
+    // A small answer on the same connection is untouched.
+    client.subscribe("small", "{ me { id } }").await;
+    assert_eq!(
+        client.recv().await["payload"],
+        json!({"data": {"me": {"id": ADA}}})
+    );
+
+    let mut stream = sse(&app, Some(&ada), json!({ "query": large }))
+        .await
+        .stream();
+    assert_too_large(&stream.next().await);
+    stream.complete().await;
+    app.stop().await;
+}
+
+/// A query over a websocket is stopped past `server.request_timeout_ms`, as over HTTP: one
+/// `next` with a `TIMEOUT` error naming the setting, then `complete`.
+#[tokio::test]
+async fn a_query_over_a_websocket_is_stopped_past_the_request_timeout() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        c.cache.enabled = false;
+        c.server.request_timeout = Duration::from_millis(300);
+    })
+    .await;
+    let mut client = signed_in(&app, ADA).await;
+    app.sandbox
+        .set_faults(Upstream::Backend, slow_upstream())
+        .unwrap();
+    let started = Instant::now();
+    client.subscribe("slow", "{ me { name } }").await;
+    let next = client.recv().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(next["type"], "next", "{next:#}");
+    assert_eq!(codes(&next["payload"]["errors"]), ["TIMEOUT"]);
+    let message = next["payload"]["errors"][0]["message"].as_str().unwrap();
+    assert!(message.contains("server.request_timeout_ms"), "{message}");
+    assert_eq!(
+        client.recv().await,
+        json!({"type": "complete", "id": "slow"})
+    );
+    app.stop().await;
+}
+
+/// An upstream that answers after 3 s (later than the tests' request timeouts, sooner than the
+/// upstream call's own timeout).
+fn slow_upstream() -> UpstreamKnobs {
+    UpstreamKnobs {
+        latency_ms: 3000,
+        ..UpstreamKnobs::default()
     }
 }
 
