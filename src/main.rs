@@ -53,14 +53,29 @@ async fn main() -> anyhow::Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = Cli::parse();
     let config = Config::load(cli.config.as_deref())?;
-    switchyard::telemetry::init(&config.log);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // Traces are the server's; the other commands only log.
+    let telemetry = if matches!(command, Command::Serve) {
+        Some(switchyard::telemetry::start(
+            &config.log,
+            &config.telemetry,
+        )?)
+    } else {
+        switchyard::telemetry::init(&config.log);
+        None
+    };
+    match command {
         Command::Serve => {
             switchyard::app::preflight(&config)?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("binding {}", config.server.listen))?;
-            switchyard::run(listener, config, shutdown_signal()).await
+            let served = switchyard::run(listener, config, shutdown_signal()).await;
+            // The spans of the last requests leave before the process does.
+            if let Some(telemetry) = telemetry {
+                telemetry.shutdown().await;
+            }
+            served
         }
         #[cfg(feature = "sandbox")]
         Command::Sandbox => {

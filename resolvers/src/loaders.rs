@@ -34,8 +34,12 @@ pub(crate) const MAX_CASES_PER_CUSTOMER: usize = 50;
 pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
 
 impl Tasks {
+    /// Runs `batch` in a task of its own, in the span of the request that made it (so that
+    /// its log lines carry the request id, and its upstream calls are the request's in a
+    /// trace).
     fn spawn(&self, batch: BoxFuture<'static, ()>) {
-        let handle = tokio::spawn(batch);
+        use tracing::Instrument as _;
+        let handle = tokio::spawn(batch.instrument(tracing::Span::current()));
         let mut handles = self
             .0
             .lock()

@@ -17,6 +17,8 @@
 //!   letters, several replicas, a dead replica's jobs, a lost Redis connection.
 //! - `resilience`: failing upstreams: partial data, circuit breakers, `/readyz`, `/metrics`.
 //! - `schema`: the checked-in SDL is the code's.
+//! - `traces`: spans exported over OTLP with the app's `traceparent`, propagated to the
+//!   upstreams; the request id in every log line.
 //! - `playground`: the playground in headless Chromium.
 
 mod support;
@@ -35,5 +37,6 @@ mod replicas;
 mod resilience;
 mod schema;
 mod subscriptions;
+mod traces;
 mod upstream;
 mod webhooks;
