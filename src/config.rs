@@ -35,6 +35,8 @@ pub struct Config {
     pub sandbox: SandboxConfig,
     /// Log format and filter.
     pub log: LogConfig,
+    /// Traces: spans exported over OTLP, W3C trace context to and from the upstreams.
+    pub telemetry: TelemetryConfig,
     /// The event bus: Redis Streams across replicas, memory for one instance.
     pub events: EventsConfig,
     /// Webhooks from the upstreams: their signing secrets and replay window.
@@ -838,6 +840,42 @@ impl Default for LogConfig {
     }
 }
 
+/// Traces (see `crate::telemetry`). Off unless `otlp_endpoint` is set.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// The OpenTelemetry collector's OTLP/HTTP base URL (e.g. `http://otel-collector:4318`);
+    /// spans are posted to `<otlp_endpoint>/v1/traces` as protobuf. Absent: no spans are
+    /// exported and no trace context is propagated.
+    pub otlp_endpoint: Option<Url>,
+    /// `service.name` of the exported spans: what the tracing backend lists them under.
+    pub service_name: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            service_name: "switchyard".to_owned(),
+        }
+    }
+}
+
+impl TelemetryConfig {
+    /// The endpoint is an http(s) URL, the service has a name.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(url) = &self.otlp_endpoint
+            && (!matches!(url.scheme(), "http" | "https") || url.host().is_none())
+        {
+            anyhow::bail!("telemetry.otlp_endpoint must be an http(s) URL with a host, got {url}");
+        }
+        if self.service_name.trim().is_empty() {
+            anyhow::bail!("telemetry.service_name must not be empty");
+        }
+        Ok(())
+    }
+}
+
 /// Log line format.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -933,6 +971,7 @@ impl Config {
         }
         self.push.validate()?;
         self.outbox.validate()?;
+        self.telemetry.validate()?;
         Ok(())
     }
 
@@ -962,6 +1001,26 @@ mod tests {
         Figment::from(Toml::string(toml))
             .extract()
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn telemetry_is_off_by_default_and_takes_only_http_endpoints() {
+        let off = parse("").unwrap();
+        assert_eq!(off.telemetry.otlp_endpoint, None);
+        assert_eq!(off.telemetry.service_name, "switchyard");
+        let on = parse(
+            "[telemetry]\notlp_endpoint = \"http://collector:4318\"\nservice_name = \"bff-eu\"\n",
+        )
+        .unwrap();
+        on.telemetry.validate().unwrap();
+        assert_eq!(
+            on.telemetry.otlp_endpoint.map(String::from).as_deref(),
+            Some("http://collector:4318/")
+        );
+        assert_eq!(on.telemetry.service_name, "bff-eu");
+        let grpc = parse("[telemetry]\notlp_endpoint = \"grpc://collector:4317\"\n").unwrap();
+        assert!(grpc.telemetry.validate().is_err());
+        assert!(parse("[telemetry]\nendpoint = \"http://collector:4318\"\n").is_err());
     }
 
     #[test]

@@ -20,7 +20,8 @@
 //!   `Channel` interface the push outbox calls.
 //! - [`notify`]: notifications; `notify::outbox` is the push outbox (a Redis stream with a
 //!   consumer group, or memory) that sends each job through `push` until a provider answered.
-//! - [`telemetry`]: structured logs; `metrics`: the Prometheus series and `GET /metrics`.
+//! - [`telemetry`]: structured logs, and traces over OTLP with the W3C trace context;
+//!   `metrics`: the Prometheus series and `GET /metrics`.
 
 pub mod app;
 pub(crate) mod auth;

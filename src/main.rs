@@ -71,12 +71,17 @@ async fn main() -> anyhow::Result<ExitCode> {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
-            let config = load_config()?;
+            // Traces are the server's; the other commands only log.
+            let config = Config::load(cli.config.as_deref())?;
+            let telemetry = switchyard::telemetry::start(&config.log, &config.telemetry)?;
             switchyard::app::preflight(&config)?;
             let listener = tokio::net::TcpListener::bind(config.server.listen)
                 .await
                 .with_context(|| format!("binding {}", config.server.listen))?;
-            switchyard::run(listener, config, shutdown_signal()).await?;
+            let served = switchyard::run(listener, config, shutdown_signal()).await;
+            // The spans of the last requests leave before the process does.
+            telemetry.shutdown().await;
+            served?;
         }
         #[cfg(feature = "sandbox")]
         Command::Sandbox => {

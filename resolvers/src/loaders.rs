@@ -35,8 +35,12 @@ pub(crate) const MAX_CASES_PER_CUSTOMER: usize = 50;
 pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
 
 impl Tasks {
-    /// Spawns a batch; it keeps the deadline of the request that made it.
+    /// Runs `batch` in a task of its own, in the span and with the deadline of the request
+    /// that made it (so that its log lines carry the request id, its upstream calls are the
+    /// request's in a trace, and they stop at its deadline).
     fn spawn(&self, batch: BoxFuture<'static, ()>) {
+        use tracing::Instrument as _;
+        let batch = batch.instrument(tracing::Span::current());
         let handle = match crate::deadline::current() {
             Some(deadline) => tokio::spawn(crate::deadline::within(deadline, batch)),
             None => tokio::spawn(batch),

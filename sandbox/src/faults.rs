@@ -1,7 +1,7 @@
 //! Request counting, latency and fault injection: one middleware in front of every upstream.
 //!
 //! Each upstream router gets [`layer`] with its own [`Faults`]: the middleware counts the request
-//! under `"METHOD /route/template"` (axum's [`MatchedPath`], so `/orders/{id}` rather than one
+//! under `"METHOD /route/template"` (and keeps the last `traceparent` it saw) (axum's [`MatchedPath`], so `/orders/{id}` rather than one
 //! entry per order; `"METHOD (unmatched)"` for paths no route matches), waits the configured
 //! latency, then, drawing from a PRNG seeded from the sandbox seed, may answer 503 in the
 //! upstream's own error shape (`error_rate`), stall for 120 s before answering (`timeout_rate`:
@@ -34,11 +34,25 @@ use super::{Upstream, UpstreamKnobs};
 /// How long a request picked for a timeout stalls before it is answered.
 const STALL: Duration = Duration::from_secs(120);
 
-/// Request counts of one upstream, keyed by `"METHOD /route/template"`.
+/// Request counts of one upstream, keyed by `"METHOD /route/template"`, and the trace
+/// context of its last traced request.
 #[derive(Debug, Default)]
-pub(crate) struct RequestCounter(Mutex<BTreeMap<String, u64>>);
+pub(crate) struct RequestCounter(Mutex<BTreeMap<String, u64>>, Mutex<Option<String>>);
 
 impl RequestCounter {
+    /// Keeps the `traceparent` a request came with (tests check what a caller propagates).
+    fn trace(&self, traceparent: &HeaderValue) {
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(String::from_utf8_lossy(traceparent.as_bytes()).into_owned());
+    }
+
+    pub(crate) fn last_traceparent(&self) -> Option<String> {
+        self.1
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     fn count(&self, key: String) {
         *self
             .0
@@ -60,6 +74,7 @@ impl RequestCounter {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clear();
+        *self.1.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 }
 
@@ -155,6 +170,9 @@ async fn fault_middleware(
     faults
         .counter
         .count(format!("{} {route}", request.method()));
+    if let Some(traceparent) = request.headers().get("traceparent") {
+        faults.counter.trace(traceparent);
+    }
 
     let latency_ms = faults.knobs().latency_ms;
     if latency_ms > 0 {

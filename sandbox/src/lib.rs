@@ -624,6 +624,12 @@ impl Sandbox {
         self.counters[upstream as usize].snapshot()
     }
 
+    /// The `traceparent` header of the last request an upstream received with one (since
+    /// start or the last reset): what a caller propagates of its trace.
+    pub fn last_traceparent(&self, upstream: Upstream) -> Option<String> {
+        self.counters[upstream as usize].last_traceparent()
+    }
+
     /// Applies other latency and fault knobs to an upstream from its next request on (what
     /// `PUT /_sandbox/faults` does); refuses rates outside 0..=1 and the SMTP sink.
     pub fn set_faults(&self, upstream: Upstream, knobs: UpstreamKnobs) -> anyhow::Result<()> {

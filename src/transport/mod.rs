@@ -150,6 +150,7 @@ fn cors(origins: &[String]) -> tower_http::cors::CorsLayer {
             HeaderName::from_static("x-apollo-operation-name"),
             HeaderName::from_static("apollo-require-preflight"),
             HeaderName::from_static("traceparent"),
+            HeaderName::from_static("tracestate"),
         ])
         .max_age(Duration::from_secs(600))
 }
@@ -174,6 +175,27 @@ async fn drop_odd_request_id(mut request: Request<axum::body::Body>) -> Request<
         request.headers_mut().remove("x-request-id");
     }
     request
+}
+
+/// The span a request is handled in: its id, method and path; its transport (`http`, `ws`,
+/// `sse`) and operation once known (`pipeline`); the app's trace as its parent.
+fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let span = tracing::info_span!(
+        crate::telemetry::REQUEST_SPAN,
+        otel.kind = "server",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %id,
+        transport = tracing::field::Empty,
+        operation = tracing::field::Empty,
+    );
+    crate::telemetry::adopt_remote_parent(&span, request.headers());
+    span
 }
 
 /// All routes.
@@ -214,16 +236,10 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
         ))
         .layer(cors)
         // Every request has an id (the client's `x-request-id` when it sends a sane one):
-        // in every log line of the request (the span) and in the answer's headers.
+        // in every log line of the request (the span) and in the answer's headers. The span
+        // is the request's in the exported traces too, a child of the app's `traceparent`.
         .layer(PropagateRequestIdLayer::x_request_id())
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request<_>| {
-            let id = request
-                .headers()
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
-        }))
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
         .layer(axum::middleware::map_request(drop_odd_request_id))
         .with_state(state)

@@ -136,6 +136,13 @@ fn parse(
         }
     });
     let label = crate::metrics::operation_label(named.as_deref());
+    // In the request's span (`transport::request_span`), so in its log lines and its trace.
+    // A websocket's span is its connection's, which runs many operations: only the transport.
+    let span = tracing::Span::current();
+    span.record("transport", transport);
+    if transport != "ws" {
+        span.record("operation", label.as_str());
+    }
     Ok(Prepared {
         shaper: Shaper {
             operation: request.operation_name.clone(),

@@ -45,6 +45,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument as _;
 
 use super::AppState;
 use super::error::TransportError;
@@ -129,7 +130,7 @@ fn stream(
         shutdown: state.shutdown.clone(),
         slot,
     };
-    tokio::spawn(pump.run());
+    tokio::spawn(pump.run().in_current_span());
     let body = futures::stream::unfold(queue, |mut queue| async move {
         let event = queue.recv().await?;
         Some((Ok::<_, Infallible>(event), queue))

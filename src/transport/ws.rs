@@ -80,6 +80,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
+use tracing::Instrument as _;
 
 use self::codec::Protocol;
 use super::AppState;
@@ -122,6 +123,7 @@ pub(super) async fn handler(
         .into_response();
     };
     let client = super::request::client_name(&headers).map(str::to_owned);
+    let span = tracing::Span::current();
     let slot = match ConnectionSlot::acquire(&state) {
         Ok(slot) => slot,
         Err(e) => return e.into_response(),
@@ -134,5 +136,9 @@ pub(super) async fn handler(
         // A frame is no larger than a message may be (tungstenite would buffer 16 MiB).
         .max_frame_size(MAX_MESSAGE_BYTES)
         .on_failed_upgrade(|e| tracing::debug!(error = %e, "websocket upgrade failed"))
-        .on_upgrade(move |socket| connection::serve(socket, protocol, state, slot, client))
+        // The connection runs in a task of its own: in the request's span still, so that its
+        // log lines (and its operations' upstream calls) carry the request id.
+        .on_upgrade(move |socket| {
+            connection::serve(socket, protocol, state, slot, client).instrument(span)
+        })
 }

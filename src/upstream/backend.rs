@@ -166,6 +166,7 @@ impl BackendClient {
 
 #[async_trait::async_trait]
 impl Backend for BackendClient {
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(loader = "CustomerLoader", keys = ids.len()))]
     async fn customers_by_ids(&self, ids: &[CustomerId]) -> UpstreamResult<Vec<CustomerRecord>> {
         let ids: Vec<&str> = ids.iter().map(CustomerId::as_str).collect();
         self.bulk("/customers", "customers", &ids, customer_record)
@@ -212,11 +213,13 @@ impl Backend for BackendClient {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(loader = "OrderLoader", keys = ids.len()))]
     async fn orders_by_ids(&self, ids: &[OrderId]) -> UpstreamResult<Vec<OrderRecord>> {
         let ids: Vec<&str> = ids.iter().map(OrderId::as_str).collect();
         self.bulk("/orders", "orders", &ids, order_record).await
     }
 
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(loader = "ProductLoader", keys = ids.len()))]
     async fn products_by_ids(&self, ids: &[ProductId]) -> UpstreamResult<Vec<ProductRecord>> {
         let ids: Vec<&str> = ids.iter().map(ProductId::as_str).collect();
         self.bulk("/products", "products", &ids, product_record)

@@ -475,6 +475,7 @@ impl CrmClient {
 
 #[async_trait::async_trait]
 impl Crm for CrmClient {
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(loader = "ContactLoader", keys = ids.len()))]
     async fn contacts_by_customer_ids(
         &self,
         ids: &[CustomerId],
@@ -488,6 +489,7 @@ impl Crm for CrmClient {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(loader = "CustomerCasesLoader", keys = ids.len()))]
     async fn cases_by_customer_ids(
         &self,
         ids: &[CustomerId],
@@ -503,6 +505,7 @@ impl Crm for CrmClient {
         Ok(chunks.into_iter().flatten().collect())
     }
 
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(loader = "CaseLoader", keys = ids.len()))]
     async fn cases_by_ids(&self, ids: &[CaseId]) -> UpstreamResult<Vec<CaseRecord>> {
         let ids: Vec<&str> = ids.iter().map(CaseId::as_str).collect();
         self.query_in(
@@ -513,6 +516,7 @@ impl Crm for CrmClient {
         .await
     }
 
+    #[tracing::instrument(level = "debug", name = "batch", skip_all, fields(loader = "CaseCommentsLoader", keys = ids.len()))]
     async fn comments_by_case_ids(&self, ids: &[CaseId]) -> UpstreamResult<Vec<CaseCommentRecord>> {
         let ids: Vec<&str> = ids.iter().map(CaseId::as_str).collect();
         let mut comments = self

@@ -277,9 +277,16 @@ impl UpstreamHttp {
         route: &'static str,
         call: &str,
         attempt: u32,
-        request: reqwest::Request,
+        mut request: reqwest::Request,
     ) -> Result<Answer, Failure> {
         let method = request.method().clone();
+        // This try's span; its trace context goes to the upstream in `traceparent`.
+        let span = crate::telemetry::upstream_call(
+            self.source.as_str(),
+            &method,
+            route,
+            request.headers_mut(),
+        );
         let started = Instant::now();
         let outcome = match self.client.execute(request).await {
             Ok(response) => {
@@ -302,6 +309,7 @@ impl UpstreamHttp {
             Err((_, e)) if e.is_connect() => "connect".to_owned(),
             Err(_) => "failed".to_owned(),
         };
+        crate::telemetry::finish_upstream_call(&span, &status_label);
         metrics::histogram!(
             "switchyard_upstream_request_duration_seconds",
             "source" => upstream,

@@ -2,6 +2,10 @@
 //! client per upstream system, each speaking that system's own API shape
 //! (`docs/upstreams.md`).
 //!
+//! A bulk read (`customers_by_ids`, `cases_by_ids`, ...) is one loader batch's misses: it
+//! runs in a `batch` span (`loader`, `keys`), whatever the calls it takes, each of which
+//! has its `upstream` span (`http`).
+//!
 //! [`ports`] builds the four clients from config. Every client has its own connection pool,
 //! timeout, retries and concurrency budget (its `CallPolicy`), and turns every failure into an
 //! `UpstreamError` of its source, so the graph never sees a status code or a wire format.

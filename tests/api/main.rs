@@ -19,6 +19,8 @@
 //! - `schema`: the checked-in SDL is the code's.
 //! - `check_operations`: `switchyard check-operations`, the breaking-change check, run as CI
 //!   runs it.
+//! - `traces`: spans exported over OTLP with the app's `traceparent`, propagated to the
+//!   upstreams; the request id in every log line.
 //! - `playground`: the playground in headless Chromium.
 
 mod support;
@@ -38,5 +40,6 @@ mod replicas;
 mod resilience;
 mod schema;
 mod subscriptions;
+mod traces;
 mod upstream;
 mod webhooks;

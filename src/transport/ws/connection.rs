@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::{AbortHandle, JoinHandle};
 use tokio::time::{Instant, Interval, MissedTickBehavior, Sleep};
+use tracing::Instrument as _;
 
 use super::codec::{self, ClientMessage, Invalid, Protocol, ServerMessage};
 use crate::auth::Session;
@@ -101,7 +102,7 @@ pub(super) async fn serve(
     let log = ConnectionLog::open(protocol.name(), None);
     let (sink, mut incoming) = socket.split();
     let (out, queue) = mpsc::channel(state.subscriptions.send_buffer.max(1));
-    let writer = tokio::spawn(write(sink, queue));
+    let writer = tokio::spawn(write(sink, queue).in_current_span());
     let mut connection = Connection::new(protocol, state, out, log, client);
     let end = connection.run(&mut incoming).await;
     connection.close(end, incoming, writer).await;
@@ -520,7 +521,7 @@ impl Operations {
             generation,
         };
         // Spawned under the lock, so the task cannot take itself out before it is in.
-        let task = tokio::spawn(forward(results, protocol, out, done));
+        let task = tokio::spawn(forward(results, protocol, out, done).in_current_span());
         let task = task.abort_handle();
         table.running.insert(id, Running { generation, task });
     }
