@@ -17,7 +17,7 @@ use crate::support::sse::{SseResponse, sse};
 use crate::support::ws::{
     LEGACY, MODERN, connect, connect_slow_reader, refused_status, signed_in, try_connect,
 };
-use crate::support::{TestApp, WAIT, counts, doubling_fragments, operation};
+use crate::support::{TestApp, WAIT, doubling_fragments, operation};
 
 const ADA: &str = "cust-0001";
 const AGENT: &str = "agent-01";
@@ -930,8 +930,13 @@ async fn an_event_that_resolves_too_slowly_gets_a_timeout_and_the_subscription_g
 
 #[tokio::test]
 async fn subscribers_re_reading_a_changed_order_make_one_backend_call() {
-    // No entity cache: only single-flight keeps the re-reads from reaching the backend.
-    let app = uncached().await;
+    // No entity cache: only single-flight keeps the re-reads from reaching the backend. No
+    // simulator: nothing else reads orders meanwhile.
+    let quiet = SandboxConfig {
+        simulator_interval_ms: 0,
+        ..SandboxConfig::default()
+    };
+    let app = TestApp::spawn_with(quiet, |c| c.cache.enabled = false).await;
     let order = placed_order(&app, ADA).await;
     let query = format!("subscription {{ orderUpdated(id: \"{order}\") {{ id status }} }}");
     let mut clients = Vec::new();
@@ -945,7 +950,7 @@ async fn subscribers_re_reading_a_changed_order_make_one_backend_call() {
     // A slow backend, so that every subscription's re-read starts while the first is in
     // flight (what a busy backend is, for thousands of subscribers).
     let slow = UpstreamKnobs {
-        latency_ms: 300,
+        latency_ms: 1_000,
         ..UpstreamKnobs::default()
     };
     app.sandbox.set_faults(Upstream::Backend, slow).unwrap();
@@ -962,10 +967,12 @@ async fn subscribers_re_reading_a_changed_order_make_one_backend_call() {
             "{next}"
         );
     }
+    // (The notifier may read the customer for its push meanwhile: only order reads count.)
     assert_eq!(
-        app.counts(),
-        counts(&[("backend", &[("GET /orders", 1)])]),
-        "twenty subscribers, one read of the order"
+        app.counts()["backend"]["GET /orders"],
+        1,
+        "twenty subscribers, one read of the order: {:?}",
+        app.counts()
     );
     app.stop().await;
 }
@@ -1295,10 +1302,11 @@ async fn an_answer_over_max_response_bytes_is_an_error_on_websockets_and_sse() {
     app.stop().await;
 }
 
-/// A query over a websocket is stopped past `server.request_timeout_ms`, as over HTTP: one
-/// `next` with a `TIMEOUT` error naming the setting, then `complete`.
+/// A query over a websocket keeps the request's deadline (`server.request_timeout_ms`), as
+/// over HTTP: the slow upstream's call gives up at it, so one `next` comes in time, with the
+/// field failed (`UPSTREAM_UNAVAILABLE`), then `complete`.
 #[tokio::test]
-async fn a_query_over_a_websocket_is_stopped_past_the_request_timeout() {
+async fn a_query_over_a_websocket_keeps_the_request_deadline() {
     let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
         c.cache.enabled = false;
         c.server.request_timeout = Duration::from_millis(300);
@@ -1317,9 +1325,11 @@ async fn a_query_over_a_websocket_is_stopped_past_the_request_timeout() {
         started.elapsed()
     );
     assert_eq!(next["type"], "next", "{next:#}");
-    assert_eq!(codes(&next["payload"]["errors"]), ["TIMEOUT"]);
-    let message = next["payload"]["errors"][0]["message"].as_str().unwrap();
-    assert!(message.contains("server.request_timeout_ms"), "{message}");
+    assert_eq!(codes(&next["payload"]["errors"]), ["UPSTREAM_UNAVAILABLE"]);
+    assert_eq!(
+        next["payload"]["errors"][0]["extensions"]["source"],
+        "backend"
+    );
     assert_eq!(
         client.recv().await,
         json!({"type": "complete", "id": "slow"})
