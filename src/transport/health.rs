@@ -2,11 +2,15 @@
 //! with a JSON body saying what is degraded.
 //!
 //! Ready means: the identity provider's keys are loaded (fetched now if they are not yet),
-//! every configured Redis answers `PING` within a second, and the backend's circuit breaker
-//! is closed (without the backend no screen works). An open breaker on the CRM, the process
-//! server or the carrier is reported as degraded but keeps the replica ready: the graph
-//! answers without them, with those fields `null` and `UPSTREAM_UNAVAILABLE`. Not ready is
-//! 503, so that a load balancer or Kubernetes sends traffic to other replicas.
+//! and the backend's circuit breaker is closed (without the backend no screen works). An
+//! open breaker on the CRM, the process server or the carrier is reported as degraded but
+//! keeps the replica ready: the graph answers without them, with those fields `null` and
+//! `UPSTREAM_UNAVAILABLE`. A configured Redis that does not answer `PING` within a second is
+//! degraded too, not unready: queries go on without it (cache misses, documents registered
+//! again), webhooks are refused with 503 so their senders deliver them again, and it is used
+//! again when it answers. Every replica shares that Redis, so failing them all would turn a
+//! degraded service into none. Not ready is 503, so that a load balancer or Kubernetes sends
+//! traffic to other replicas.
 
 use std::time::Duration;
 
@@ -99,7 +103,7 @@ pub(crate) async fn ready(State(state): State<AppState>) -> Response {
             Err(_) => format!("no answer within {} ms", PING_TIMEOUT.as_millis()),
         };
         if status != "ok" {
-            ready = false;
+            tracing::warn!(features = %features, %status, "readiness: Redis is degraded");
             degraded.push(format!("redis({features})"));
         }
         redis.insert(features.clone(), Value::String(status));

@@ -530,3 +530,74 @@ async fn an_order_past_its_ttl_is_served_stale_and_marked_while_the_backend_fail
     assert!(failed["extensions"].get("stale").is_none(), "{failed}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn redis_going_away_costs_the_cache_not_the_service_and_it_comes_back() {
+    let mut redis = RedisServer::start();
+    let url = redis.url();
+    let app = TestApp::spawn_with(Default::default(), move |c| {
+        c.cache.redis_url = Some(Secret::new(url.clone()));
+        c.persisted_queries.redis_url = Some(Secret::new(url.clone()));
+        c.events.redis_url = Some(Secret::new(url));
+    })
+    .await;
+    let token = app.token("cust-0001").await;
+    let healthy = home(&app, &token).await;
+    assert!(healthy.get("errors").is_none(), "{healthy}");
+    let features = "events,cache,persisted_queries";
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["checks"]["redis"][features], "ok", "{body}");
+
+    redis.kill();
+    // The screen is read from the upstreams: the same data, no error, in good time.
+    let started = std::time::Instant::now();
+    let without = home(&app, &token).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(without.get("errors").is_none(), "{without}");
+    assert_eq!(without["data"], healthy["data"]);
+    // Degraded, and said so, but still ready: every replica shares this Redis, so taking
+    // them all out of the load balancer would turn a degraded service into no service.
+    let (status, body) = ready(&app).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body["degraded"]
+            .as_array()
+            .unwrap()
+            .contains(&json!(format!("redis({features})"))),
+        "{body}"
+    );
+    assert_ne!(body["checks"]["redis"][features], "ok", "{body}");
+    // A webhook cannot be put on the bus: refused, so that its sender delivers it again.
+    let event = json!({"id": "evt_redis_down_1", "type": "order.status_changed",
+        "occurredAt": "2026-01-01T10:00:00Z",
+        "data": {"orderId": "ord-000001", "customerId": "cust-0001", "status": "SHIPPED"}});
+    let (status, refused) = app.post_webhook("backend", &event).await;
+    assert_eq!(status, 503, "{refused}");
+
+    redis.start_again();
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, body) = ready(&app).await;
+        if body["checks"]["redis"][features] == "ok" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The cache fills and serves again; the webhook is taken.
+    home(&app, &token).await;
+    let hits = |m: &prometheus_parse::Scrape| {
+        value(m, "switchyard_cache_requests_total", &[("result", "hit")]).unwrap_or(0.0)
+    };
+    let before = hits(&scrape(&app).await);
+    let again = home(&app, &token).await;
+    assert_eq!(again["data"], healthy["data"]);
+    assert!(hits(&scrape(&app).await) > before, "the cache serves again");
+    assert_eq!(app.post_webhook("backend", &event).await.0, 202);
+    app.stop().await;
+}

@@ -57,8 +57,19 @@ impl RedisServer {
     /// same port and directory; with [`RedisServer::start_persistent`] it comes back with
     /// every write it answered. Waits until it answers `PING` again.
     pub fn restart(&mut self) {
+        self.kill();
+        self.start_again();
+    }
+
+    /// Kills the server (SIGKILL), leaving it down until [`RedisServer::start_again`].
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Starts a killed server again on the same port and directory, and waits until it
+    /// answers `PING`.
+    pub fn start_again(&mut self) {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let mut child = redis_command(&self.dir, self.port, self.tls, self.persistent)
