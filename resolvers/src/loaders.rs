@@ -342,6 +342,24 @@ impl Through {
         Ok(loaded)
     }
 
+    /// [`Through::read`] for a bulk read: what is fetched is stored as it is, and fails as a
+    /// whole.
+    async fn read_bulk<K, V, F, Fut>(
+        &self,
+        kind: Cached,
+        keys: &[K],
+        fetch: F,
+    ) -> UpstreamResult<HashMap<K, V>>
+    where
+        K: Display + Clone + Eq + Hash,
+        V: serde::Serialize + serde::de::DeserializeOwned,
+        F: FnOnce(Vec<K>) -> Fut,
+        Fut: Future<Output = UpstreamResult<HashMap<K, V>>>,
+    {
+        self.read(kind, keys, fetch, |v| Some(v), |v| v, |_| false)
+            .await
+    }
+
     /// Notes that `key` is served from its stale copy, and hands the copy out.
     fn served_stale<K: Display, V>(&self, kind: Cached, key: &K, entry: Entry<V>, now: u64) -> V {
         let age = Duration::from_millis(now.saturating_sub(entry.at));
@@ -362,20 +380,8 @@ impl Through {
     }
 }
 
-fn never_failed<W>(_: &W) -> bool {
-    false
-}
-
 fn upstream_failed<V>(w: &UpstreamResult<V>) -> bool {
     w.as_ref().is_err_and(UpstreamError::is_failure)
-}
-
-fn as_is<V>(v: &V) -> Option<&V> {
-    Some(v)
-}
-
-fn as_is_owned<V>(v: V) -> V {
-    v
 }
 
 fn succeeded<V>(w: &UpstreamResult<V>) -> Option<&V> {
@@ -417,16 +423,7 @@ impl Loader<CustomerId> for CustomerLoader {
                 c.id.clone()
             }))
         };
-        self.1
-            .read(
-                Cached::Customer,
-                keys,
-                fetch,
-                as_is,
-                as_is_owned,
-                never_failed,
-            )
-            .await
+        self.1.read_bulk(Cached::Customer, keys, fetch).await
     }
 }
 
@@ -443,16 +440,7 @@ impl Loader<ProductId> for ProductLoader {
                 p.id.clone()
             }))
         };
-        self.1
-            .read(
-                Cached::Product,
-                keys,
-                fetch,
-                as_is,
-                as_is_owned,
-                never_failed,
-            )
-            .await
+        self.1.read_bulk(Cached::Product, keys, fetch).await
     }
 }
 
@@ -469,9 +457,7 @@ impl Loader<OrderId> for OrderLoader {
                 o.id.clone()
             }))
         };
-        self.1
-            .read(Cached::Order, keys, fetch, as_is, as_is_owned, never_failed)
-            .await
+        self.1.read_bulk(Cached::Order, keys, fetch).await
     }
 }
 
