@@ -13,8 +13,10 @@
 //! | `switchyard_cache_stale_served_total` | `entity` | entities served from a stale copy because their upstream failed |
 //! | `switchyard_live_connections` (gauge) | | open websocket and SSE connections |
 //! | `switchyard_subscriptions_total` | `transport` | subscriptions started |
+//! | `switchyard_subscriptions_active` (gauge) | `transport` | subscriptions running now |
 //! | `switchyard_webhooks_total` | `source`, `outcome` | webhooks received (`accepted`, `refused`) |
 //! | `switchyard_events_total` | | events this replica read off the bus |
+//! | `switchyard_events_delivered_total` | | event results sent to subscribers (one per subscription an event reached) |
 //! | `switchyard_rate_limited_total` | `by` (`ip` / `user`) | operations refused by the rate limits |
 //! | `switchyard_notifications_total` | `channel`, `outcome` | pushes settled by the outbox (`delivered`, `gone`, `retrying`, `dead_lettered`) |
 //!
@@ -86,7 +88,23 @@ fn describe() {
     );
     describe_counter!(
         "switchyard_upstream_refused_total",
-        "Upstream calls not sent because the circuit breaker was open"
+        "Upstream calls not sent: breaker open, no room in the budget in time, or no time left"
+    );
+    describe_counter!(
+        "switchyard_upstream_deduplicated_total",
+        "Upstream reads not sent: an identical one in flight answered them"
+    );
+    describe_counter!(
+        "switchyard_cache_stale_served_total",
+        "Entities served from a stale copy because their upstream failed"
+    );
+    describe_gauge!(
+        "switchyard_subscriptions_active",
+        "Subscriptions running now"
+    );
+    describe_counter!(
+        "switchyard_events_delivered_total",
+        "Event results sent to subscribers"
     );
     describe_counter!("switchyard_cache_requests_total", "Entity cache lookups");
     describe_gauge!(

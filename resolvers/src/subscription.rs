@@ -185,7 +185,13 @@ impl Watch {
             }
         })
         // An event whose object is gone yields nothing.
-        .filter_map(|r| futures::future::ready(r.transpose()))
+        .filter_map(|r| {
+            let item = r.transpose();
+            if matches!(item, Some(Ok(_))) {
+                metrics::counter!("switchyard_events_delivered_total").increment(1);
+            }
+            futures::future::ready(item)
+        })
     }
 }
 

@@ -64,9 +64,11 @@ pub(super) async fn get(
 const PREFLIGHT_HEADERS: [&str; 2] = ["x-apollo-operation-name", "apollo-require-preflight"];
 
 /// Whether a browser would have asked first (a CORS preflight) before sending a request with
-/// these headers: it has a content type that is not one of the three a form may send, or a
-/// non-empty [`PREFLIGHT_HEADERS`] header. Apollo Client sends `content-type` on GETs too,
-/// Apollo iOS and Kotlin send `x-apollo-operation-name`.
+/// these headers: it has a content type that is not one of the three a form may send, a
+/// non-empty [`PREFLIGHT_HEADERS`] header, or a bearer token (only a script sets one, and a
+/// script's `authorization` header is preflighted; a browser adds `Basic` credentials of its
+/// own, never `Bearer`). Apollo Client sends `content-type` on GETs too, Apollo iOS and
+/// Kotlin send `x-apollo-operation-name`, urql's GETs carry the app's bearer token.
 fn preflighted(headers: &HeaderMap) -> bool {
     let simple = [
         "application/x-www-form-urlencoded",
@@ -86,9 +88,14 @@ fn preflighted(headers: &HeaderMap) -> bool {
     if content_type.is_some_and(|media| !media.is_empty() && !simple.contains(&media.as_str())) {
         return true;
     }
-    PREFLIGHT_HEADERS
-        .iter()
-        .any(|name| headers.get(*name).is_some_and(|v| !v.is_empty()))
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().get(..7))
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case(b"bearer "));
+    bearer
+        || PREFLIGHT_HEADERS
+            .iter()
+            .any(|name| headers.get(*name).is_some_and(|v| !v.is_empty()))
 }
 
 /// `POST /graphql`: one operation, or a batch (an array body).

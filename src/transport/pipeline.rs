@@ -270,14 +270,33 @@ impl Prepared {
         let shaper = self.shaper;
         let types = state.types.clone();
         let mut first = true;
+        let active = ActiveSubscription::start(self.transport);
         schema
             .execute_stream(request)
             .map(move |response| {
+                let _active = &active;
                 let outcome = shaper.shape(response, &types, first);
                 first = false;
                 outcome
             })
             .boxed()
+    }
+}
+
+/// One subscription running, in `switchyard_subscriptions_active{transport}` while its
+/// stream lives.
+struct ActiveSubscription(&'static str);
+
+impl ActiveSubscription {
+    fn start(transport: &'static str) -> Self {
+        metrics::gauge!("switchyard_subscriptions_active", "transport" => transport).increment(1);
+        Self(transport)
+    }
+}
+
+impl Drop for ActiveSubscription {
+    fn drop(&mut self) {
+        metrics::gauge!("switchyard_subscriptions_active", "transport" => self.0).decrement(1);
     }
 }
 

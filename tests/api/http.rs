@@ -822,6 +822,8 @@ async fn gets_a_browser_could_send_cross_site_are_refused_and_cors_is_from_confi
         vec![("content-type", "text/plain")],
         vec![("content-type", "application/x-www-form-urlencoded")],
         vec![("apollo-require-preflight", "")],
+        // Credentials a browser keeps and sends on its own.
+        vec![("authorization", "Basic YWRhOmxvdmVsYWNl")],
     ] {
         let response = get(&headers).await.unwrap();
         assert_eq!(response.status(), 400, "{headers:?}");
@@ -840,6 +842,16 @@ async fn gets_a_browser_could_send_cross_site_are_refused_and_cors_is_from_confi
         let response = get(&headers).await.unwrap();
         assert_eq!(response.status(), 200, "{headers:?}");
     }
+    // A bearer token, which only a script sets (urql's persisted GETs carry nothing else).
+    let token = app.token("cust-0001").await;
+    let response = plain
+        .get(app.url("/graphql"))
+        .query(&[("query", "{ me { id } }")])
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
     // CORS: the configured origin may call, with the headers GraphQL clients send; another
     // origin gets no CORS headers (its browser refuses).
     let preflight = |origin: &'static str| {
