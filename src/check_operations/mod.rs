@@ -133,9 +133,16 @@ pub async fn check(manifests: &[Manifest]) -> anyhow::Result<Report> {
         broken: Vec::new(),
     };
     for manifest in manifests {
+        let mut ids = std::collections::HashSet::new();
         for op in &manifest.operations {
             report.checked += 1;
             let (document_name, mut problems) = validate(&schema, &types, op).await;
+            if !ids.insert(op.id.as_str()) {
+                problems.push(Problem {
+                    location: None,
+                    message: "another operation of this manifest has the same id".into(),
+                });
+            }
             let actual = sha256_hex(&op.body);
             if actual != op.id {
                 problems.push(Problem {
@@ -170,11 +177,25 @@ async fn validate(
     types: &InputTypes,
     op: &ManifestOperation,
 ) -> (Option<String>, Vec<Problem>) {
+    // The server's own bounds first (they also bound the time this check takes).
+    let beyond = |e: crate::transport::TransportError| {
+        let problem = Problem {
+            location: None,
+            message: format!("the server refuses it: {e}"),
+        };
+        (None, vec![problem])
+    };
+    if let Err(e) = crate::transport::check_text(&op.body) {
+        return beyond(e);
+    }
     let mut request = Request::new(op.body.clone());
     let document = match request.parsed_query() {
         Ok(document) => document,
         Err(error) => return (None, problems(vec![error])),
     };
+    if let Err(e) = crate::transport::check_parsed(document) {
+        return beyond(e);
+    }
     let names: Vec<Option<String>> = document
         .operations
         .iter()
@@ -376,6 +397,49 @@ mod tests {
         assert_eq!(
             lines[2],
             "3 operations checked in 1 manifest, 2 would break"
+        );
+    }
+
+    #[tokio::test]
+    async fn what_the_server_refuses_is_reported_and_doubled_fragments_take_no_time() {
+        // 30 levels of doubling spreads: 2^30 fields, were they expanded.
+        let mut doubling = String::from("{ ...F0 }");
+        for level in 0..30 {
+            let next = level + 1;
+            doubling.push_str(&format!(
+                " fragment F{level} on Query {{ ...F{next} ...F{next} }}"
+            ));
+        }
+        doubling.push_str(" fragment F30 on Query { __typename }");
+        let aliases: String = (0..20_000).map(|i| format!("a{i}: __typename ")).collect();
+        let report = check(&[manifest(&[
+            ("Doubling", &doubling),
+            ("Aliases", &format!("{{ {aliases} }}")),
+            ("Fine", "{ __typename }"),
+            ("Fine", "{ __typename }"),
+        ])])
+        .await
+        .unwrap();
+        let text = report.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert!(lines[0].starts_with("app.json: Doubling ("), "{text}");
+        assert!(
+            lines[0].ends_with("): the server refuses it: the document selects more than 2000 fields once its fragments are expanded"),
+            "{text}"
+        );
+        assert!(lines[1].starts_with("app.json: Aliases ("), "{text}");
+        assert!(
+            lines[1].ends_with("the document holds more than 15000 tokens"),
+            "{text}"
+        );
+        assert!(
+            lines[2].ends_with("another operation of this manifest has the same id"),
+            "{text}"
+        );
+        assert_eq!(
+            lines[3],
+            "4 operations checked in 1 manifest, 3 would break"
         );
     }
 

@@ -22,12 +22,10 @@ fn json_headers() -> HeaderMap {
 
 /// A document as the pipeline reads one: bounded first, then parsed, then counted.
 fn read_document(text: &str) -> Result<(), TransportError> {
-    limits::check_nesting(text)?;
-    limits::check_tokens(text)?;
+    limits::check_text(text)?;
     let document = async_graphql::parser::parse_query(text)
         .map_err(|e| TransportError::BadRequest(e.to_string()))?;
-    limits::check_selections(&document)?;
-    limits::check_directives(&document)
+    limits::check_parsed(&document)
 }
 
 /// Text made of GraphQL's punctuation, names and strings, nested at random: close enough to

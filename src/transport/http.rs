@@ -304,31 +304,49 @@ async fn run_batch(
         p.as_ref()
             .is_ok_and(|p| p.kind() == OperationType::Mutation)
     });
-    let results = within_deadline(state, None, async {
-        let viewer = viewer(state, token, size).await?;
-        let mut loaders = RequestLoaders::new(&state.ports);
-        let run = |prepared: Result<Prepared, TransportError>, loaders: &RequestLoaders| {
-            let (viewer, loaders) = (viewer.clone(), loaders.clone());
-            async move { Ok(prepared?.execute(state, viewer, &loaders).await) }
-        };
-        Ok(if in_order {
-            let mut results = Vec::with_capacity(size);
-            for prepared in prepared {
-                let wrote = prepared
-                    .as_ref()
-                    .is_ok_and(|p| p.kind() == OperationType::Mutation);
-                results.push(run(prepared, &loaders).await);
-                if wrote {
-                    // What the loaders read before the write may be stale now.
-                    loaders = RequestLoaders::new(&state.ports);
-                }
+    // One deadline for the batch, kept by each operation: one past it gets its own `TIMEOUT`
+    // and the others keep their results (a mutation that ran is never answered as a 504).
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    let viewer = tokio::time::timeout_at(deadline, viewer(state, token, size))
+        .await
+        .map_err(|_| TransportError::Timeout)??;
+    let mut loaders = RequestLoaders::new(&state.ports);
+    let run = |prepared: Result<Prepared, TransportError>, loaders: &RequestLoaders| {
+        let (viewer, loaders) = (viewer.clone(), loaders.clone());
+        async move {
+            let prepared = prepared?;
+            // (An operation that resolves without waiting is not stopped by a timer: past
+            // the deadline, the next one does not start.)
+            if tokio::time::Instant::now() >= deadline {
+                return Err(TransportError::Timeout);
             }
-            results
-        } else {
-            futures::future::join_all(prepared.into_iter().map(|p| run(p, &loaders))).await
-        })
-    })
-    .await?;
+            let work = prepared.execute(state, viewer, &loaders);
+            let work = resolvers::deadline::within(deadline, work);
+            tokio::time::timeout_at(deadline, work).await.map_err(|_| {
+                tracing::warn!(
+                    timeout_ms = state.request_timeout.as_millis() as u64,
+                    "a batch's operation timed out"
+                );
+                TransportError::Timeout
+            })
+        }
+    };
+    let results = if in_order {
+        let mut results = Vec::with_capacity(size);
+        for prepared in prepared {
+            let wrote = prepared
+                .as_ref()
+                .is_ok_and(|p| p.kind() == OperationType::Mutation);
+            results.push(run(prepared, &loaders).await);
+            if wrote {
+                // What the loaders read before the write may be stale now.
+                loaders = RequestLoaders::new(&state.ports);
+            }
+        }
+        results
+    } else {
+        futures::future::join_all(prepared.into_iter().map(|p| run(p, &loaders))).await
+    };
     tracing::info!(
         operations = size,
         ms = started.elapsed().as_millis() as u64,

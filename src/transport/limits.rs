@@ -55,6 +55,67 @@ pub(crate) const MAX_TOKENS: usize = 15_000;
 /// walks it.
 pub(crate) const MAX_DIRECTIVES: usize = 8;
 
+/// The bounds of a document's text, checked before it is parsed: [`check_nesting`] and
+/// [`check_tokens`].
+pub(crate) fn check_text(query: &str) -> Result<(), TransportError> {
+    check_nesting(query)?;
+    check_tokens(query)
+}
+
+/// The bounds of a parsed document, checked before it is validated: [`check_selections`],
+/// [`check_directives`] and [`check_introspection`].
+pub(crate) fn check_parsed(doc: &ExecutableDocument) -> Result<(), TransportError> {
+    check_selections(doc)?;
+    check_directives(doc)?;
+    check_introspection(doc)
+}
+
+/// Most `__schema` and `__type` fields in one document. Each answers with (a part of) the
+/// whole schema, whatever the document's size: 180 aliases of a `__schema` walk are 16 KB of
+/// text and 3.5 MB of answer. Tools ask once (GraphiQL's introspection query has one
+/// `__schema`).
+pub(crate) const MAX_INTROSPECTION_FIELDS: usize = 3;
+
+/// Refuses a document with more than [`MAX_INTROSPECTION_FIELDS`] `__schema` / `__type`
+/// fields (counted where they are written: a fragment spread twice under one key answers
+/// once).
+pub(crate) fn check_introspection(doc: &ExecutableDocument) -> Result<(), TransportError> {
+    fn count(set: &SelectionSet) -> usize {
+        set.items
+            .iter()
+            .map(|item| match &item.node {
+                Selection::Field(f) => {
+                    let name = f.node.name.node.as_str();
+                    usize::from(name == "__schema" || name == "__type")
+                        + count(&f.node.selection_set.node)
+                }
+                Selection::FragmentSpread(_) => 0,
+                Selection::InlineFragment(i) => count(&i.node.selection_set.node),
+            })
+            .sum()
+    }
+    let total: usize = doc
+        .operations
+        .iter()
+        .map(|(_, op)| count(&op.node.selection_set.node))
+        .chain(
+            doc.fragments
+                .values()
+                .map(|f| count(&f.node.selection_set.node)),
+        )
+        .sum();
+    if total > MAX_INTROSPECTION_FIELDS {
+        return Err(TransportError::Limit {
+            code: "MAX_INTROSPECTION_LIMIT",
+            message: format!(
+                "the document asks for the schema {total} times (`__schema` or `__type`): at \
+                 most {MAX_INTROSPECTION_FIELDS}"
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Refuses a document whose brackets nest deeper than [`MAX_NESTING`], before it is parsed.
 /// Strings, block strings and comments are skipped: brackets in them do not nest.
 pub(crate) fn check_nesting(query: &str) -> Result<(), TransportError> {
@@ -375,6 +436,25 @@ mod tests {
     use async_graphql::parser::parse_query;
 
     use super::*;
+
+    #[test]
+    fn a_few_schema_walks_pass_and_aliases_of_many_are_refused() {
+        let walk = "__schema { types { name } }";
+        let three = format!("{{ a: {walk} b: {walk} __type(name: \"Query\") {{ name }} }}");
+        assert!(check_parsed(&parse_query(three).unwrap()).is_ok());
+        let four = format!("{{ a: {walk} b: {walk} c: {walk} d: {walk} }}");
+        assert_eq!(
+            code(check_parsed(&parse_query(four).unwrap())),
+            Some("MAX_INTROSPECTION_LIMIT")
+        );
+        // In fragments too.
+        let spread =
+            format!("{{ ...F }} fragment F on Query {{ a: {walk} b: {walk} c: {walk} d: {walk} }}");
+        assert_eq!(
+            code(check_parsed(&parse_query(spread).unwrap())),
+            Some("MAX_INTROSPECTION_LIMIT")
+        );
+    }
 
     fn code(result: Result<(), TransportError>) -> Option<&'static str> {
         result.err().map(|e| e.code())

@@ -56,13 +56,14 @@ use crate::config::SubscriptionsConfig;
 
 pub(crate) use event_deadline::EventDeadlines;
 pub(crate) use health::Readiness;
+pub(crate) use limits::{check_parsed, check_text};
 pub(crate) use persisted::{
     ManifestOperation, PersistedQueries, manifest_json, manifest_operations, sha256_hex,
 };
 pub(crate) use rate_limit::RateLimits;
 pub(crate) use shape::Types;
 
-use error::TransportError;
+pub(crate) use error::TransportError;
 
 /// What every handler shares (cheap to clone: all `Arc`s inside).
 #[derive(Clone)]

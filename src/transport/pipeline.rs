@@ -85,8 +85,7 @@ fn parse(
     if raw.query.trim().is_empty() {
         return Err(TransportError::BadRequest("`query` is missing".into()));
     }
-    limits::check_nesting(&raw.query)?;
-    limits::check_tokens(&raw.query)?;
+    limits::check_text(&raw.query)?;
     let mut request = raw.into_request();
     let document = request
         .parsed_query()
@@ -95,8 +94,7 @@ fn parse(
             locations: e.locations,
         })?
         .clone();
-    limits::check_selections(&document)?;
-    limits::check_directives(&document)?;
+    limits::check_parsed(&document)?;
     let operation = document::operation(&document, request.operation_name.as_deref())?;
     if !state.introspection_enabled && document::reads_schema(&document, operation) {
         return Err(TransportError::IntrospectionDisabled);

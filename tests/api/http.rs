@@ -640,6 +640,36 @@ async fn a_batch_with_a_mutation_runs_in_order() {
 }
 
 #[tokio::test]
+async fn a_batch_past_its_deadline_keeps_the_result_of_its_mutation() {
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let token = app.token("cust-0001").await;
+    // Schema walks (no upstream call, no await): together far beyond 300 ms.
+    let walk = "__schema { types { name fields { name args { name } type { name } } } }";
+    let walks = format!("{{ a: {walk} b: {walk} c: {walk} }}");
+    let mut batch =
+        vec![json!({"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"})];
+    batch.extend(std::iter::repeat_n(json!({"query": walks}), 15));
+    let (status, body) = post_batch(&app, &token, Value::Array(batch)).await;
+    // Not a 504: the cancellation ran, and its result is there.
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        body[0]["data"]["cancelOrder"]["status"], "CANCELLED",
+        "{body}"
+    );
+    let timed_out = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["errors"][0]["extensions"]["code"] == "TIMEOUT")
+        .count();
+    assert!(timed_out > 0, "the operations past the deadline say so");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn batches_are_bounded_and_whole_batches_are_refused_clearly() {
     let app = TestApp::spawn_with(Default::default(), |c| c.server.max_batch_size = 3).await;
     let token = app.token("cust-0001").await;
