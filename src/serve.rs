@@ -6,7 +6,7 @@
 //!   to every request of a kept-alive connection), and so is one that sends nothing at all
 //!   in that time; HTTP/2 connections are pinged every 20 s.
 //! - **Slow bodies**: a request body not read in full within `server.body_read_timeout_ms`
-//!   fails (`tower_http`'s `RequestBodyTimeoutLayer`, in `transport::router`): 408.
+//!   fails (`transport::request::BodyWithDeadline`, a total deadline, in `transport::router`): 408.
 //! - **Too many connections**: at most `server.max_connections` at once; beyond, new
 //!   connections wait in the kernel's accept queue until one closes.
 //!

@@ -199,6 +199,15 @@ fn request_span(request: &Request<axum::body::Body>) -> tracing::Span {
     span
 }
 
+/// Gives the request's body `server.body_read_timeout_ms` from now to arrive in full (408
+/// past it).
+async fn body_due(
+    axum::extract::State(timeout): axum::extract::State<Duration>,
+    request: axum::extract::Request,
+) -> axum::extract::Request {
+    request.map(|body| axum::body::Body::new(request::BodyWithDeadline::new(body, timeout)))
+}
+
 /// All routes.
 pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
     let max_body_bytes = state.max_body_bytes;
@@ -232,8 +241,9 @@ pub(crate) fn router(state: AppState, playground_enabled: bool) -> Router {
         .fallback(|| async { TransportError::NoSuchRoute })
         .method_not_allowed_fallback(|| async { TransportError::WrongMethod })
         .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+        .layer(axum::middleware::map_request_with_state(
             body_read_timeout,
+            body_due,
         ))
         .layer(cors)
         // Every request has an id (the client's `x-request-id` when it sends a sane one):

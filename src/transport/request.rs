@@ -140,12 +140,59 @@ impl GraphQlRequest {
 fn timed_out(rejection: &BytesRejection) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
     while let Some(error) = cause {
-        if error.is::<tower_http::timeout::TimeoutError>() {
+        if error.is::<BodyDeadlinePassed>() {
             return true;
         }
         cause = error.source();
     }
     false
+}
+
+/// The body did not arrive in full within `server.body_read_timeout_ms`.
+#[derive(Debug, thiserror::Error)]
+#[error("the body did not arrive in full within server.body_read_timeout_ms")]
+pub(crate) struct BodyDeadlinePassed;
+
+/// A request body that must arrive in full by a deadline: a total, not an idle timeout
+/// between chunks (a body trickling a byte every few seconds is cut too).
+pub(crate) struct BodyWithDeadline {
+    inner: axum::body::Body,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl BodyWithDeadline {
+    /// `body`, due within `timeout` from now.
+    pub(crate) fn new(body: axum::body::Body, timeout: std::time::Duration) -> Self {
+        Self {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+        }
+    }
+}
+
+impl http_body::Body for BodyWithDeadline {
+    type Data = Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, axum::BoxError>>> {
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(Some(Err(Box::new(BodyDeadlinePassed))));
+        }
+        std::pin::Pin::new(&mut self.inner)
+            .poll_frame(cx)
+            .map_err(Into::into)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// What to answer with: the first of `offers` (in the server's order of preference) that the

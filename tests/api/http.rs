@@ -810,6 +810,34 @@ async fn slow_headers_and_slow_bodies_are_cut() {
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert!(answer.contains("REQUEST_TIMEOUT"), "{answer}");
 
+    // A body that keeps trickling (a byte every 100 ms, each well within an idle timeout):
+    // cut at the total deadline, 408.
+    let mut trickling = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    trickling
+        .write_all(
+            b"POST /graphql HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 100\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Up to 8 s of trickle: the server answers and closes long before.
+    for _ in 0..80 {
+        if trickling.write_all(b" ").await.is_err() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let cut_after = started.elapsed();
+    let answer = read_until_closed(&mut trickling, std::time::Duration::from_secs(5))
+        .await
+        .expect("a trickling body is never answered");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        cut_after < std::time::Duration::from_secs(4),
+        "cut after {cut_after:?}"
+    );
+
     // A webhook whose body stops arriving: 408, which its sender retries (not 400).
     let mut webhook = tokio::net::TcpStream::connect(&addr).await.unwrap();
     webhook
