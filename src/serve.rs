@@ -4,7 +4,9 @@
 //! - **Slow headers** (slowloris): a connection that has not sent a request's headers within
 //!   `server.header_read_timeout_ms` is closed (hyper's `header_read_timeout`, which applies
 //!   to every request of a kept-alive connection), and so is one that sends nothing at all
-//!   in that time; HTTP/2 connections are pinged every 20 s.
+//!   in that time; HTTP/2 connections are pinged every 20 s, and one that starts no request
+//!   (no stream) for `server.header_read_timeout_ms` is shut down gracefully, as hyper does
+//!   not time out an idle HTTP/2 connection whose peer answers pings (`idle`).
 //! - **Slow bodies**: a request body not read in full within `server.body_read_timeout_ms`
 //!   fails (`transport::request::BodyWithDeadline`, a total deadline, in `transport::router`): 408.
 //! - **Too many connections**: at most `server.max_connections` at once; beyond, new
@@ -16,6 +18,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -74,8 +77,11 @@ pub(crate) async fn serve(
         };
         let _ = stream.set_nodelay(true);
         // The peer's address, where `ConnectInfo` extractors look (rate limits).
+        let started = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&started);
         let service = TowerToHyperService::new(app.clone().map_request(
             move |request: hyper::Request<Incoming>| {
+                counted.fetch_add(1, Ordering::Relaxed);
                 let mut request = request.map(Body::new);
                 request
                     .extensions_mut()
@@ -113,6 +119,11 @@ pub(crate) async fn serve(
                     connection.as_mut().graceful_shutdown();
                     connection.await
                 }
+                () = idle(&started, limits.header_read_timeout) => {
+                    // Requests in flight finish; no new one starts.
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%remote, error = %e, "connection ended with an error");
@@ -125,4 +136,18 @@ pub(crate) async fn serve(
     drop(done_rx);
     done_tx.closed().await;
     Ok(())
+}
+
+/// Completes once a whole `timeout` went by in which the connection started no request
+/// (`started` counts them).
+async fn idle(started: &AtomicU64, timeout: Duration) {
+    let mut seen = 0;
+    loop {
+        tokio::time::sleep(timeout).await;
+        let now = started.load(Ordering::Relaxed);
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
 }

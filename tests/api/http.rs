@@ -795,6 +795,19 @@ async fn slow_headers_and_slow_bodies_are_cut() {
         "a silent connection is never cut"
     );
 
+    // An HTTP/2 connection (prior knowledge) that opens no stream: shut down (GOAWAY), not
+    // kept alive by the pings it would answer.
+    // (hyper's client answers the server's pings, as an attacker's would.)
+    let idle_h2 = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (_send, connection) = hyper::client::conn::http2::handshake::<_, _, String>(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(idle_h2),
+    )
+    .await
+    .unwrap();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), connection).await;
+    assert!(closed.is_ok(), "an idle HTTP/2 connection is never closed");
+
     // A body that stops arriving: 408.
     let mut stalled = tokio::net::TcpStream::connect(&addr).await.unwrap();
     stalled
