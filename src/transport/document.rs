@@ -66,10 +66,11 @@ pub(crate) fn introspection_too_nested(doc: &ExecutableDocument, op: &OperationD
 }
 
 /// Whether a query uses Apollo Federation's own fields (`_entities`, `_service`): what a
-/// gateway asks of a subgraph.
+/// gateway asks of a subgraph. Root fields that cannot be told are spreads in a cycle
+/// (deeper chains are refused before): validation refuses the document with its own error.
 pub(crate) fn uses_federation(doc: &ExecutableDocument, op: &OperationDefinition) -> bool {
     root_fields(doc, &op.selection_set.node, 0)
-        .is_none_or(|names| names.iter().any(|n| *n == "_entities" || *n == "_service"))
+        .is_some_and(|names| names.iter().any(|n| *n == "_entities" || *n == "_service"))
 }
 
 /// The most representations one `_entities` field of the operation asks for (a list, or a

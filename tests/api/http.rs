@@ -640,6 +640,25 @@ async fn a_batch_with_a_mutation_runs_in_order() {
 }
 
 #[tokio::test]
+async fn fragments_spread_in_a_cycle_are_refused_as_too_deep_not_as_federation() {
+    let app = TestApp::spawn().await;
+    for query in [
+        "{ ...A } fragment A on Query { ...B } fragment B on Query { ...A }",
+        "{ ...A } fragment A on Query { __typename ...A }",
+    ] {
+        // (async-graphql's recursion bound meets the cycle before its cycle rule does.)
+        let (_, body) = app.post(None, query, json!({})).await;
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "MAX_DEPTH_LIMIT",
+            "{query}: {body}"
+        );
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("recursion depth"), "{message}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_batch_past_its_deadline_keeps_the_result_of_its_mutation() {
     let app = TestApp::spawn_with(Default::default(), |c| {
         c.server.request_timeout = std::time::Duration::from_millis(300);
