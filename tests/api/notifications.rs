@@ -455,15 +455,7 @@ fn titles(received: &[ReceivedPush]) -> Vec<(String, String)> {
 
 /// Ada's newest order id.
 async fn adas_order(app: &TestApp, token: &str) -> String {
-    app.data(
-        token,
-        "{ me { orders(first: 1) { edges { node { id } } } } }",
-        json!({}),
-    )
-    .await["me"]["orders"]["edges"][0]["node"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    app.first_order(token).await
 }
 
 /// Registers an FCM, an APNs (German) and a Web Push device for the token's customer.

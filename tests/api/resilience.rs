@@ -246,17 +246,7 @@ async fn metrics_show_requests_errors_upstream_calls_and_the_cache() {
     );
 
     // Live: a subscription running, and an event ingested and delivered to it.
-    let orders = app
-        .data(
-            &token,
-            "{ me { orders(first: 1) { edges { node { id } } } } }",
-            json!({}),
-        )
-        .await;
-    let order = orders["me"]["orders"]["edges"][0]["node"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order = app.first_order(&token).await;
     let mut client = signed_in(&app, "cust-0001").await;
     client
         .subscribe(
@@ -527,17 +517,7 @@ async fn an_order_past_its_ttl_is_served_stale_and_marked_while_the_backend_fail
     .await;
     let ada = app.token("cust-0001").await;
     let bob = app.token("cust-0002").await;
-    let orders = app
-        .data(
-            &ada,
-            "{ me { orders(first: 1) { edges { node { id } } } } }",
-            json!({}),
-        )
-        .await;
-    let order = orders["me"]["orders"]["edges"][0]["node"]["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let order = app.first_order(&ada).await;
     let query = "query($id: ID!) { order(id: $id) { id status total { formatted } } }";
     let (_, fresh) = app.post(Some(&ada), query, json!({"id": order})).await;
     assert!(

@@ -130,6 +130,21 @@ impl TestApp {
     }
 
     /// POSTs an operation that must succeed without errors; answers `data`.
+    /// The id of the newest order of the token's customer.
+    pub async fn first_order(&self, token: &str) -> String {
+        let orders = self
+            .data(
+                token,
+                "{ me { orders(first: 1) { edges { node { id } } } } }",
+                json!({}),
+            )
+            .await;
+        orders["me"]["orders"]["edges"][0]["node"]["id"]
+            .as_str()
+            .expect("the customer has an order")
+            .to_owned()
+    }
+
     pub async fn data(&self, token: &str, query: &str, variables: Value) -> Value {
         let (status, body) = self.post(Some(token), query, variables).await;
         assert_eq!(status, 200, "{body:#}");
