@@ -254,12 +254,26 @@ async fn answer_batch(
         Err(refused) => return refused.into_response(),
     };
     match run_batch(state, headers, requests).await {
-        Ok(results) => {
+        Ok((results, mutations)) => {
+            // The whole answer is bounded as one result is: past `max_response_bytes`, the
+            // later results become `RESPONSE_TOO_LARGE` (16 large results are not 16 times
+            // the bound).
+            // A mutation's result is always sent: what it did must be known.
+            let mut total = 0usize;
             let items: Vec<String> = results
                 .into_iter()
-                .map(|result| match result {
-                    Ok(outcome) => outcome.to_json(),
-                    Err(e) => e.to_errors_json(),
+                .zip(mutations)
+                .map(|(result, mutation)| {
+                    let item = match result {
+                        Ok(outcome) => outcome.to_json(),
+                        Err(e) => e.to_errors_json(),
+                    };
+                    total = total.saturating_add(item.len());
+                    if total > state.max_response_bytes && !mutation {
+                        let too_large = TransportError::ResponseTooLarge(state.max_response_bytes);
+                        return too_large.to_errors_json();
+                    }
+                    item
                 })
                 .collect();
             json_response(StatusCode::OK, media, format!("[{}]", items.join(",")))
@@ -276,7 +290,7 @@ async fn run_batch(
     state: &AppState,
     headers: &HeaderMap,
     requests: Vec<Result<GraphQlRequest, TransportError>>,
-) -> Result<Vec<Result<Outcome, TransportError>>, TransportError> {
+) -> Result<(Vec<Result<Outcome, TransportError>>, Vec<bool>), TransportError> {
     if requests.is_empty() {
         return Err(TransportError::BadRequest(
             "the batch is empty: send at least one operation".into(),
@@ -300,10 +314,14 @@ async fn run_batch(
         prepared.push(prepare(state, &Method::POST, headers, request).await);
     }
     let started = Instant::now();
-    let in_order = prepared.iter().any(|p| {
-        p.as_ref()
-            .is_ok_and(|p| p.kind() == OperationType::Mutation)
-    });
+    let mutations: Vec<bool> = prepared
+        .iter()
+        .map(|p| {
+            p.as_ref()
+                .is_ok_and(|p| p.kind() == OperationType::Mutation)
+        })
+        .collect();
+    let in_order = mutations.contains(&true);
     // One deadline for the batch, kept by each operation: one past it gets its own `TIMEOUT`
     // and the others keep their results (a mutation that ran is never answered as a 504).
     let deadline = tokio::time::Instant::now() + state.request_timeout;
@@ -352,5 +370,5 @@ async fn run_batch(
         ms = started.elapsed().as_millis() as u64,
         "graphql batch"
     );
-    Ok(results)
+    Ok((results, mutations))
 }

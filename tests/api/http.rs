@@ -373,6 +373,40 @@ async fn an_answer_over_max_response_bytes_is_replaced_by_an_error_naming_the_li
         "RESPONSE_TOO_LARGE"
     );
     assert_eq!(body[1], json!({"data": {"me": {"id": "cust-0001"}}}));
+
+    // The whole batch is bounded too: results each within the bound but together past it
+    // are replaced once the total passes it, except a mutation's, which is always sent.
+    let home = "{ me { orders(first: 12) { edges { node { id status placedAt total { formatted } } } } } }";
+    let (_, one) = app.post(Some(&token), home, json!({})).await;
+    let size = one.to_string().len();
+    assert!(
+        size * 2 + 200 < 4096 && size * 3 > 4096,
+        "a page of orders is {size} bytes: {one}"
+    );
+    let (status, body) = post_batch(
+        &app,
+        &token,
+        json!([
+            {"query": home},
+            {"query": home},
+            {"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"},
+            {"query": home},
+        ]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let codes: Vec<&Value> = body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["errors"][0]["extensions"]["code"])
+        .collect();
+    assert_eq!(body[0]["data"], one["data"]);
+    assert_eq!(
+        body[2]["data"]["cancelOrder"]["status"], "CANCELLED",
+        "{body}"
+    );
+    assert_eq!(codes[3], "RESPONSE_TOO_LARGE", "{body}");
     app.stop().await;
 }
 
