@@ -95,6 +95,22 @@ pub struct UpstreamKnobs {
 }
 
 impl UpstreamKnobs {
+    /// Answers a share `error_rate` of requests with 503, and nothing else.
+    pub fn failing(error_rate: f64) -> Self {
+        Self {
+            error_rate,
+            ..Self::default()
+        }
+    }
+
+    /// Adds `latency_ms` to every answer, and nothing else.
+    pub fn slow(latency_ms: u64) -> Self {
+        Self {
+            latency_ms,
+            ..Self::default()
+        }
+    }
+
     pub(crate) fn validate(&self, upstream: Upstream) -> anyhow::Result<()> {
         for (name, rate) in [
             ("error_rate", self.error_rate),

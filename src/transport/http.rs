@@ -35,7 +35,7 @@ use resolvers::{RequestLoaders, Viewer};
 
 use super::AppState;
 use super::error::{GRAPHQL_RESPONSE, TransportError};
-use super::pipeline::{self, Prepared};
+use super::pipeline::{self, Prepared, by_deadline};
 use super::rate_limit::Peer;
 use super::request::{Body, GraphQlRequest, bearer, client_name, negotiate};
 use super::shape::Outcome;
@@ -202,16 +202,7 @@ async fn within_deadline<T>(
     work: impl Future<Output = Result<T, TransportError>>,
 ) -> Result<T, TransportError> {
     let deadline = tokio::time::Instant::now() + state.request_timeout;
-    tokio::time::timeout_at(deadline, resolvers::deadline::within(deadline, work))
-        .await
-        .unwrap_or_else(|_| {
-            tracing::warn!(
-                ?operation,
-                timeout_ms = state.request_timeout.as_millis() as u64,
-                "request timed out"
-            );
-            Err(TransportError::Timeout)
-        })
+    by_deadline(state, deadline, operation, work).await?
 }
 
 async fn run(
@@ -338,15 +329,9 @@ async fn run_batch(
             if tokio::time::Instant::now() >= deadline {
                 return Err(TransportError::Timeout);
             }
+            let label = prepared.label().to_owned();
             let work = prepared.execute(state, viewer, &loaders);
-            let work = resolvers::deadline::within(deadline, work);
-            tokio::time::timeout_at(deadline, work).await.map_err(|_| {
-                tracing::warn!(
-                    timeout_ms = state.request_timeout.as_millis() as u64,
-                    "a batch's operation timed out"
-                );
-                TransportError::Timeout
-            })
+            by_deadline(state, deadline, Some(&label), work).await
         }
     };
     let results = if in_order {

@@ -190,6 +190,11 @@ impl Prepared {
         self.kind
     }
 
+    /// The operation's name as metrics and logs label it.
+    pub(crate) fn label(&self) -> &str {
+        &self.label
+    }
+
     /// The operation's name, as the request gave it.
     pub(crate) fn name(&self) -> Option<&str> {
         self.shaper.operation.as_deref()
@@ -247,12 +252,12 @@ impl Prepared {
             return futures::stream::once(async move {
                 let deadline = tokio::time::Instant::now() + state.request_timeout;
                 let loaders = RequestLoaders::new(&state.ports);
+                let label = self.label.clone();
                 let run = self.execute(&state, Some(viewer), &loaders);
-                let run = resolvers::deadline::within(deadline, run);
-                match tokio::time::timeout_at(deadline, run).await {
+                match by_deadline(&state, deadline, Some(&label), run).await {
                     Ok(outcome) => outcome,
-                    Err(_) => Outcome::Executed(async_graphql::Response::from_errors(vec![
-                        TransportError::Timeout.to_server_error(),
+                    Err(timeout) => Outcome::Executed(async_graphql::Response::from_errors(vec![
+                        timeout.to_server_error(),
                     ])),
                 }
             })
@@ -279,6 +284,27 @@ impl Prepared {
             })
             .boxed()
     }
+}
+
+/// Runs `work` by `deadline` (from `server.request_timeout_ms`): its upstream calls keep
+/// the deadline (`resolvers::deadline`), and past it the work is stopped and logged:
+/// `TIMEOUT`.
+pub(crate) async fn by_deadline<T>(
+    state: &AppState,
+    deadline: tokio::time::Instant,
+    operation: Option<&str>,
+    work: impl Future<Output = T>,
+) -> Result<T, TransportError> {
+    tokio::time::timeout_at(deadline, resolvers::deadline::within(deadline, work))
+        .await
+        .map_err(|_| {
+            tracing::warn!(
+                ?operation,
+                timeout_ms = state.request_timeout.as_millis() as u64,
+                "request timed out"
+            );
+            TransportError::Timeout
+        })
 }
 
 /// One subscription running, in `switchyard_subscriptions_active{transport}` while its

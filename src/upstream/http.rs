@@ -174,26 +174,32 @@ impl UpstreamHttp {
                         // The caller that sent it went away before the answer: try again
                         // (one of the callers still waiting sends it).
                         Ok(Err(_)) => continue,
-                        Err(_) => return Err(self.refused("deadline", route)),
+                        Err(_) => return Err(self.refused(Refusal::Deadline, route)),
                     }
                 }
             }
         }
     }
 
-    /// `Unavailable`: not sent, because of `why` (`breaker`, `queue` or `deadline`).
-    fn refused(&self, why: &'static str, route: &'static str) -> UpstreamError {
+    /// `Unavailable`: not sent, because of `why`.
+    fn refused(&self, why: Refusal, route: &'static str) -> UpstreamError {
+        let (reason, detail) = match why {
+            Refusal::Breaker => (
+                "breaker",
+                "the circuit breaker is open after repeated failures",
+            ),
+            Refusal::Queue => (
+                "queue",
+                "no room in its concurrency budget within queue_timeout_ms",
+            ),
+            Refusal::Deadline => ("deadline", "the request's deadline leaves no time for it"),
+        };
         metrics::counter!(
             "switchyard_upstream_refused_total",
             "source" => self.source.as_str(),
-            "reason" => why,
+            "reason" => reason,
         )
         .increment(1);
-        let detail = match why {
-            "breaker" => "the circuit breaker is open after repeated failures",
-            "queue" => "no room in its concurrency budget within queue_timeout_ms",
-            _ => "the request's deadline leaves no time for it",
-        };
         self.unavailable(format!("{route}: not sent: {detail}"))
     }
 
@@ -224,15 +230,15 @@ impl UpstreamHttp {
                         self.unavailable(format!("{call}: the concurrency budget is closed"))
                     );
                 }
-                Err(_) if queue_until < deadline => return Err(self.refused("queue", route)),
-                Err(_) => return Err(self.refused("deadline", route)),
+                Err(_) if queue_until < deadline => return Err(self.refused(Refusal::Queue, route)),
+                Err(_) => return Err(self.refused(Refusal::Deadline, route)),
             };
             if !self.breaker.admit() {
-                return Err(self.refused("breaker", route));
+                return Err(self.refused(Refusal::Breaker, route));
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left < MIN_TRY {
-                return Err(self.refused("deadline", route));
+                return Err(self.refused(Refusal::Deadline, route));
             }
             let Some(mut this_try) = request.try_clone() else {
                 return Err(self.unavailable(format!("{call}: the request cannot be repeated")));
@@ -364,6 +370,17 @@ impl UpstreamHttp {
             }
         }
     }
+}
+
+/// Why a call was not sent (the `reason` of `switchyard_upstream_refused_total`).
+#[derive(Debug, Clone, Copy)]
+enum Refusal {
+    /// The upstream's circuit breaker is open.
+    Breaker,
+    /// No room in the concurrency budget within `queue_timeout_ms`.
+    Queue,
+    /// No time left before the request's deadline.
+    Deadline,
 }
 
 /// Why one try failed, and whether trying again may help.

@@ -542,10 +542,7 @@ async fn retries_honour_retry_after_and_end_in_the_dead_letters_from_redis() {
 /// delivered, and delivered once.
 async fn jobs_are_delivered_once_the_provider_recovers(backend: Backend) {
     let flaky = SandboxConfig {
-        fcm: UpstreamKnobs {
-            error_rate: 0.5,
-            ..UpstreamKnobs::default()
-        },
+        fcm: UpstreamKnobs::failing(0.5),
         ..SandboxConfig::default()
     };
     let (sandbox, channels) = providers(flaky).await;
@@ -829,10 +826,7 @@ async fn a_dead_replicas_jobs_are_taken_over_after_claim_idle() {
 #[tokio::test]
 async fn a_stopping_replica_hands_back_what_it_has_not_sent() {
     let slow_fcm = SandboxConfig {
-        fcm: UpstreamKnobs {
-            latency_ms: 500,
-            ..UpstreamKnobs::default()
-        },
+        fcm: UpstreamKnobs::slow(500),
         ..SandboxConfig::default()
     };
     let (sandbox, channels) = providers(slow_fcm).await;
@@ -924,10 +918,7 @@ async fn a_stopping_replica_hands_back_what_it_has_not_sent() {
 /// when Redis goes away.
 fn fcm_taking_20_ms() -> SandboxConfig {
     SandboxConfig {
-        fcm: UpstreamKnobs {
-            latency_ms: 20,
-            ..UpstreamKnobs::default()
-        },
+        fcm: UpstreamKnobs::slow(20),
         ..SandboxConfig::default()
     }
 }

@@ -261,10 +261,7 @@ async fn fcm_gets_a_new_token_once_when_the_old_one_is_refused() {
 #[tokio::test]
 async fn fcm_faults_are_retried_later() {
     let failing = SandboxConfig {
-        fcm: UpstreamKnobs {
-            error_rate: 1.0,
-            ..UpstreamKnobs::default()
-        },
+        fcm: UpstreamKnobs::failing(1.0),
         ..SandboxConfig::default()
     };
     let h = harness_with(failing, |_| {}).await;
@@ -651,10 +648,7 @@ async fn email_replies_decide_the_outcome() {
     assert!(h.sandbox.pushes().is_empty());
 
     let down = SandboxConfig {
-        smtp: UpstreamKnobs {
-            error_rate: 1.0,
-            ..UpstreamKnobs::default()
-        },
+        smtp: UpstreamKnobs::failing(1.0),
         ..SandboxConfig::default()
     };
     let h = harness_with(down, |_| {}).await;

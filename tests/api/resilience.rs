@@ -57,13 +57,6 @@ async fn home(app: &TestApp, token: &str) -> Value {
     body
 }
 
-fn crm_failing(rate: f64) -> UpstreamKnobs {
-    UpstreamKnobs {
-        error_rate: rate,
-        ..UpstreamKnobs::default()
-    }
-}
-
 #[tokio::test]
 async fn a_failing_crm_opens_its_breaker_the_home_screen_still_answers_and_it_closes_again() {
     let app = TestApp::spawn_with(Default::default(), |c| {
@@ -79,7 +72,7 @@ async fn a_failing_crm_opens_its_breaker_the_home_screen_still_answers_and_it_cl
     assert_eq!(body["checks"]["breakers"]["crm"], "closed");
 
     app.sandbox
-        .set_faults(Upstream::Crm, crm_failing(1.0))
+        .set_faults(Upstream::Crm, UpstreamKnobs::failing(1.0))
         .unwrap();
     // The CRM fields are null with UPSTREAM_UNAVAILABLE; the rest of the screen stands.
     let failing = home(&app, &token).await;
@@ -179,13 +172,7 @@ async fn an_open_breaker_on_the_backend_makes_the_replica_not_ready() {
     let app = TestApp::spawn().await;
     let token = app.token("cust-0001").await;
     app.sandbox
-        .set_faults(
-            Upstream::Backend,
-            UpstreamKnobs {
-                error_rate: 1.0,
-                ..UpstreamKnobs::default()
-            },
-        )
+        .set_faults(Upstream::Backend, UpstreamKnobs::failing(1.0))
         .unwrap();
     for _ in 0..5 {
         app.post(Some(&token), "{ me { id } }", json!({})).await;
@@ -421,10 +408,7 @@ async fn a_stalled_carrier_costs_its_fields_not_the_home_screen() {
     for i in 1..=30 {
         tokens.push(app.token(&format!("cust-{i:04}")).await);
     }
-    let stalled = UpstreamKnobs {
-        latency_ms: 10_000,
-        ..UpstreamKnobs::default()
-    };
+    let stalled = UpstreamKnobs::slow(10_000);
     app.sandbox.set_faults(Upstream::Carrier, stalled).unwrap();
 
     let document = operation("HomeScreen");
@@ -530,13 +514,7 @@ async fn an_order_past_its_ttl_is_served_stale_and_marked_while_the_backend_fail
     let key = format!("stale:entity:v2:order:{order}");
     age_entry(&redis, &key, Duration::from_secs(120)).await;
     app.sandbox
-        .set_faults(
-            Upstream::Backend,
-            UpstreamKnobs {
-                error_rate: 1.0,
-                ..UpstreamKnobs::default()
-            },
-        )
+        .set_faults(Upstream::Backend, UpstreamKnobs::failing(1.0))
         .unwrap();
     let (status, stale) = app.post(Some(&ada), query, json!({"id": order})).await;
     assert_eq!(status, 200);

@@ -949,10 +949,7 @@ async fn subscribers_re_reading_a_changed_order_make_one_backend_call() {
     }
     // A slow backend, so that every subscription's re-read starts while the first is in
     // flight (what a busy backend is, for thousands of subscribers).
-    let slow = UpstreamKnobs {
-        latency_ms: 1_000,
-        ..UpstreamKnobs::default()
-    };
+    let slow = UpstreamKnobs::slow(1_000);
     app.sandbox.set_faults(Upstream::Backend, slow).unwrap();
     app.reset_counts();
 
@@ -1340,10 +1337,7 @@ async fn a_query_over_a_websocket_keeps_the_request_deadline() {
 /// An upstream that answers after 3 s (later than the tests' request timeouts, sooner than the
 /// upstream call's own timeout).
 fn slow_upstream() -> UpstreamKnobs {
-    UpstreamKnobs {
-        latency_ms: 3000,
-        ..UpstreamKnobs::default()
-    }
+    UpstreamKnobs::slow(3000)
 }
 
 /// A failed field is `null` with its error, and a failed non-null root field nulls `data`,

@@ -269,13 +269,7 @@ async fn every_log_line_of_a_request_carries_its_id() {
     let server = spawn_server(&sandbox, "logged", &[]).await;
     let token = crate::support::issuer_token(&sandbox, "cust-0001").await;
     sandbox
-        .set_faults(
-            Upstream::Backend,
-            UpstreamKnobs {
-                error_rate: 1.0,
-                ..UpstreamKnobs::default()
-            },
-        )
+        .set_faults(Upstream::Backend, UpstreamKnobs::failing(1.0))
         .unwrap();
 
     let traceparent = format!("00-{APP_TRACE_ID}-{APP_SPAN_ID}-01");
