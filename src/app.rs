@@ -267,6 +267,7 @@ async fn app_state(
         ports,
         auth,
         request_timeout: config.server.request_timeout,
+        parsed: Default::default(),
         persisted,
         rate_limits: Arc::new(
             transport::RateLimits::build(&config.rate_limit)

@@ -7,6 +7,15 @@
 //! most once per `auth.jwks_refresh_secs` ([`JWKS_REFRESH_INTERVAL`]) so that a flood of forged key ids cannot hammer
 //! the provider. A token whose key is cached never waits: only tokens that need a refresh
 //! wait for it, one refresh at a time. The sandbox's dev issuer goes through this same path.
+//!
+//! An app sends the same token with every request for its whole lifetime, and checking its
+//! signature is most of what authentication costs (an ES256 verification is about 60 µs).
+//! So a token that verified is remembered ([`Verified`], by its SHA-256, at most
+//! [`VERIFIED_CAPACITY`] for at most [`VERIFIED_TTL`]) with the key set that verified it: the
+//! same bytes with the same keys give the same result, so a later request with it is
+//! answered from memory as long as the key set is still the current one (a JWKS refresh
+//! makes every token verify again) and the token has not expired (`exp` plus the leeway,
+//! checked on every request as the full check would). Refused tokens are not remembered.
 
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,6 +25,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation, decode, decode_header};
 use resolvers::ids::CustomerId;
 use resolvers::{Role, Viewer};
 use serde::Deserialize;
+use sha2::Digest as _;
 use url::Url;
 
 /// Least time between two JWKS fetches triggered by unknown key ids, by default.
@@ -23,6 +33,12 @@ pub(crate) const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
 
 /// Least time between two tries of the first JWKS fetch, while it fails.
 const RETRY_WITHOUT_KEYS: Duration = Duration::from_secs(1);
+
+/// Most verified tokens remembered.
+const VERIFIED_CAPACITY: u64 = 10_000;
+
+/// Longest a verified token is remembered (its `exp` ends it sooner).
+const VERIFIED_TTL: Duration = Duration::from_secs(300);
 
 /// Algorithms accepted: asymmetric only (never `none` or a shared secret).
 const ALGORITHMS: [Algorithm; 6] = [
@@ -101,6 +117,15 @@ struct Inner {
     /// concurrent tokens with a new key id wait for one fetch instead of starting one each.
     /// Holds when the last fetch was tried (successful or not), to rate-limit refreshes.
     refresh: tokio::sync::Mutex<Option<Instant>>,
+    /// Tokens that verified, by their SHA-256.
+    verified: moka::future::Cache<[u8; 32], Verified>,
+}
+
+/// A token that verified: the session it stands for, and the key set that verified it.
+#[derive(Clone)]
+struct Verified {
+    session: Session,
+    keys: Arc<JwkSet>,
 }
 
 impl Authenticator {
@@ -116,12 +141,39 @@ impl Authenticator {
                 http,
                 keys: RwLock::new(None),
                 refresh: tokio::sync::Mutex::new(None),
+                verified: moka::future::Cache::builder()
+                    .max_capacity(VERIFIED_CAPACITY)
+                    .time_to_live(VERIFIED_TTL)
+                    .build(),
             }),
         })
     }
 
     /// The session a bearer token stands for.
     pub(crate) async fn authenticate(&self, token: &str) -> Result<Session, AuthError> {
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.inner.verified.get(&digest).await {
+            let current = self
+                .keys()
+                .is_some_and(|keys| Arc::ptr_eq(&keys, &known.keys));
+            let leeway = Duration::from_secs(self.inner.settings.leeway_secs);
+            if current && SystemTime::now() <= known.session.expires_at + leeway {
+                return Ok(known.session);
+            }
+            self.inner.verified.invalidate(&digest).await;
+        }
+        let (session, keys) = self.verify(token).await?;
+        let known = Verified {
+            session: session.clone(),
+            keys,
+        };
+        self.inner.verified.insert(digest, known).await;
+        Ok(session)
+    }
+
+    /// Checks a token in full: its signature against the provider's keys, and its claims.
+    /// Returns its session, and the key set it verified with.
+    async fn verify(&self, token: &str) -> Result<(Session, Arc<JwkSet>), AuthError> {
         let header = decode_header(token).map_err(|e| invalid(&e))?;
         if !ALGORITHMS.contains(&header.alg) {
             return Err(AuthError::InvalidToken(format!(
@@ -132,7 +184,7 @@ impl Authenticator {
         let kid = header
             .kid
             .ok_or_else(|| AuthError::InvalidToken("the token names no key id (kid)".into()))?;
-        let jwk = self.key(&kid).await?;
+        let (jwk, keys) = self.key(&kid).await?;
         // A key published for one algorithm verifies only that algorithm (RFC 7517 `alg`).
         if let Some(alg) = jwk.common.key_algorithm
             && format!("{alg:?}") != format!("{:?}", header.alg)
@@ -156,10 +208,11 @@ impl Authenticator {
         let expires_at = UNIX_EPOCH
             .checked_add(Duration::from_secs(claims.exp))
             .ok_or_else(|| AuthError::InvalidToken("the token's `exp` is out of range".into()))?;
-        Ok(Session {
+        let session = Session {
             viewer: viewer_from(claims, s)?,
             expires_at,
-        })
+        };
+        Ok((session, keys))
     }
 
     /// Whether the provider's keys are loaded, fetching them first (rate-limited as for
@@ -172,8 +225,9 @@ impl Authenticator {
         self.keys().is_some()
     }
 
-    /// The key with this id, refreshing the JWKS once if it is not known.
-    async fn key(&self, kid: &str) -> Result<Jwk, AuthError> {
+    /// The key with this id and the set it is in, refreshing the JWKS once if it is not
+    /// known.
+    async fn key(&self, kid: &str) -> Result<(Jwk, Arc<JwkSet>), AuthError> {
         if let Some(jwk) = self.cached(kid) {
             return Ok(jwk);
         }
@@ -211,7 +265,7 @@ impl Authenticator {
         }
         drop(last_fetch);
         match self.cached(kid) {
-            Some(jwk) => Ok(jwk),
+            Some(found) => Ok(found),
             None if self.keys().is_none() => Err(AuthError::KeysUnavailable),
             None => Err(AuthError::InvalidToken(format!(
                 "unknown signing key {kid}"
@@ -227,8 +281,10 @@ impl Authenticator {
             .clone()
     }
 
-    fn cached(&self, kid: &str) -> Option<Jwk> {
-        self.keys()?.find(kid).cloned()
+    fn cached(&self, kid: &str) -> Option<(Jwk, Arc<JwkSet>)> {
+        let keys = self.keys()?;
+        let jwk = keys.find(kid)?.clone();
+        Some((jwk, keys))
     }
 
     async fn fetch_keys(&self) -> anyhow::Result<JwkSet> {

@@ -27,6 +27,7 @@
 //! - `serial`: mutations run one after another and stop at the first that fails.
 //! - `viewer`: who is calling ([`Viewer`]), and the one authorization rule.
 
+pub(crate) mod batch;
 pub mod cache;
 pub mod deadline;
 pub mod error;
@@ -46,6 +47,7 @@ pub(crate) mod viewer;
 
 use async_graphql::{Schema, SchemaBuilder};
 
+pub use batch::Batched;
 pub use ports::Ports;
 pub use subscription::EventDeadline;
 pub use viewer::{Role, Viewer};

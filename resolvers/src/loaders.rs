@@ -13,13 +13,15 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_graphql::dataloader::{DataLoader, HashMapCache, Loader};
+use async_graphql::dataloader::Loader;
 use futures::future::{BoxFuture, join_all};
+
+use crate::batch::Batcher;
 
 use crate::cache::{Cache, Cached, Entry, StaleLog, StaleRead, now_ms};
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
-use crate::ports::UpstreamError;
 use crate::ports::{Backend, Carrier, Crm, Ports, ProcessServer, UpstreamResult};
+use crate::ports::{Source, UpstreamError};
 use crate::records::*;
 
 /// Most ids in one backend bulk read (the backend's own limit).
@@ -38,7 +40,7 @@ impl Tasks {
     /// Runs `batch` in a task of its own, in the span and with the deadline of the request
     /// that made it (so that its log lines carry the request id, its upstream calls are the
     /// request's in a trace, and they stop at its deadline).
-    fn spawn(&self, batch: BoxFuture<'static, ()>) {
+    pub(crate) fn spawn(&self, batch: BoxFuture<'static, ()>) {
         use tracing::Instrument as _;
         let batch = batch.instrument(tracing::Span::current());
         let handle = match crate::deadline::current() {
@@ -70,40 +72,27 @@ impl Drop for Tasks {
 pub(crate) struct Loaders {
     /// Their batches in flight, aborted with the loaders.
     _tasks: Arc<Tasks>,
-    pub(crate) customers: DataLoader<CustomerLoader, HashMapCache>,
-    pub(crate) products: DataLoader<ProductLoader, HashMapCache>,
-    pub(crate) orders: DataLoader<OrderLoader, HashMapCache>,
-    pub(crate) customer_orders: DataLoader<CustomerOrdersLoader, HashMapCache>,
-    pub(crate) contacts: DataLoader<ContactLoader, HashMapCache>,
+    pub(crate) customers: Batcher<CustomerId, CustomerLoader>,
+    pub(crate) products: Batcher<ProductId, ProductLoader>,
+    pub(crate) orders: Batcher<OrderId, OrderLoader>,
+    pub(crate) customer_orders: Batcher<(CustomerId, OrderPageQuery), CustomerOrdersLoader>,
+    pub(crate) contacts: Batcher<CustomerId, ContactLoader>,
     /// Every case of a customer (up to [`MAX_CASES_PER_CUSTOMER`]).
-    pub(crate) customer_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
+    pub(crate) customer_cases: Batcher<CustomerId, CustomerCasesLoader>,
     /// The cases of a customer that are not closed (up to [`MAX_CASES_PER_CUSTOMER`]).
-    pub(crate) customer_open_cases: DataLoader<CustomerCasesLoader, HashMapCache>,
-    pub(crate) cases: DataLoader<CaseLoader, HashMapCache>,
-    pub(crate) case_comments: DataLoader<CaseCommentsLoader, HashMapCache>,
-    pub(crate) user_tasks: DataLoader<UserTasksLoader, HashMapCache>,
-    pub(crate) tasks: DataLoader<TaskLoader, HashMapCache>,
-    pub(crate) process_instances: DataLoader<ProcessInstanceLoader, HashMapCache>,
-    pub(crate) customer_returns: DataLoader<CustomerReturnsLoader, HashMapCache>,
-    pub(crate) tracking: DataLoader<TrackingLoader, HashMapCache>,
+    pub(crate) customer_open_cases: Batcher<CustomerId, CustomerCasesLoader>,
+    pub(crate) cases: Batcher<CaseId, CaseLoader>,
+    pub(crate) case_comments: Batcher<CaseId, CaseCommentsLoader>,
+    pub(crate) user_tasks: Batcher<String, UserTasksLoader>,
+    pub(crate) tasks: Batcher<i64, TaskLoader>,
+    pub(crate) process_instances: Batcher<i64, ProcessInstanceLoader>,
+    pub(crate) customer_returns: Batcher<CustomerId, CustomerReturnsLoader>,
+    pub(crate) tracking: Batcher<String, TrackingLoader>,
 }
 
 impl Loaders {
     /// Fresh loaders (empty caches) over the given ports, noting stale reads in `stale`.
     pub(crate) fn new(ports: &Ports, stale: &Arc<StaleLog>) -> Self {
-        fn cached<T, K>(
-            tasks: &Arc<Tasks>,
-            loader: T,
-            max_batch: usize,
-        ) -> DataLoader<T, HashMapCache>
-        where
-            T: Loader<K>,
-            K: Send + Sync + Hash + Eq + Clone + 'static,
-        {
-            let tasks = Arc::clone(tasks);
-            let spawn = move |batch: BoxFuture<'static, ()>| tasks.spawn(batch);
-            DataLoader::with_cache(loader, spawn, HashMapCache::default()).max_batch_size(max_batch)
-        }
         let tasks = Arc::new(Tasks::default());
         let through = Through {
             cache: ports.cache.clone(),
@@ -112,61 +101,87 @@ impl Loaders {
         let backend = &ports.backend;
         let crm = &ports.crm;
         let process = &ports.process;
+        let carrier = &ports.carrier;
         Self {
             _tasks: Arc::clone(&tasks),
-            customers: cached::<_, CustomerId>(
-                &tasks,
+            customers: Batcher::new(
                 CustomerLoader(backend.clone(), through.clone()),
+                Source::Backend,
                 BACKEND_MAX_BATCH,
-            ),
-            products: cached::<_, ProductId>(
                 &tasks,
+            ),
+            products: Batcher::new(
                 ProductLoader(backend.clone(), through.clone()),
+                Source::Backend,
                 BACKEND_MAX_BATCH,
-            ),
-            orders: cached::<_, OrderId>(
                 &tasks,
+            ),
+            orders: Batcher::new(
                 OrderLoader(backend.clone(), through.clone()),
+                Source::Backend,
                 BACKEND_MAX_BATCH,
-            ),
-            customer_orders: cached::<_, (CustomerId, OrderPageQuery)>(
                 &tasks,
+            ),
+            customer_orders: Batcher::new(
                 CustomerOrdersLoader(backend.clone()),
+                Source::Backend,
                 BACKEND_MAX_BATCH,
-            ),
-            contacts: cached::<_, CustomerId>(&tasks, ContactLoader(crm.clone()), CRM_MAX_BATCH),
-            customer_cases: cached::<_, CustomerId>(
                 &tasks,
+            ),
+            contacts: Batcher::new(
+                ContactLoader(crm.clone()),
+                Source::Crm,
+                CRM_MAX_BATCH,
+                &tasks,
+            ),
+            customer_cases: Batcher::new(
                 CustomerCasesLoader::new(crm, false),
+                Source::Crm,
                 CRM_MAX_BATCH,
-            ),
-            customer_open_cases: cached::<_, CustomerId>(
                 &tasks,
+            ),
+            customer_open_cases: Batcher::new(
                 CustomerCasesLoader::new(crm, true),
+                Source::Crm,
                 CRM_MAX_BATCH,
-            ),
-            cases: cached::<_, CaseId>(&tasks, CaseLoader(crm.clone()), CRM_MAX_BATCH),
-            case_comments: cached::<_, CaseId>(
                 &tasks,
+            ),
+            cases: Batcher::new(CaseLoader(crm.clone()), Source::Crm, CRM_MAX_BATCH, &tasks),
+            case_comments: Batcher::new(
                 CaseCommentsLoader(crm.clone()),
+                Source::Crm,
                 CRM_MAX_BATCH,
-            ),
-            user_tasks: cached::<_, String>(&tasks, UserTasksLoader(process.clone()), usize::MAX),
-            tasks: cached::<_, i64>(&tasks, TaskLoader(process.clone()), usize::MAX),
-            process_instances: cached::<_, i64>(
                 &tasks,
+            ),
+            user_tasks: Batcher::new(
+                UserTasksLoader(process.clone()),
+                Source::Process,
+                usize::MAX,
+                &tasks,
+            ),
+            tasks: Batcher::new(
+                TaskLoader(process.clone()),
+                Source::Process,
+                usize::MAX,
+                &tasks,
+            ),
+            process_instances: Batcher::new(
                 ProcessInstanceLoader(process.clone()),
+                Source::Process,
                 usize::MAX,
-            ),
-            customer_returns: cached::<_, CustomerId>(
                 &tasks,
+            ),
+            customer_returns: Batcher::new(
                 CustomerReturnsLoader(process.clone()),
+                Source::Process,
                 usize::MAX,
-            ),
-            tracking: cached::<_, String>(
                 &tasks,
-                TrackingLoader(ports.carrier.clone(), through),
+            ),
+            tracking: Batcher::new(
+                TrackingLoader(carrier.clone(), through),
+                Source::Carrier,
                 usize::MAX,
+                &tasks,
             ),
         }
     }

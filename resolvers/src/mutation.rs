@@ -772,7 +772,7 @@ async fn create_reported_case(
 /// Reads a task again after a change (past this request's cache of it).
 async fn reload_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Task> {
     let loaders = loaders(ctx)?;
-    loaders.tasks.clear::<i64>();
+    loaders.tasks.clear();
     crate::loaders::settle(loaders.tasks.load_one(id).await)?
         .map(Task)
         .ok_or_else(|| GraphError::NotFound(format!("no task {id}")).into())

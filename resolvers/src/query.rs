@@ -122,8 +122,7 @@ impl QueryRoot {
         // Feed what we have into the loader so nested fields reuse it.
         loaders(ctx)?
             .customers
-            .feed_many(page.items.iter().map(|c| (c.id.clone(), c.clone())))
-            .await;
+            .feed_many(page.items.iter().map(|c| (c.id.clone(), c.clone())));
         let mut connection = Connection::new(after.is_some(), page.next_cursor.is_some());
         connection.edges.extend(
             page.items

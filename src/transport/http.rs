@@ -143,7 +143,7 @@ async fn answer(
                 Outcome::RequestError(_) if media == GRAPHQL_RESPONSE => StatusCode::BAD_REQUEST,
                 _ => StatusCode::OK,
             };
-            json_response(status, media, outcome.to_json())
+            json_response(status, media, outcome.into_json())
         }
         Err(e) if e.is_request_error() && media != GRAPHQL_RESPONSE => {
             e.response_with(StatusCode::OK, media)
@@ -256,7 +256,7 @@ async fn answer_batch(
                 .zip(mutations)
                 .map(|(result, mutation)| {
                     let item = match result {
-                        Ok(outcome) => outcome.to_json(),
+                        Ok(outcome) => outcome.into_json(),
                         Err(e) => e.to_errors_json(),
                     };
                     total = total.saturating_add(item.len());
@@ -348,7 +348,9 @@ async fn run_batch(
         }
         results
     } else {
-        futures::future::join_all(prepared.into_iter().map(|p| run(p, &loaders))).await
+        // One wave of loads across the operations (see `resolvers::Batched`).
+        let all = futures::future::join_all(prepared.into_iter().map(|p| run(p, &loaders)));
+        resolvers::Batched::new(all).await
     };
     tracing::info!(
         operations = size,

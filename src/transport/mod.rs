@@ -29,6 +29,7 @@ mod hostile;
 mod http;
 mod limits;
 mod live;
+mod parsed;
 mod persisted;
 mod pipeline;
 pub(crate) mod playground;
@@ -83,6 +84,8 @@ pub(crate) struct AppState {
     pub(crate) auth: Authenticator,
     /// Longest a GraphQL request may run.
     pub(crate) request_timeout: Duration,
+    /// Parsed documents, by their text.
+    pub(crate) parsed: Arc<parsed::ParsedDocuments>,
     /// The documents of automatic persisted queries, by hash.
     pub(crate) persisted: Arc<PersistedQueries>,
     /// Rate limits per client IP and per user.

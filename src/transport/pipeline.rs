@@ -1,9 +1,11 @@
 //! The one path of a GraphQL operation, whichever transport carries it (HTTP, websockets,
 //! SSE):
 //!
-//! 1. [`prepare`]: the document of a persisted query (`persisted`), the limits that must
-//!    hold before anything recurses on the document (`limits`), the one parse, the operation it runs (`document::operation`), whether it
-//!    only introspects the schema, and the variables the operation requires;
+//! 1. [`prepare`]: the document of a persisted query (`persisted`); the document parsed and
+//!    within the limits that must hold before anything recurses on it (`parsed`, which
+//!    keeps the documents apps send again and again, `limits`); the operation it runs
+//!    (`document::operation`), whether it only introspects the schema, and the variables
+//!    the operation requires;
 //! 2. [`Prepared::execute`] (one result) or [`Prepared::stream`] (a subscription's results):
 //!    the schema runs it with data of its own (the viewer, fresh loaders);
 //! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes)
@@ -19,13 +21,13 @@ use async_graphql::parser::types::{ExecutableDocument, OperationDefinition, Oper
 use async_graphql::{Value as ConstValue, Variables};
 use futures::StreamExt;
 use futures::stream::BoxStream;
-use resolvers::{AppSchema, EventDeadline, RequestLoaders, Viewer};
+use resolvers::{AppSchema, Batched, EventDeadline, RequestLoaders, Viewer};
 
 use super::error::TransportError;
 use super::persisted::Persisted;
 use super::request::GraphQlRequest;
 use super::shape::{self, Outcome, Types};
-use super::{AppState, document, limits};
+use super::{AppState, document};
 
 /// Most representations one `_entities` field takes (as `products(ids)` takes 100 ids).
 const MAX_ENTITIES: usize = 100;
@@ -85,16 +87,9 @@ fn parse(
     if raw.query.trim().is_empty() {
         return Err(TransportError::BadRequest("`query` is missing".into()));
     }
-    limits::check_text(&raw.query)?;
+    let document = state.parsed.parse(&raw.query)?;
     let mut request = raw.into_request();
-    let document = request
-        .parsed_query()
-        .map_err(|e| TransportError::Parse {
-            message: e.message,
-            locations: e.locations,
-        })?
-        .clone();
-    limits::check_parsed(&document)?;
+    request.set_parsed_query(ExecutableDocument::clone(&document));
     let operation = document::operation(&document, request.operation_name.as_deref())?;
     if !state.introspection_enabled && document::reads_schema(&document, operation) {
         return Err(TransportError::IntrospectionDisabled);
@@ -144,7 +139,7 @@ fn parse(
     Ok(Prepared {
         shaper: Shaper {
             operation: request.operation_name.clone(),
-            document: Arc::new(document),
+            document,
             max_response_bytes: state.max_response_bytes,
         },
         request,
@@ -221,7 +216,7 @@ impl Prepared {
         let schema = self.schema(state);
         let request = resolvers::request_data(self.request, loaders, viewer);
         let started = std::time::Instant::now();
-        let mut response = schema.execute(request).await;
+        let mut response = Batched::new(schema.execute(request)).await;
         mark_stale(&mut response, loaders.take_stale());
         let kind = match self.kind {
             OperationType::Mutation => "mutation",
@@ -235,7 +230,7 @@ impl Prepared {
         )
         .record(started.elapsed().as_secs_f64());
         let outcome = self.shaper.shape(response, &state.types, true);
-        if let (Some((hash, document)), Outcome::Executed(_)) = (self.registration, &outcome) {
+        if let (Some((hash, document)), Outcome::Executed { .. }) = (self.registration, &outcome) {
             state.persisted.register(hash, &document).await;
         }
         outcome
@@ -256,9 +251,11 @@ impl Prepared {
                 let run = self.execute(&state, Some(viewer), &loaders);
                 match by_deadline(&state, deadline, Some(&label), run).await {
                     Ok(outcome) => outcome,
-                    Err(timeout) => Outcome::Executed(async_graphql::Response::from_errors(vec![
-                        timeout.to_server_error(),
-                    ])),
+                    Err(timeout) => Outcome::executed(
+                        &async_graphql::Response::from_errors(vec![timeout.to_server_error()]),
+                        state.max_response_bytes,
+                        Some(&label),
+                    ),
                 }
             })
             .boxed();
@@ -274,8 +271,7 @@ impl Prepared {
         let types = state.types.clone();
         let mut first = true;
         let active = ActiveSubscription::start(self.transport);
-        schema
-            .execute_stream(request)
+        Batched::new(schema.execute_stream(request))
             .map(move |response| {
                 let _active = &active;
                 let outcome = shaper.shape(response, &types, first);
@@ -367,8 +363,14 @@ impl Shaper {
     fn shape(&self, response: async_graphql::Response, types: &Types, first: bool) -> Outcome {
         match document::operation(&self.document, self.operation.as_deref()) {
             Ok(operation) => {
-                let outcome = shape::outcome(response, &self.document, operation, types, first);
-                shape::within_size(outcome, self.max_response_bytes, self.operation.as_deref())
+                match shape::result(response, &self.document, operation, types, first) {
+                    Ok(result) => Outcome::executed(
+                        &result,
+                        self.max_response_bytes,
+                        self.operation.as_deref(),
+                    ),
+                    Err(errors) => Outcome::RequestError(errors),
+                }
             }
             Err(e) => {
                 // `prepare` found this operation in this same document.

@@ -1,5 +1,5 @@
 //! What a result looks like on the wire, as the GraphQL spec says: the one place every
-//! transport's results pass through ([`outcome`]).
+//! transport's results pass through ([`result`], then [`Outcome::executed`]).
 //!
 //! async-graphql 7 leaves three things to us:
 //! - **Null semantics** ("Handling Field Errors", "Errors and Non-Null Fields"): a field that
@@ -15,7 +15,8 @@
 //!
 //! And one bound of ours: a result whose JSON would be larger than
 //! `server.max_response_bytes` is replaced by a `RESPONSE_TOO_LARGE` error
-//! ([`within_size`]), so no transport sends (or buffers) an answer without bound.
+//! ([`Outcome::executed`], which serializes each result once, into what is sent), so no
+//! transport sends (or buffers) an answer without bound.
 
 use std::collections::HashMap;
 
@@ -35,24 +36,74 @@ pub(crate) enum Outcome {
     /// Nothing ran: the document did not validate (async-graphql's validation runs when the
     /// operation starts). The errors, each with a code.
     RequestError(Vec<ServerError>),
-    /// An execution result: `data` with spec null semantics in query order, and `errors`,
-    /// each with a code.
-    Executed(async_graphql::Response),
+    /// An execution result (`data` with spec null semantics in query order, and `errors`,
+    /// each with a code) as the JSON that is sent: `{"data": ..., "errors": [...]}`,
+    /// `errors` only when there are some.
+    Executed {
+        json: String,
+        /// How many errors it has, for logs.
+        errors: usize,
+    },
 }
 
 impl Outcome {
-    /// The GraphQL response as JSON: `{"errors": [...]}` for a request error, else
-    /// `{"data": ..., "errors": [...]}` (`errors` only when there are some).
-    pub(crate) fn to_json(&self) -> String {
-        let json = match self {
-            Outcome::RequestError(errors) => serde_json::to_string(&RequestErrors { errors }),
-            Outcome::Executed(response) => serde_json::to_string(response),
+    /// An execution result, serialized once, or `data: null` with one `RESPONSE_TOO_LARGE`
+    /// error (logged, `operation` naming it) when its JSON would be longer than `max_bytes`.
+    /// The serialization stops at the bound, so no more than `max_bytes` is formatted.
+    pub(crate) fn executed(
+        response: &async_graphql::Response,
+        max_bytes: usize,
+        operation: Option<&str>,
+    ) -> Outcome {
+        let mut out = Bounded {
+            json: Vec::with_capacity(1024.min(max_bytes)),
+            left: max_bytes,
+            over: false,
         };
-        json.unwrap_or_else(|e| {
-            tracing::error!(error = %e, "could not serialize a result");
-            r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
-                .to_owned()
-        })
+        let serialized = serde_json::to_writer(&mut out, response);
+        if out.over {
+            tracing::warn!(
+                ?operation,
+                max_bytes,
+                errors = response.errors.len(),
+                "a result over server.max_response_bytes was replaced by RESPONSE_TOO_LARGE"
+            );
+            let too_large = TransportError::ResponseTooLarge(max_bytes).to_server_error();
+            return Outcome::executed(
+                &async_graphql::Response::from_errors(vec![too_large]),
+                usize::MAX,
+                operation,
+            );
+        }
+        match serialized.map(|()| String::from_utf8(out.json)) {
+            Ok(Ok(json)) => Outcome::Executed {
+                json,
+                errors: response.errors.len(),
+            },
+            failed => {
+                tracing::error!(error = ?failed.err(), "could not serialize a result");
+                Outcome::Executed {
+                    json: r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
+                        .to_owned(),
+                    errors: 1,
+                }
+            }
+        }
+    }
+
+    /// The GraphQL response as JSON: `{"errors": [...]}` for a request error, else the
+    /// execution result's.
+    pub(crate) fn into_json(self) -> String {
+        match self {
+            Outcome::RequestError(errors) => {
+                serde_json::to_string(&RequestErrors { errors: &errors }).unwrap_or_else(|e| {
+                    tracing::error!(error = %e, "could not serialize request errors");
+                    r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
+                        .to_owned()
+                })
+            }
+            Outcome::Executed { json, .. } => json,
+        }
     }
 
     /// The `errors` of a request error as a JSON array (what a websocket `error` message
@@ -65,7 +116,7 @@ impl Outcome {
     pub(crate) fn error_count(&self) -> usize {
         match self {
             Outcome::RequestError(errors) => errors.len(),
-            Outcome::Executed(response) => response.errors.len(),
+            Outcome::Executed { errors, .. } => *errors,
         }
     }
 }
@@ -75,15 +126,15 @@ struct RequestErrors<'a> {
     errors: &'a [ServerError],
 }
 
-/// Shapes one result of the operation `operation` of `doc`; only an operation's first
-/// result can be a request error.
-pub(crate) fn outcome(
+/// Shapes one result of the operation `operation` of `doc`: the execution result, or the
+/// errors of a request error (only an operation's first result can be one).
+pub(crate) fn result(
     mut response: async_graphql::Response,
     doc: &ExecutableDocument,
     operation: &OperationDefinition,
     types: &Types,
     first: bool,
-) -> Outcome {
+) -> Result<async_graphql::Response, Vec<ServerError>> {
     // A request error has no data and no error with a path; an execution error that nulled
     // the whole result still has a path.
     let request_error = first
@@ -92,57 +143,27 @@ pub(crate) fn outcome(
         && response.errors.iter().all(|e| e.path.is_empty());
     add_codes(&mut response.errors, request_error);
     if request_error {
-        return Outcome::RequestError(response.errors);
+        return Err(response.errors);
     }
     complete_nulls(&mut response.data, &response.errors, doc, operation, types);
     in_query_order(&mut response.data, doc, operation);
-    Outcome::Executed(response)
+    Ok(response)
 }
 
-/// Replaces an execution result whose JSON would be longer than `max_bytes` with
-/// `data: null` and one `RESPONSE_TOO_LARGE` error, and logs it (`operation` names it). The
-/// size is measured by serializing into a counter that stops at the bound: nothing is
-/// allocated, and no more than `max_bytes` is formatted. A request error is left as it is:
-/// it carries no data, and its errors are bounded by the document's limits.
-pub(crate) fn within_size(outcome: Outcome, max_bytes: usize, operation: Option<&str>) -> Outcome {
-    let Outcome::Executed(response) = &outcome else {
-        return outcome;
-    };
-    let mut counter = ByteCounter {
-        left: max_bytes,
-        over: false,
-    };
-    let serialized = serde_json::to_writer(&mut counter, response);
-    if !counter.over {
-        if let Err(e) = serialized {
-            // Left for the transport's own serialization to report.
-            tracing::error!(error = %e, "could not measure a result");
-        }
-        return outcome;
-    }
-    tracing::warn!(
-        ?operation,
-        max_bytes,
-        errors = response.errors.len(),
-        "a result over server.max_response_bytes was replaced by RESPONSE_TOO_LARGE"
-    );
-    Outcome::Executed(async_graphql::Response::from_errors(vec![
-        TransportError::ResponseTooLarge(max_bytes).to_server_error(),
-    ]))
-}
-
-/// A writer that only counts, and fails once more than `left` bytes came.
-struct ByteCounter {
+/// A writer into a buffer that fails once more than `left` bytes came.
+struct Bounded {
+    json: Vec<u8>,
     left: usize,
     /// Whether it failed for that reason (and not another).
     over: bool,
 }
 
-impl std::io::Write for ByteCounter {
+impl std::io::Write for Bounded {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         match self.left.checked_sub(buf.len()) {
             Some(left) => {
                 self.left = left;
+                self.json.extend_from_slice(buf);
                 Ok(buf.len())
             }
             None => {
@@ -520,9 +541,9 @@ mod tests {
         let (_, op) = doc.operations.iter().next().unwrap();
         let mut response = async_graphql::Response::new(Value::from_json(data).unwrap());
         response.errors = paths.iter().map(|p| error(p)).collect();
-        match outcome(response, &doc, &op.node, &types, true) {
-            Outcome::Executed(r) => r.data.into_json().unwrap(),
-            Outcome::RequestError(e) => panic!("a request error: {e:?}"),
+        match result(response, &doc, &op.node, &types, true) {
+            Ok(r) => r.data.into_json().unwrap(),
+            Err(e) => panic!("a request error: {e:?}"),
         }
     }
 
@@ -624,7 +645,7 @@ mod tests {
             ServerError::new("Query is nested too deep.", None),
             ServerError::new("Unknown field \"x\"", None),
         ]);
-        let Outcome::RequestError(errors) = outcome(response, &doc, &op.node, &types, true) else {
+        let Err(errors) = result(response, &doc, &op.node, &types, true) else {
             panic!("not a request error");
         };
         let codes: Vec<_> = errors

@@ -202,7 +202,7 @@ impl Pump {
 /// Each result as a `next` event, waiting while the queue is full.
 async fn forward(results: &mut BoxStream<'static, Outcome>, events: &mpsc::Sender<Event>) -> End {
     while let Some(outcome) = results.next().await {
-        let next = Event::default().event("next").data(outcome.to_json());
+        let next = Event::default().event("next").data(outcome.into_json());
         if events.send(next).await.is_err() {
             return End::ClientGone;
         }

@@ -72,6 +72,66 @@ async fn a_token_whose_key_is_cached_never_waits_for_a_refresh() {
     app.stop().await;
 }
 
+/// A token that verified is remembered (the signature check is most of what a request's
+/// authentication costs), but never past its expiry: the same token is refused once `exp`
+/// (plus the leeway) has passed, as the full check would.
+#[tokio::test]
+async fn a_remembered_token_still_expires() {
+    let issuer = Issuer::start().await;
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| issuer.trust(c, 0)).await;
+    let token = issuer.token(ADA, 2);
+    let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!((status, &body["data"]["me"]["id"]), (200, &json!(ADA)));
+    let (status, _) = app.post(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 200, "still valid a moment later");
+
+    tokio::time::sleep(Duration::from_millis(3_100)).await;
+    let (status, body) = app.post(Some(&token), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("expired"),
+        "{body}"
+    );
+    app.stop().await;
+}
+
+/// A token remembered as verified is checked again once the provider's keys changed: after
+/// a refresh that no longer lists its key, it is refused.
+#[tokio::test]
+async fn a_remembered_token_of_a_retired_key_is_refused_after_a_refresh() {
+    let mut issuer = Issuer::start().await;
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        issuer.trust(c, 0);
+        c.auth.jwks_refresh_secs = Some(0);
+    })
+    .await;
+    let old = issuer.token(ADA, 300);
+    let (status, _) = app.post(Some(&old), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 200);
+
+    // The provider replaces k1 by k2; a token signed with k2 makes Switchyard refresh.
+    issuer.rotate("k2").await;
+    issuer.retire("k1").await;
+    let new = issuer.sign_with("k2", customer_claims(ADA));
+    let (status, _) = app.post(Some(&new), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 200);
+    assert_eq!(issuer.jwks_fetches(), 2);
+
+    let (status, body) = app.post(Some(&old), "{ me { id } }", json!({})).await;
+    assert_eq!(status, 401, "{body}");
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("unknown signing key k1"),
+        "{body}"
+    );
+    app.stop().await;
+}
+
 /// `auth.issuer` is compared exactly with `iss`: providers whose issuer ends in `/` (Auth0,
 /// Azure AD v1) work when configured so, and a slash more or less is another issuer.
 #[tokio::test]

@@ -577,10 +577,10 @@ async fn forward(
 ) {
     let id = done.id.as_str();
     while let Some(outcome) = results.next().await {
-        let frame = match &outcome {
+        let frame = match outcome {
             Outcome::RequestError(errors) => {
                 done.finish();
-                let errors = Outcome::errors_json(errors);
+                let errors = Outcome::errors_json(&errors);
                 let _ = out
                     .send(text(protocol.encode(ServerMessage::Error {
                         id,
@@ -589,12 +589,8 @@ async fn forward(
                     .await;
                 return;
             }
-            Outcome::Executed(_) => {
-                let result = outcome.to_json();
-                text(protocol.encode(ServerMessage::Next {
-                    id,
-                    result: &result,
-                }))
+            Outcome::Executed { json, .. } => {
+                text(protocol.encode(ServerMessage::Next { id, result: &json }))
             }
         };
         if out.send(frame).await.is_err() {
@@ -621,7 +617,8 @@ mod tests {
     }
 
     fn response(n: i32) -> Outcome {
-        Outcome::Executed(async_graphql::Response::new(async_graphql::Value::from(n)))
+        let response = async_graphql::Response::new(async_graphql::Value::from(n));
+        Outcome::executed(&response, usize::MAX, None)
     }
 
     #[tokio::test]

@@ -115,6 +115,15 @@ impl Issuer {
         self.keys.push(key);
     }
 
+    /// Takes the key `kid` out of the JWKS (a key retired, or compromised); it still signs.
+    pub async fn retire(&self, kid: &str) {
+        self.shared
+            .jwks
+            .lock()
+            .await
+            .retain(|jwk| jwk["kid"] != kid);
+    }
+
     /// A key `kid` that signs tokens but is not in the JWKS (a forger's).
     pub fn forge_key(&mut self, kid: &str) {
         self.keys.push(Key::generate(kid));

@@ -1,0 +1,404 @@
+//! One request's loads, batched without a clock.
+//!
+//! async-graphql resolves the fields of one depth of a query (of every item of a list) in
+//! one poll of the request's future: each field asks its loader for a key and waits. So the
+//! keys of one wave are all asked for when that poll returns, and that is when
+//! [`Batched`] (which runs a request's execution, or a subscription's stream) dispatches
+//! them: one batch per loader, in a task of its own. async-graphql's own `DataLoader` waits
+//! a fixed delay (1 ms) for the wave instead, at every depth of every request, and a
+//! timer's wake-up each time.
+//!
+//! A [`Batcher`] keeps what its request loaded (no entity is fetched twice in one request)
+//! and who waits for each key asked for and not answered yet, so a key asked for again
+//! while its batch is in flight joins that batch instead of starting another. A load made
+//! outside [`Batched`] (a task of its own) is dispatched after [`FALLBACK_DELAY`], as
+//! async-graphql's loaders do: slower, never stuck.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use async_graphql::dataloader::Loader;
+use futures::{FutureExt as _, Stream};
+use tokio::sync::oneshot;
+
+use crate::loaders::Tasks;
+use crate::ports::{Source, UpstreamError};
+
+/// How long a load made outside [`Batched`] waits for others to join its batch.
+const FALLBACK_DELAY: Duration = Duration::from_millis(1);
+
+tokio::task_local! {
+    /// The wave of the request being polled.
+    static WAVE: Arc<Wave>;
+}
+
+/// The loaders with keys asked for during the current poll of a request.
+#[derive(Default)]
+struct Wave(Mutex<Vec<Arc<dyn Flush>>>);
+
+impl Wave {
+    fn add(&self, loader: Arc<dyn Flush>) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(loader);
+    }
+
+    /// Sends every batch asked for since the last dispatch.
+    fn dispatch(&self) {
+        let due = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
+        for loader in due {
+            loader.flush();
+        }
+    }
+}
+
+/// A loader with keys waiting to be sent.
+trait Flush: Send + Sync {
+    /// Sends the keys asked for so far, in batches.
+    fn flush(self: Arc<Self>);
+}
+
+/// Runs a request's execution (or, with [`Batched::stream`], a subscription's stream) so
+/// that the loads each poll asks for are sent when the poll returns. Inside another
+/// `Batched` (the operations of one HTTP batch), it leaves that to the outer one, so the
+/// operations' loads batch together.
+pub struct Batched<W> {
+    work: Pin<Box<W>>,
+    wave: Arc<Wave>,
+}
+
+impl<W> Batched<W> {
+    /// `work`, batched.
+    pub fn new(work: W) -> Self {
+        Self {
+            work: Box::pin(work),
+            wave: Arc::default(),
+        }
+    }
+
+    fn poll_with<T>(&mut self, poll: impl FnOnce(Pin<&mut W>) -> T) -> T {
+        if WAVE.try_with(|_| ()).is_ok() {
+            return poll(self.work.as_mut());
+        }
+        let out = WAVE.sync_scope(Arc::clone(&self.wave), || poll(self.work.as_mut()));
+        self.wave.dispatch();
+        out
+    }
+}
+
+impl<W: Future> Future for Batched<W> {
+    type Output = W::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<W::Output> {
+        self.get_mut().poll_with(|work| work.poll(cx))
+    }
+}
+
+impl<W: Stream> Stream for Batched<W> {
+    type Item = W::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<W::Item>> {
+        self.get_mut().poll_with(|work| work.poll_next(cx))
+    }
+}
+
+/// What one key's waiters are told.
+type Answer<V> = Result<Option<V>, UpstreamError>;
+
+/// One loader of one request: its cache, and the keys asked for and not answered yet.
+pub(crate) struct Batcher<K, L: Loader<K>>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    shared: Arc<Shared<K, L>>,
+}
+
+struct Shared<K, L: Loader<K>>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    loader: L,
+    /// Which upstream it reads, to name in the error of a batch that failed inside.
+    source: Source,
+    /// Most keys in one batch.
+    max_batch: usize,
+    /// The request's batch tasks, aborted when its loaders go: held by the loaders, not
+    /// here, since a batch in flight holds this.
+    tasks: Weak<Tasks>,
+    state: Mutex<State<K, L::Value>>,
+}
+
+struct State<K, V> {
+    /// What this request loaded, by key (keys that were not found are asked again).
+    loaded: HashMap<K, V>,
+    /// Keys asked for and not yet sent, in the order asked.
+    queued: Vec<K>,
+    /// Who waits for each key asked for and not answered yet (queued or in flight).
+    waiting: HashMap<K, Vec<oneshot::Sender<Answer<V>>>>,
+    /// Whether the queued keys will be sent (this loader is in a wave, or a fallback task
+    /// waits to send them).
+    due: bool,
+}
+
+impl<K, L> Batcher<K, L>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    L: Loader<K, Error = UpstreamError>,
+{
+    /// A loader with an empty cache over `loader`, reading `source`, whose batches run in
+    /// `tasks` with at most `max_batch` keys each.
+    pub(crate) fn new(loader: L, source: Source, max_batch: usize, tasks: &Arc<Tasks>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                loader,
+                source,
+                max_batch: max_batch.max(1),
+                tasks: Arc::downgrade(tasks),
+                state: Mutex::new(State {
+                    loaded: HashMap::new(),
+                    queued: Vec::new(),
+                    waiting: HashMap::new(),
+                    due: false,
+                }),
+            }),
+        }
+    }
+
+    /// The value of `key` (`None`: not found): from what this request loaded, or with the
+    /// batch of the current wave.
+    pub(crate) async fn load_one(&self, key: K) -> Answer<L::Value> {
+        let (answer, schedule) = {
+            let mut guard = self.shared.lock();
+            let state = &mut *guard;
+            if let Some(value) = state.loaded.get(&key) {
+                return Ok(Some(value.clone()));
+            }
+            let (tx, rx) = oneshot::channel();
+            match state.waiting.entry(key) {
+                Entry::Occupied(mut waiters) => waiters.get_mut().push(tx),
+                Entry::Vacant(slot) => {
+                    state.queued.push(slot.key().clone());
+                    slot.insert(vec![tx]);
+                }
+            }
+            let schedule = !state.due && !state.queued.is_empty();
+            state.due |= schedule;
+            (rx, schedule)
+        };
+        if schedule {
+            self.schedule();
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(UpstreamError::unavailable(
+                self.shared.source,
+                "the batch was stopped",
+            ))
+        })
+    }
+
+    /// The values of `keys` that exist, with one batch for those not loaded yet.
+    pub(crate) async fn load_many(
+        &self,
+        keys: impl IntoIterator<Item = K>,
+    ) -> Result<HashMap<K, L::Value>, UpstreamError> {
+        let loads = keys.into_iter().map(|key| async move {
+            let value = self.load_one(key.clone()).await?;
+            Ok::<_, UpstreamError>(value.map(|value| (key, value)))
+        });
+        let mut found = HashMap::new();
+        for loaded in futures::future::join_all(loads).await {
+            found.extend(loaded?);
+        }
+        Ok(found)
+    }
+
+    /// Keeps values loaded another way (a page that listed them) as if this loader had
+    /// loaded them.
+    pub(crate) fn feed_many(&self, values: impl IntoIterator<Item = (K, L::Value)>) {
+        self.shared.lock().loaded.extend(values);
+    }
+
+    /// Forgets what this request loaded (after a change, to read it again).
+    pub(crate) fn clear(&self) {
+        self.shared.lock().loaded.clear();
+    }
+
+    /// Has the queued keys sent: when the current poll of the request returns, or, outside
+    /// [`Batched`], after [`FALLBACK_DELAY`].
+    fn schedule(&self) {
+        let loader: Arc<dyn Flush> = self.shared.clone();
+        if WAVE.try_with(|wave| wave.add(Arc::clone(&loader))).is_err() {
+            self.shared.spawn(async move {
+                tokio::time::sleep(FALLBACK_DELAY).await;
+                loader.flush();
+            });
+        }
+    }
+}
+
+impl<K, L: Loader<K>> Shared<K, L>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+{
+    fn lock(&self) -> MutexGuard<'_, State<K, L::Value>> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs `work` among the request's batch tasks; nothing once its loaders are gone
+    /// (nobody waits for what it would load).
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+        if let Some(tasks) = self.tasks.upgrade() {
+            tasks.spawn(Box::pin(work));
+        }
+    }
+}
+
+impl<K, L> Flush for Shared<K, L>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    L: Loader<K, Error = UpstreamError>,
+{
+    fn flush(self: Arc<Self>) {
+        let queued = {
+            let mut state = self.lock();
+            state.due = false;
+            std::mem::take(&mut state.queued)
+        };
+        let mut keys = queued.into_iter().peekable();
+        while keys.peek().is_some() {
+            let batch: Vec<K> = keys.by_ref().take(self.max_batch).collect();
+            let shared = Arc::clone(&self);
+            self.spawn(async move {
+                // A loader that panics fails its batch, rather than leaving it unanswered.
+                let loaded = AssertUnwindSafe(shared.loader.load(&batch))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(UpstreamError::unavailable(
+                            shared.source,
+                            "reading a batch failed inside Switchyard",
+                        ))
+                    });
+                shared.answer(batch, loaded);
+            });
+        }
+    }
+}
+
+impl<K, L> Shared<K, L>
+where
+    K: Send + Sync + Hash + Eq + Clone + 'static,
+    L: Loader<K, Error = UpstreamError>,
+{
+    /// Keeps what a batch loaded and answers its keys' waiters.
+    fn answer(&self, batch: Vec<K>, loaded: Result<HashMap<K, L::Value>, UpstreamError>) {
+        let mut told = Vec::with_capacity(batch.len());
+        {
+            let mut state = self.lock();
+            for key in batch {
+                let answer = match &loaded {
+                    Ok(values) => Ok(values.get(&key).cloned()),
+                    Err(e) => Err(e.clone()),
+                };
+                let waiters = state.waiting.remove(&key).unwrap_or_default();
+                if let Ok(Some(value)) = &answer {
+                    state.loaded.insert(key, value.clone());
+                }
+                told.push((waiters, answer));
+            }
+        }
+        for (waiters, answer) in told {
+            for waiter in waiters {
+                let _ = waiter.send(answer.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use futures::future::join_all;
+
+    use super::*;
+
+    /// Doubles its keys, counting its batches; panics on key 13.
+    #[derive(Default)]
+    struct Doubler(Arc<AtomicUsize>);
+
+    impl Loader<u32> for Doubler {
+        type Value = u32;
+        type Error = UpstreamError;
+
+        async fn load(&self, keys: &[u32]) -> Result<HashMap<u32, u32>, UpstreamError> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            tokio::task::yield_now().await;
+            assert!(!keys.contains(&13), "unlucky");
+            Ok(keys
+                .iter()
+                .filter(|k| **k != 0)
+                .map(|k| (*k, k * 2))
+                .collect())
+        }
+    }
+
+    fn batcher(max_batch: usize) -> (Batcher<u32, Doubler>, Arc<AtomicUsize>, Arc<Tasks>) {
+        let tasks = Arc::new(Tasks::default());
+        let loader = Doubler::default();
+        let batches = Arc::clone(&loader.0);
+        (
+            Batcher::new(loader, Source::Backend, max_batch, &tasks),
+            batches,
+            tasks,
+        )
+    }
+
+    #[tokio::test]
+    async fn the_loads_of_one_poll_are_one_batch_and_loaded_keys_are_not_asked_again() {
+        let (loader, batches, _tasks) = batcher(100);
+        let loads = join_all((0..10).map(|k| loader.load_one(k)));
+        let values = Batched::new(loads).await;
+        assert_eq!(batches.load(Ordering::SeqCst), 1);
+        assert_eq!(values[0].as_ref().unwrap(), &None, "0 is not found");
+        assert_eq!(values[3].as_ref().unwrap(), &Some(6));
+        let again = Batched::new(loader.load_many([3, 4])).await.unwrap();
+        assert_eq!(again, HashMap::from([(3, 6), (4, 8)]));
+        assert_eq!(batches.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn batches_are_cut_at_their_size_and_a_key_asked_twice_is_sent_once() {
+        let (loader, batches, _tasks) = batcher(4);
+        let loads = join_all((1..=10).chain(1..=10).map(|k| loader.load_one(k)));
+        let values = Batched::new(loads).await;
+        assert_eq!(batches.load(Ordering::SeqCst), 3);
+        assert!(values.iter().all(|v| v.as_ref().unwrap().is_some()));
+    }
+
+    #[tokio::test]
+    async fn outside_batched_loads_still_batch_after_a_moment() {
+        let (loader, batches, _tasks) = batcher(100);
+        let values = join_all((1..=5).map(|k| loader.load_one(k))).await;
+        assert_eq!(batches.load(Ordering::SeqCst), 1);
+        assert_eq!(values[4].as_ref().unwrap(), &Some(10));
+    }
+
+    #[tokio::test]
+    async fn a_loader_that_panics_fails_its_batch_instead_of_hanging() {
+        let (loader, _, _tasks) = batcher(100);
+        let values = Batched::new(join_all([12, 13].map(|k| loader.load_one(k)))).await;
+        for value in values {
+            let error = value.unwrap_err();
+            assert_eq!(error.source, Source::Backend);
+            assert!(error.is_failure());
+        }
+    }
+}
