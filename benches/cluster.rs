@@ -5,12 +5,18 @@
 //! support's `RedisCluster`: `redis-server --cluster-enabled yes` on free ports,
 //! `redis-cli --cluster create`), and, for comparison, a private single `redis-server`. For
 //! each setting, two replicas' event buses (`switchyard::events::start`, as `switchyard run`
-//! starts them, each with its hub) on it; `CLUSTER_EVENTS` events (default 20000) of
+//! starts them, each with its hub) on it; `CLUSTER_EVENTS` events (default 100000) of
 //! `CLUSTER_CUSTOMERS` customers (default 1000) are published by `CLUSTER_PUBLISHERS`
 //! concurrent publishers (default 32; each publishes its customers' events in order), half
 //! through each replica. The clock runs from the first publish until both replicas' hubs
 //! have been handed every event. The settings: one node with one partition (today's bus),
 //! then the cluster with each of `CLUSTER_PARTITIONS` (default `1,3,6`).
+//!
+//! Besides the rate, each run says what an event cost in CPU: the Redis nodes' (`INFO cpu`,
+//! `used_cpu_sys` + `used_cpu_user`, summed over the nodes) and this process's (the two
+//! replicas and the publishers; `/proc/self/stat`, at Linux's 100 ticks per second), both
+//! per event. On a machine with fewer cores than Redis nodes plus replicas, the rate is what
+//! the cores allow; the CPU per event is what scales a deployment (see README, "Capacity").
 //!
 //! Every run checks that each replica was handed each event exactly once (its delivered
 //! count, then nothing more for a moment) and fails otherwise. Bounded: each run gives up
@@ -45,6 +51,40 @@ struct Setting {
     url: String,
     cluster: bool,
     partitions: usize,
+    /// The Redis nodes' client ports, for their CPU counters.
+    ports: Vec<u16>,
+}
+
+/// CPU seconds the Redis on 127.0.0.1:`port` has used (`INFO cpu`).
+fn redis_cpu(port: u16) -> anyhow::Result<f64> {
+    let output = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "INFO", "cpu"])
+        .output()
+        .context("running redis-cli")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    let field = |name: &str| -> anyhow::Result<f64> {
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+            .context("INFO cpu without used_cpu_*")?
+            .trim()
+            .parse()
+            .context("a number of seconds")
+    };
+    Ok(field("used_cpu_sys")? + field("used_cpu_user")?)
+}
+
+/// CPU seconds this process has used (user + system), from `/proc/self/stat`.
+fn own_cpu() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("/proc/self/stat")?;
+    // After the command name in parentheses: state is field 3, utime 14, stime 15.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .context("a stat line")?
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
 }
 
 #[tokio::main]
@@ -54,7 +94,7 @@ async fn main() -> anyhow::Result<()> {
         filter: "warn".into(),
         ..Default::default()
     });
-    let total = env_or("CLUSTER_EVENTS", 20_000).max(1);
+    let total = env_or("CLUSTER_EVENTS", 100_000).max(1);
     let customers = env_or("CLUSTER_CUSTOMERS", 1_000).max(1);
     let publishers = env_or("CLUSTER_PUBLISHERS", 32).max(1);
     let timeout = Duration::from_secs(env_or("CLUSTER_TIMEOUT_SECS", 120) as u64);
@@ -75,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         url: node.url(),
         cluster: false,
         partitions: 1,
+        ports: vec![node.addr().port()],
     }];
     for &count in &partitions {
         settings.push(Setting {
@@ -82,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
             url: cluster.seed_url(),
             cluster: true,
             partitions: count,
+            ports: cluster.ports(),
         });
     }
     println!(
@@ -94,7 +136,7 @@ async fn main() -> anyhow::Result<()> {
             .with_context(|| format!("{}: not done within {timeout:?}", setting.label))??;
         println!(
             "  {:<18} partitions={:<2} {:>6.2} s  {:>7.0} events/s  ({:>6.0}/s per partition)  \
-             publish p50 {:.2} ms p99 {:.2} ms",
+             publish p50 {:.2} ms p99 {:.2} ms  CPU per event: Redis {:.1} us, replicas {:.1} us",
             setting.label,
             setting.partitions,
             run.elapsed.as_secs_f64(),
@@ -102,6 +144,8 @@ async fn main() -> anyhow::Result<()> {
             total as f64 / run.elapsed.as_secs_f64() / setting.partitions as f64,
             run.p50_ms,
             run.p99_ms,
+            run.redis_cpu * 1e6 / total as f64,
+            run.own_cpu * 1e6 / total as f64,
         );
     }
     Ok(())
@@ -112,6 +156,10 @@ struct Run {
     elapsed: Duration,
     p50_ms: f64,
     p99_ms: f64,
+    /// CPU seconds of the Redis nodes during the run.
+    redis_cpu: f64,
+    /// CPU seconds of this process (replicas and publishers) during the run.
+    own_cpu: f64,
 }
 
 /// Two replicas' buses on `setting`, `total` events published, until both delivered all.
@@ -143,6 +191,12 @@ async fn measure(
         .map(|n| CustomerId::parse(&format!("cust-{n:06}")).expect("a customer id"))
         .collect();
 
+    let redis_cpu_before: f64 = setting
+        .ports
+        .iter()
+        .map(|p| redis_cpu(*p))
+        .sum::<anyhow::Result<f64>>()?;
+    let own_cpu_before = own_cpu()?;
     let started = Instant::now();
     let mut tasks = Vec::new();
     for publisher in 0..publishers {
@@ -182,6 +236,13 @@ async fn measure(
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let elapsed = started.elapsed();
+    let own_cpu = own_cpu()? - own_cpu_before;
+    let redis_cpu = setting
+        .ports
+        .iter()
+        .map(|p| redis_cpu(*p))
+        .sum::<anyhow::Result<f64>>()?
+        - redis_cpu_before;
     // Exactly once: nothing more arrives.
     tokio::time::sleep(Duration::from_millis(300)).await;
     for (n, replica) in replicas.iter().enumerate() {
@@ -205,5 +266,7 @@ async fn measure(
         elapsed,
         p50_ms: at(0.50),
         p99_ms: at(0.99),
+        redis_cpu,
+        own_cpu,
     })
 }

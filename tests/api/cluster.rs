@@ -3,7 +3,8 @@
 //! the partitions spread over the nodes, and a replica cut off from one node catches up with
 //! nothing lost or doubled while the other nodes' partitions keep flowing. First at the bus
 //! (two replicas' `Events`, many events of several customers), then with two Switchyard
-//! replicas (a webhook taken by one reaches a websocket subscriber on the other).
+//! replicas (a webhook taken by one reaches a websocket subscriber on the other; the
+//! notification rules, a consumer group per partition, push once per event).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -370,6 +371,85 @@ async fn two_replicas_on_a_cluster_deliver_across_a_cut_node_as_on_one_redis() {
     );
     expect_quiet(&mut feed).await;
 
+    for replica in [a, b] {
+        let _ = replica.stop.send(());
+        timeout(WAIT, replica.server)
+            .await
+            .expect("a replica stops within the timeout")
+            .unwrap()
+            .unwrap();
+    }
+    sandbox.shutdown().await;
+}
+
+/// The notification rules, a consumer group on each partition, on the cluster: two replicas
+/// (events on the cluster; devices and the outbox on a Redis of their own, which stays one
+/// node) send one push per cancellation, whichever replica took the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rules_run_once_per_event_on_a_cluster() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cluster = RedisCluster::start();
+    let redis = crate::support::redis::RedisServer::start();
+    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(SandboxConfig {
+        simulator_interval_ms: 0,
+        webhooks: Some(SandboxWebhooks::dev(format!(
+            "http://{}/webhooks",
+            a_listener.local_addr().unwrap()
+        ))),
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
+    let (seed, url) = (cluster.seed_url(), redis.url());
+    let shared = format!(
+        "[events]\nredis_url = \"{seed}\"\ncluster = true\npartitions = {PARTITIONS}\n\
+         [notifications]\nredis_url = \"{url}\"\n[outbox]\nredis_url = \"{url}\"\n"
+    );
+    let a = crate::replicas::start(
+        a_listener,
+        crate::support::replica_config(&printed, &shared),
+    )
+    .await;
+    let b = crate::replicas::start(
+        b_listener,
+        crate::support::replica_config(&printed, &shared),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ada = crate::support::issuer_token(&sandbox, "cust-0001").await;
+
+    let register = "mutation { registerDevice(input: { platform: ANDROID, fcmToken: \"fcm-cluster\" }) { id } }";
+    graphql(&http, &b.base, &ada, register, json!({})).await;
+    let deadline = Instant::now() + WAIT;
+    for cancellation in 1..=2 {
+        let placed = graphql(&http, &a.base, &ada, PLACE, json!({})).await["placeOrder"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        graphql(&http, &a.base, &ada, CANCEL, json!({ "id": placed })).await;
+        while sandbox.push().received().len() < cancellation {
+            assert!(
+                Instant::now() < deadline,
+                "push {cancellation} did not arrive"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // The second push proves the first had all the time it needed to be sent twice.
+    let received = sandbox.push().received();
+    assert_eq!(
+        received.len(),
+        2,
+        "one push per cancellation: {received:#?}"
+    );
+    // The group exists on Ada's partition, and nothing is left pending there.
+    let ada_stream = stream_of("switchyard:events", "cust-0001", PARTITIONS);
+    let node = cluster.node_holding(&ada_stream);
+    let groups = cluster.cli(node, &["XINFO", "GROUPS", &ada_stream]);
+    assert!(groups.contains("pending\n0"), "{groups}");
     for replica in [a, b] {
         let _ = replica.stop.send(());
         timeout(WAIT, replica.server)

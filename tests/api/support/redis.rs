@@ -644,6 +644,11 @@ impl RedisCluster {
             .collect()
     }
 
+    /// The nodes' client ports on 127.0.0.1.
+    pub fn ports(&self) -> Vec<u16> {
+        self.ports.clone()
+    }
+
     /// How many nodes there are.
     pub fn node_count(&self) -> usize {
         self.ports.len()
