@@ -6,9 +6,10 @@
 //!   the stream's end when it does not exist, so only events from then on are handled): each
 //!   replica runs one consumer per partition, on a connection of its own, so the partitions'
 //!   entries are shared out among the replicas. A consumer reads new entries with
-//!   `XREADGROUP`, handles each and `XACK`s it only when the handler succeeded; an entry whose handler failed, or whose replica died before acking,
-//!   stays pending and is taken over by any replica (`XAUTOCLAIM`) once it has been idle for
-//!   [`CLAIM_IDLE`]. At least once: a replica that dies after handling and before acking has
+//!   `XREADGROUP`, handles each and `XACK`s it only when the handler succeeded; an entry
+//!   whose handler failed, or whose replica died before acking, stays pending and is taken
+//!   over by any replica's consumer of that partition (`XAUTOCLAIM`) once it has been idle
+//!   for [`CLAIM_IDLE`]. At least once: a replica that dies after handling and before acking has
 //!   the entry handled again, so handlers are idempotent (the notification rules make the
 //!   same notification ids from the same event).
 //!   When Redis comes back empty (restarted without persistence), the group is created

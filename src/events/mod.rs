@@ -129,8 +129,9 @@ pub struct Events {
 ///
 /// With `redis_url` set, connects to Redis (an error if it cannot be reached, naming the
 /// address but never the credentials), notes where each partition's stream ends now, and
-/// spawns the readers; every event published after this returns reaches `hub`. Without it, starts the
-/// in-memory bus. The reader stops when `shutdown` turns `true` or its sender is dropped.
+/// spawns the readers; every event published after this returns reaches `hub`. Without it,
+/// starts the in-memory bus. The readers stop when `shutdown` turns `true` or its sender is
+/// dropped.
 pub async fn start(
     config: &EventsConfig,
     hub: EventHub,
@@ -205,5 +206,55 @@ impl Events {
                 tracing::error!(%error, "an event stream reader ended abnormally");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn refusal(config: EventsConfig) -> String {
+        validate(&config).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn partitions_and_cluster_settings_are_checked() {
+        assert!(validate(&EventsConfig::default()).is_ok());
+        for partitions in [0, MAX_PARTITIONS + 1] {
+            let message = refusal(EventsConfig {
+                partitions,
+                ..EventsConfig::default()
+            });
+            assert!(
+                message.starts_with("events.partitions must be between 1 and 256"),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            refusal(EventsConfig {
+                cluster: true,
+                ..EventsConfig::default()
+            }),
+            "events.cluster needs events.redis_url: a node of the cluster"
+        );
+        assert_eq!(
+            refusal(EventsConfig {
+                redis_url: Some(Secret::new("redis://10.0.0.1:6379")),
+                cluster_nodes: vec![Secret::new("redis://10.0.0.2:6379")],
+                ..EventsConfig::default()
+            }),
+            "events.cluster_nodes needs events.cluster = true"
+        );
+        assert!(
+            validate(&EventsConfig {
+                redis_url: Some(Secret::new("redis://10.0.0.1:6379")),
+                cluster: true,
+                cluster_nodes: vec![Secret::new("redis://10.0.0.2:6379")],
+                partitions: MAX_PARTITIONS,
+                ..EventsConfig::default()
+            })
+            .is_ok()
+        );
     }
 }
