@@ -186,11 +186,22 @@ impl Default for NotificationsConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct EventsConfig {
     /// `redis://host:6379/0` (or `rediss://`, `redis+unix:///path`): share events across
-    /// replicas through a Redis stream. Absent: an in-memory bus (one instance only).
+    /// replicas through a Redis stream. Absent: an in-memory bus (one instance only). With
+    /// `cluster`, any one node of the cluster (`redis://` or `rediss://`).
     pub redis_url: Option<Secret>,
-    /// The stream's key.
+    /// `redis_url` is a node of a Redis Cluster: the bus learns the others from it, and each
+    /// partition's keys go to the node holding their slot.
+    pub cluster: bool,
+    /// With `cluster`: more nodes to start from (and to reconnect through) when `redis_url`'s
+    /// is down; same URL forms as `redis_url`.
+    pub cluster_nodes: Vec<Secret>,
+    /// How many streams the events are spread over, by customer (each customer's events stay
+    /// in one stream, in order). 1: the single stream `stream_key`, as before partitions
+    /// existed; more: `{<stream_key>:p<i>}`, each read by every replica.
+    pub partitions: usize,
+    /// The stream's key (with partitions, or on a cluster, the prefix of their hash tags).
     pub stream_key: String,
-    /// Roughly how many events the stream keeps (`XADD MAXLEN ~`).
+    /// Roughly how many events the stream (each partition's) keeps (`XADD MAXLEN ~`).
     pub stream_max_len: usize,
     /// How long an event id is remembered to absorb duplicate deliveries.
     pub dedup_ttl_secs: u64,
@@ -202,6 +213,9 @@ impl Default for EventsConfig {
     fn default() -> Self {
         Self {
             redis_url: None,
+            cluster: false,
+            cluster_nodes: Vec::new(),
+            partitions: 1,
             stream_key: "switchyard:events".to_owned(),
             stream_max_len: 100_000,
             dedup_ttl_secs: 24 * 3600,

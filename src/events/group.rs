@@ -2,12 +2,14 @@
 //! replica: a consumer group on the event stream (the notification rules run this way).
 //!
 //! [`consume`] runs a [`Handler`]:
-//! - with Redis, as a consumer of the group `group` on the event stream (created at the
-//!   stream's end when it does not exist, so only events from then on are handled): each
-//!   replica reads new entries with `XREADGROUP`, handles each and `XACK`s it only when the
-//!   handler succeeded; an entry whose handler failed, or whose replica died before acking,
-//!   stays pending and is taken over by any replica (`XAUTOCLAIM`) once it has been idle for
-//!   [`CLAIM_IDLE`]. At least once: a replica that dies after handling and before acking has
+//! - with Redis, as a consumer of the group `group` on each partition's stream (created at
+//!   the stream's end when it does not exist, so only events from then on are handled): each
+//!   replica runs one consumer per partition, on a connection of its own, so the partitions'
+//!   entries are shared out among the replicas. A consumer reads new entries with
+//!   `XREADGROUP`, handles each and `XACK`s it only when the handler succeeded; an entry
+//!   whose handler failed, or whose replica died before acking, stays pending and is taken
+//!   over by any replica's consumer of that partition (`XAUTOCLAIM`) once it has been idle
+//!   for [`CLAIM_IDLE`]. At least once: a replica that dies after handling and before acking has
 //!   the entry handled again, so handlers are idempotent (the notification rules make the
 //!   same notification ids from the same event).
 //!   When Redis comes back empty (restarted without persistence), the group is created
@@ -21,12 +23,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::{Client, Value};
+use redis::Value;
 use resolvers::events::DomainEvent;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use super::EventBus;
+use super::connection::{Connection, Target};
+use super::partition::Partitions;
 use super::redis::{Backoff, connect_reader, entry_list, stopped, stream_entries};
 use crate::config::EventsConfig;
 
@@ -62,21 +66,34 @@ pub(crate) async fn consume(
             .ok_or_else(|| anyhow::anyhow!("the memory bus has no group queues"))?;
         return Ok(tokio::spawn(from_queue(events, handler, shutdown)));
     };
-    let client = Client::open(url.expose())
-        .map_err(|e| anyhow::anyhow!("events.redis_url is not a usable Redis URL: {e}"))?;
-    let mut connection = connect_reader(&client).await?;
-    // At first start, only the events from now on.
-    create_group(&mut connection, &config.stream_key, group, "$").await?;
-    let consumer = Consumer {
-        client,
-        stream_key: config.stream_key.clone(),
-        group: group.to_owned(),
-        name: consumer_name(),
-        handler,
-        shutdown,
-    };
-    tracing::info!(group, consumer = %consumer.name, "handling events once per group");
-    Ok(tokio::spawn(consumer.run(Some(connection))))
+    let target = Arc::new(Target::of(config, url.expose())?);
+    let partitions = Partitions::new(&config.stream_key, config.partitions, config.cluster);
+    let name = consumer_name();
+    let mut consumers = Vec::with_capacity(partitions.count());
+    for index in 0..partitions.count() {
+        let stream_key = partitions.stream(index);
+        let mut connection = connect_reader(&target).await?;
+        // At first start, only the events from now on.
+        create_group(&mut connection, &stream_key, group, "$").await?;
+        let consumer = Consumer {
+            target: Arc::clone(&target),
+            stream_key,
+            group: group.to_owned(),
+            name: name.clone(),
+            handler: Arc::clone(&handler),
+            shutdown: shutdown.clone(),
+        };
+        consumers.push(tokio::spawn(consumer.run(Some(connection))));
+    }
+    tracing::info!(group, consumer = %name, partitions = partitions.count(), "handling events once per group");
+    let group = group.to_owned();
+    Ok(tokio::spawn(async move {
+        for consumer in consumers {
+            if let Err(error) = consumer.await {
+                tracing::error!(%error, %group, "an event group consumer ended abnormally");
+            }
+        }
+    }))
 }
 
 /// A consumer name unique to this process.
@@ -91,7 +108,7 @@ fn consumer_name() -> String {
 
 /// `XGROUP CREATE <stream> <group> <from> MKSTREAM`; a group that exists is fine.
 async fn create_group(
-    connection: &mut redis::aio::MultiplexedConnection,
+    connection: &mut Connection,
     stream_key: &str,
     group: &str,
     from: &str,
@@ -147,8 +164,10 @@ async fn from_queue(
     }
 }
 
+/// One replica's consumer of the group on one partition's stream.
 struct Consumer {
-    client: Client,
+    /// Where to reconnect to.
+    target: Arc<Target>,
     stream_key: String,
     group: String,
     name: String,
@@ -157,7 +176,7 @@ struct Consumer {
 }
 
 impl Consumer {
-    async fn run(mut self, mut connection: Option<redis::aio::MultiplexedConnection>) {
+    async fn run(mut self, mut connection: Option<Connection>) {
         let mut backoff = Backoff::default();
         loop {
             let open = match connection.as_mut() {
@@ -230,17 +249,14 @@ impl Consumer {
 
     /// A new connection, and the group created again if Redis lost it (restarted empty):
     /// from the start of the stream, which then holds only events from after the loss.
-    async fn reconnect(&self) -> anyhow::Result<redis::aio::MultiplexedConnection> {
-        let mut connection = connect_reader(&self.client).await?;
+    async fn reconnect(&self) -> anyhow::Result<Connection> {
+        let mut connection = connect_reader(&self.target).await?;
         create_group(&mut connection, &self.stream_key, &self.group, "0").await?;
         Ok(connection)
     }
 
     /// Entries of other consumers pending for longer than [`CLAIM_IDLE`], now ours.
-    async fn claim(
-        &self,
-        connection: &mut redis::aio::MultiplexedConnection,
-    ) -> anyhow::Result<Vec<super::redis::Entry>> {
+    async fn claim(&self, connection: &mut Connection) -> anyhow::Result<Vec<super::redis::Entry>> {
         let reply: Value = redis::cmd("XAUTOCLAIM")
             .arg(&self.stream_key)
             .arg(&self.group)
@@ -262,10 +278,7 @@ impl Consumer {
     }
 
     /// New entries for this consumer.
-    async fn read(
-        &self,
-        connection: &mut redis::aio::MultiplexedConnection,
-    ) -> anyhow::Result<Vec<super::redis::Entry>> {
+    async fn read(&self, connection: &mut Connection) -> anyhow::Result<Vec<super::redis::Entry>> {
         let reply: Value = redis::cmd("XREADGROUP")
             .arg("GROUP")
             .arg(&self.group)

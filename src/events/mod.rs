@@ -12,11 +12,14 @@
 //!   reader task).
 //! - `memory`: one instance only. Publishing dedups by id and hands the event straight to
 //!   the hub; there is no reader.
-//! - `redis`: a Redis stream shared by all replicas. Publishing runs one Lua script that
-//!   marks the id as seen (`<stream_key>:seen:<id>`, expiring after `dedup_ttl_secs`) and
-//!   appends the event (`XADD <stream_key> MAXLEN ~ <stream_max_len>`) in one atomic step;
-//!   each replica's reader task follows the stream with `XREAD BLOCK` on a connection of its
-//!   own and delivers what it reads to the hub.
+//! - `redis`: Redis streams shared by all replicas, `partitions` of them (one by default),
+//!   on one Redis node or a Redis Cluster (`connection`). An event goes to the stream of its
+//!   customer (`partition`: a stable hash of the customer id; events without one go to the
+//!   first). Publishing runs one Lua script that marks the id as seen (`<stream>:seen:<id>`,
+//!   expiring after `dedup_ttl_secs`) and appends the event (`XADD <stream> MAXLEN ~
+//!   <stream_max_len>`) in one atomic step; each replica has a reader task per partition
+//!   following its stream with `XREAD BLOCK` on a connection of its own, delivering what it
+//!   reads to the hub.
 //!
 //! # Guarantees
 //! - **Durable before acknowledged.** [`EventBus::publish`] returns `Ok` only once the event
@@ -27,11 +30,13 @@
 //!   and the seen-marker and the stream entry are written by one script, so a failure can
 //!   never mark an event seen without storing it (the marker is removed if the append fails).
 //!   A publish that failed (e.g. timed out) may therefore be retried safely.
-//! - **Every replica, every event, once, in order.** Each replica's reader delivers every
-//!   event appended after its [`start`] returned to its hub exactly once, in stream order,
-//!   including across lost Redis connections: the reader remembers the id of the last entry
+//! - **Every replica, every event, once, in order per customer.** Each replica's readers
+//!   deliver every event appended after its [`start`] returned to its hub exactly once, in
+//!   the order of its stream, so one customer's events in the order Redis accepted them,
+//!   including across lost Redis connections: each reader remembers the id of the last entry
 //!   it handled, backs off (100 ms doubling to 5 s), reconnects and resumes after that id,
-//!   so events appended while it was cut off arrive after it reconnects, none twice.
+//!   so events appended while it was cut off arrive after it reconnects, none twice. With
+//!   one partition that is one order for all events, the same on every replica.
 //! - **A bad entry never stops the reader.** An entry that does not decode as a
 //!   [`DomainEvent`] is logged and skipped.
 //! - **Prompt shutdown.** The reader stops as soon as the shutdown signal turns `true` (or
@@ -41,7 +46,7 @@
 //! # Not guaranteed
 //! - **History.** A replica starts after the stream's last entry at the time of [`start`];
 //!   events from before are not replayed, and nothing is replayed after a restart.
-//! - **Unbounded retention.** The stream keeps roughly `stream_max_len` entries. A replica
+//! - **Unbounded retention.** Each stream keeps roughly `stream_max_len` entries. A replica
 //!   cut off for longer than it takes to append that many misses the trimmed ones; after
 //!   reconnecting, the reader logs a warning when the stream was trimmed past its position.
 //! - **Durability beyond Redis.** "Acknowledged by Redis" means in Redis' memory. Surviving a
@@ -49,20 +54,28 @@
 //!   to an asynchronously replicated replica can lose the latest events and seen-markers.
 //! - **Dedup beyond the TTL, or by content.** Ids are remembered for `dedup_ttl_secs` (the
 //!   memory bus also forgets the oldest beyond `stream_max_len` ids); two different events
-//!   with the same id count as one, the first wins.
+//!   with the same id count as one, the first wins (with partitions: when they are of the
+//!   same customer; a redelivery is, being the same event).
 //! - **Order by time of occurrence.** Order is the order Redis accepted the appends, not
 //!   `occurred_at`.
 //! - **Delivery to each subscription.** The hub is a bounded broadcast channel: a
 //!   subscription more than `hub_capacity` events behind is told it lagged (see
 //!   [`EventHub`]).
-//! - **Redis Cluster.** One Redis endpoint (standalone, or a primary behind a stable
-//!   address). The Redis user needs `EVAL`, `SET`, `DEL`, `XADD`, `XREAD`, `XREVRANGE` and
-//!   `XINFO`.
+//! - **One order across partitions.** Events of different partitions (customers) are
+//!   delivered in whatever order their readers get to them, which may differ from replica
+//!   to replica. Changing `partitions` moves customers between streams: their events from
+//!   before and after the change are not ordered with each other.
+//! - **Redis Cluster for the rest.** `cluster = true` covers this bus and its consumer
+//!   groups; the push outbox, the cache and the other stores still need one Redis endpoint.
+//!   The Redis user needs `EVAL`, `SET`, `DEL`, `XADD`, `XREAD`, `XREVRANGE` and `XINFO`
+//!   (and, on a cluster, `CLUSTER SLOTS`).
 //! - **The memory bus across processes.** It serves one instance, and forgets everything
 //!   when it stops.
 
+mod connection;
 pub(crate) mod group;
 pub(crate) mod memory;
+mod partition;
 mod redis;
 
 use std::sync::Arc;
@@ -106,17 +119,19 @@ pub struct Events {
     /// Events handed to this replica's hub so far, shared with the reader (or the memory
     /// bus) that counts them; read by [`Events::delivered`] for tests and metrics.
     delivered: Arc<AtomicU64>,
-    /// The task following the Redis stream; `None` with the memory bus, which delivers as
-    /// it publishes. Kept so that [`Events::join`] can wait for it at shutdown.
-    reader: Option<JoinHandle<()>>,
+    /// The tasks following the Redis streams, one per partition; none with the memory bus,
+    /// which delivers as it publishes. Kept so that [`Events::join`] can wait for them at
+    /// shutdown.
+    readers: Vec<JoinHandle<()>>,
 }
 
 /// Starts the event bus described by `config`, delivering to `hub`.
 ///
 /// With `redis_url` set, connects to Redis (an error if it cannot be reached, naming the
-/// address but never the credentials), notes where the stream ends now, and spawns the
-/// reader; every event published after this returns reaches `hub`. Without it, starts the
-/// in-memory bus. The reader stops when `shutdown` turns `true` or its sender is dropped.
+/// address but never the credentials), notes where each partition's stream ends now, and
+/// spawns the readers; every event published after this returns reaches `hub`. Without it,
+/// starts the in-memory bus. The readers stop when `shutdown` turns `true` or its sender is
+/// dropped.
 pub async fn start(
     config: &EventsConfig,
     hub: EventHub,
@@ -131,7 +146,7 @@ pub async fn start(
             Ok(Events {
                 bus: Arc::new(bus),
                 delivered,
-                reader: None,
+                readers: Vec::new(),
             })
         }
         Some(url) => {
@@ -141,11 +156,15 @@ pub async fn start(
             Ok(Events {
                 bus: started.bus,
                 delivered,
-                reader: Some(started.reader),
+                readers: started.readers,
             })
         }
     }
 }
+
+/// Most partitions: each costs every replica a reader task and its connections (on a
+/// cluster, one to each primary), and every consumer group as many again.
+const MAX_PARTITIONS: usize = 256;
 
 /// Rejects settings under which the guarantees above could not hold.
 fn validate(config: &EventsConfig) -> anyhow::Result<()> {
@@ -158,6 +177,18 @@ fn validate(config: &EventsConfig) -> anyhow::Result<()> {
     if config.stream_key.is_empty() {
         bail!("events.stream_key must not be empty");
     }
+    if !(1..=MAX_PARTITIONS).contains(&config.partitions) {
+        bail!(
+            "events.partitions must be between 1 and {MAX_PARTITIONS} (each partition is a \
+             reader with connections of its own on every replica)"
+        );
+    }
+    if config.cluster && config.redis_url.is_none() {
+        bail!("events.cluster needs events.redis_url: a node of the cluster");
+    }
+    if !config.cluster && !config.cluster_nodes.is_empty() {
+        bail!("events.cluster_nodes needs events.cluster = true");
+    }
     Ok(())
 }
 
@@ -167,13 +198,63 @@ impl Events {
         self.delivered.load(Ordering::Relaxed)
     }
 
-    /// Waits for the reader to stop; call after the shutdown signal turned `true`. Returns
+    /// Waits for the readers to stop; call after the shutdown signal turned `true`. Returns
     /// at once with the memory bus.
     pub async fn join(self) {
-        if let Some(reader) = self.reader
-            && let Err(error) = reader.await
-        {
-            tracing::error!(%error, "the event stream reader ended abnormally");
+        for reader in self.readers {
+            if let Err(error) = reader.await {
+                tracing::error!(%error, "an event stream reader ended abnormally");
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+
+    fn refusal(config: EventsConfig) -> String {
+        validate(&config).expect_err("refused").to_string()
+    }
+
+    #[test]
+    fn partitions_and_cluster_settings_are_checked() {
+        assert!(validate(&EventsConfig::default()).is_ok());
+        for partitions in [0, MAX_PARTITIONS + 1] {
+            let message = refusal(EventsConfig {
+                partitions,
+                ..EventsConfig::default()
+            });
+            assert!(
+                message.starts_with("events.partitions must be between 1 and 256"),
+                "{message}"
+            );
+        }
+        assert_eq!(
+            refusal(EventsConfig {
+                cluster: true,
+                ..EventsConfig::default()
+            }),
+            "events.cluster needs events.redis_url: a node of the cluster"
+        );
+        assert_eq!(
+            refusal(EventsConfig {
+                redis_url: Some(Secret::new("redis://10.0.0.1:6379")),
+                cluster_nodes: vec![Secret::new("redis://10.0.0.2:6379")],
+                ..EventsConfig::default()
+            }),
+            "events.cluster_nodes needs events.cluster = true"
+        );
+        assert!(
+            validate(&EventsConfig {
+                redis_url: Some(Secret::new("redis://10.0.0.1:6379")),
+                cluster: true,
+                cluster_nodes: vec![Secret::new("redis://10.0.0.2:6379")],
+                partitions: MAX_PARTITIONS,
+                ..EventsConfig::default()
+            })
+            .is_ok()
+        );
     }
 }

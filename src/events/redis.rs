@@ -1,19 +1,28 @@
-//! The Redis Streams event bus: one stream shared by every replica.
+//! The Redis Streams event bus: streams shared by every replica, on one Redis node or a Redis
+//! Cluster.
 //!
-//! **Publishing** runs one Lua script on an auto-reconnecting [`ConnectionManager`]:
-//! `SET <stream_key>:seen:<id> 1 NX EX <dedup_ttl_secs>` and, only when that marker is new,
-//! `XADD <stream_key> MAXLEN ~ <stream_max_len> * event <json>`. A script runs atomically,
-//! so no other publish sees the marker without the entry, and when the append fails the
-//! script removes the marker again, so a failure never makes a retry look like a duplicate.
-//! The script is sent with `EVAL` every time: it is a few hundred bytes, Redis caches its
-//! compiled form, and there is no script cache to lose after a Redis restart or failover.
+//! **Partitions.** The bus is `[events] partitions` streams (see `partition` for their key
+//! names): an event goes to the stream of its customer, so one customer's events keep their
+//! order, and the streams spread over a cluster's nodes. With one partition on one node it is
+//! a single stream named `stream_key`, as it always was.
 //!
-//! **Reading** is one task per replica on a connection of its own (an `XREAD BLOCK` would
-//! hold up every publish queued behind it on a shared multiplexed connection). At start it
-//! notes the id of the stream's newest entry (`XREVRANGE + - COUNT 1`; not `$`, which would
-//! be resolved only when the first read reaches Redis, and again on every reconnect, losing
-//! what was appended in between). It then loops
-//! `XREAD COUNT 256 BLOCK 5000 STREAMS <stream_key> <last id>`, hands each decoded event to
+//! **Publishing** runs one Lua script on the shared publishing connection (see
+//! `connection`): `SET <stream>:seen:<id> 1 NX EX <dedup_ttl_secs>` and, only when that
+//! marker is new, `XADD <stream> MAXLEN ~ <stream_max_len> * event <json>`, where `<stream>`
+//! is the event's partition. A script runs atomically, so no other publish sees the marker
+//! without the entry, and when the append fails the script removes the marker again, so a
+//! failure never makes a retry look like a duplicate. The marker and the stream share a hash
+//! tag, hence a cluster slot, as a script's keys must. The script is sent with `EVAL` every
+//! time: it is a few hundred bytes, Redis caches its compiled form, and there is no script
+//! cache to lose after a Redis restart or failover.
+//!
+//! **Reading** is one task per partition per replica, each on a connection of its own (an
+//! `XREAD BLOCK` would hold up every publish queued behind it on a shared multiplexed
+//! connection; and a read of several streams must have them in one cluster slot). At start
+//! each notes the id of its stream's newest entry (`XREVRANGE + - COUNT 1`; not `$`, which
+//! would be resolved only when the first read reaches Redis, and again on every reconnect,
+//! losing what was appended in between). It then loops
+//! `XREAD COUNT 256 BLOCK 5000 STREAMS <stream> <last id>`, hands each decoded event to
 //! the hub and remembers the id of each entry it handled. On any error it drops the
 //! connection, logs a warning, waits (100 ms doubling to 5 s), reconnects and resumes after
 //! the remembered id. A read that gets no answer within the block time plus a grace period
@@ -25,14 +34,15 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::Context;
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, RedisError, Value};
+use redis::{RedisError, Value};
 use resolvers::events::{DomainEvent, EventHub};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::connection::{Connection, Target};
+use super::partition::Partitions;
 use super::{BusError, EventBus};
 use crate::config::EventsConfig;
 
@@ -43,8 +53,6 @@ const READ_COUNT: usize = 256;
 /// How much longer than the block time a read may take before its connection counts as
 /// dead.
 const READ_GRACE: Duration = Duration::from_secs(5);
-/// Longest a connection attempt (TCP, TLS, handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest a publish may take, reconnecting included, before it fails as unavailable (it
 /// may still have been appended then; a retry is absorbed as a duplicate).
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(5);
@@ -77,11 +85,12 @@ return appended
 pub(crate) struct Started {
     /// The publishing side.
     pub(crate) bus: Arc<dyn EventBus>,
-    /// The reader task, for [`super::Events::join`].
-    pub(crate) reader: JoinHandle<()>,
+    /// The reader tasks, one per partition, for [`super::Events::join`].
+    pub(crate) readers: Vec<JoinHandle<()>>,
 }
 
-/// Connects to Redis at `url`, notes where the stream ends, and spawns the reader.
+/// Connects to Redis at `url` (a node, or a cluster's seed), notes where each partition's
+/// stream ends, and spawns a reader per partition.
 ///
 /// Fails when the URL is unusable or Redis cannot be reached; the error names the address,
 /// never the credentials.
@@ -92,60 +101,55 @@ pub(crate) async fn start(
     shutdown: watch::Receiver<bool>,
     delivered: Arc<AtomicU64>,
 ) -> anyhow::Result<Started> {
-    // The parse error of the redis crate does not repeat the URL, which may hold a password.
-    let client = Client::open(url).map_err(|error| {
-        anyhow!(
-            "events.redis_url is not a usable Redis URL (redis://, rediss:// or redis+unix://): {error}"
-        )
-    })?;
-    let address = client.get_connection_info().addr().to_string();
+    let target = Arc::new(Target::of(config, url)?);
+    let address = target.address(url);
     let unreachable = || format!("cannot reach Redis at {address} (events.redis_url)");
+    let partitions = Partitions::new(&config.stream_key, config.partitions, config.cluster);
 
-    let mut reader_connection = connect_reader(&client).await.with_context(unreachable)?;
-    let last_id = newest_entry_id(&mut reader_connection, &config.stream_key)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot read the event stream {:?} from Redis at {address}",
-                config.stream_key
-            )
-        })?
-        .unwrap_or_else(|| STREAM_START.to_owned());
-    let publisher = client
-        .get_connection_manager_with_config(
-            ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                .set_response_timeout(Some(PUBLISH_TIMEOUT))
-                .set_min_delay(BACKOFF_FIRST)
-                .set_max_delay(BACKOFF_MAX),
-        )
+    let mut readers = Vec::with_capacity(partitions.count());
+    for index in 0..partitions.count() {
+        let stream_key = partitions.stream(index);
+        let mut connection = connect_reader(&target).await.with_context(unreachable)?;
+        let last_id = newest_entry_id(&mut connection, &stream_key)
+            .await
+            .with_context(|| {
+                format!("cannot read the event stream {stream_key:?} from Redis at {address}")
+            })?
+            .unwrap_or_else(|| STREAM_START.to_owned());
+        let reader = Reader {
+            target: Arc::clone(&target),
+            stream_key,
+            last_id,
+            hub: hub.clone(),
+            delivered: Arc::clone(&delivered),
+            shutdown: shutdown.clone(),
+        };
+        readers.push((reader, connection));
+    }
+    let publisher = target
+        .publisher(PUBLISH_TIMEOUT)
         .await
         .with_context(unreachable)?;
     tracing::info!(
         redis = %address,
-        stream = %config.stream_key,
-        after = %last_id,
-        "event bus: Redis stream"
+        cluster = config.cluster,
+        stream = %partitions.stream(0),
+        partitions = partitions.count(),
+        "event bus: Redis streams"
     );
 
     let bus = RedisBus {
         connection: publisher,
-        stream_key: config.stream_key.clone(),
-        seen_prefix: format!("{}:seen:", config.stream_key),
+        partitions,
         dedup_ttl_secs: config.dedup_ttl_secs,
         max_len: config.stream_max_len,
     };
-    let reader = Reader {
-        client,
-        stream_key: config.stream_key.clone(),
-        last_id,
-        hub,
-        delivered,
-        shutdown,
-    };
     Ok(Started {
         bus: Arc::new(bus),
-        reader: tokio::spawn(reader.run(reader_connection)),
+        readers: readers
+            .into_iter()
+            .map(|(reader, connection)| tokio::spawn(reader.run(connection)))
+            .collect(),
     })
 }
 
@@ -153,12 +157,9 @@ pub(crate) async fn start(
 struct RedisBus {
     /// Shared by every publish of this replica; reconnects by itself after a lost
     /// connection (the publish that saw the loss fails, later ones go through).
-    connection: ConnectionManager,
-    /// The stream events are appended to.
-    stream_key: String,
-    /// `<stream_key>:seen:`, the prefix of the seen-markers, so that buses on different
-    /// streams do not share dedup.
-    seen_prefix: String,
+    connection: Connection,
+    /// The streams events are appended to, and which one each event goes to.
+    partitions: Partitions,
     /// How long a seen-marker lives: the dedup window.
     dedup_ttl_secs: u64,
     /// The stream's approximate length bound (`MAXLEN ~`).
@@ -170,12 +171,17 @@ impl EventBus for RedisBus {
     async fn publish(&self, event: &DomainEvent) -> Result<bool, BusError> {
         let json = serde_json::to_string(event)
             .map_err(|error| unavailable(event, format!("the event cannot be encoded: {error}")))?;
+        let partition = self.partitions.of(event);
         let mut script = redis::cmd("EVAL");
         script
             .arg(PUBLISH_SCRIPT)
             .arg(2)
-            .arg(format!("{}{}", self.seen_prefix, event.id))
-            .arg(&self.stream_key)
+            .arg(format!(
+                "{}{}",
+                self.partitions.seen_prefix(partition),
+                event.id
+            ))
+            .arg(self.partitions.stream(partition))
             .arg(self.dedup_ttl_secs)
             .arg(self.max_len)
             .arg(json);
@@ -195,7 +201,7 @@ impl EventBus for RedisBus {
         };
         match appended {
             Some(entry_id) => {
-                tracing::debug!(event_id = %event.id, %entry_id, "event published");
+                tracing::debug!(event_id = %event.id, %entry_id, partition, "event published");
                 Ok(true)
             }
             None => {
@@ -212,10 +218,10 @@ fn unavailable(event: &DomainEvent, reason: String) -> BusError {
     BusError::Unavailable(reason)
 }
 
-/// This replica's follower of the stream.
+/// This replica's follower of one partition's stream.
 struct Reader {
     /// Where to reconnect to.
-    client: Client,
+    target: Arc<Target>,
     /// The stream followed.
     stream_key: String,
     /// The id of the last entry handled (delivered or skipped): reads, and reads after a
@@ -231,7 +237,7 @@ struct Reader {
 
 impl Reader {
     /// Follows the stream until shutdown, starting on `connection`.
-    async fn run(mut self, connection: MultiplexedConnection) {
+    async fn run(mut self, connection: Connection) {
         let mut connection = Some(connection);
         let mut backoff = Backoff::default();
         loop {
@@ -241,7 +247,7 @@ impl Reader {
                     let attempt = tokio::select! {
                         biased;
                         () = stopped(&mut self.shutdown) => break,
-                        attempt = connect_reader(&self.client) => attempt,
+                        attempt = connect_reader(&self.target) => attempt,
                     };
                     match attempt {
                         Ok(mut reconnected) => {
@@ -330,7 +336,7 @@ impl Reader {
     /// handled, so that entries appended after it may have been trimmed too before it could
     /// read them. (Redis keeps no record of what trimming removed, hence "may".) Best
     /// effort: says nothing when the stream cannot be inspected, or before the first entry.
-    async fn warn_if_entries_were_lost(&self, connection: &mut MultiplexedConnection) {
+    async fn warn_if_entries_were_lost(&self, connection: &mut Connection) {
         if self.last_id == STREAM_START {
             return;
         }
@@ -365,19 +371,16 @@ pub(super) async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// A connection for the reader alone, whose reads may block for [`READ_BLOCK_MS`].
-pub(super) async fn connect_reader(client: &Client) -> redis::RedisResult<MultiplexedConnection> {
-    let config = AsyncConnectionConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(Duration::from_millis(READ_BLOCK_MS) + READ_GRACE));
-    client
-        .get_multiplexed_async_connection_with_config(&config)
+/// A connection for one reader alone, whose reads may block for [`READ_BLOCK_MS`].
+pub(super) async fn connect_reader(target: &Target) -> redis::RedisResult<Connection> {
+    target
+        .reader(Duration::from_millis(READ_BLOCK_MS) + READ_GRACE)
         .await
 }
 
 /// The id of the stream's newest entry; `None` when it is empty or does not exist yet.
 async fn newest_entry_id(
-    connection: &mut MultiplexedConnection,
+    connection: &mut Connection,
     stream_key: &str,
 ) -> Result<Option<String>, ReadError> {
     let reply: Value = redis::cmd("XREVRANGE")
@@ -625,16 +628,5 @@ mod tests {
         assert!(!stream_id_after("9-9", "9-9"));
         assert!(!stream_id_after("0-0", "0-0"));
         assert!(!stream_id_after("x", "1-0"));
-    }
-
-    #[test]
-    fn tls_and_unix_socket_urls_are_accepted() {
-        for url in [
-            "redis://127.0.0.1:6379/0",
-            "rediss://redis.example.com:6380",
-            "redis+unix:///run/redis/redis.sock",
-        ] {
-            assert!(Client::open(url).is_ok(), "{url}");
-        }
     }
 }

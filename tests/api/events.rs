@@ -28,6 +28,10 @@ struct Replica {
 fn config(redis_url: Option<String>) -> EventsConfig {
     EventsConfig {
         redis_url: redis_url.map(Secret::new),
+        // One stream named STREAM on one node: the keys these tests look at.
+        cluster: false,
+        cluster_nodes: Vec::new(),
+        partitions: 1,
         stream_key: STREAM.to_owned(),
         stream_max_len: 10_000,
         dedup_ttl_secs: 60,

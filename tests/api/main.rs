@@ -11,6 +11,8 @@
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
+//! - `cluster`: the event bus partitioned over a private three-node Redis Cluster, at the bus
+//!   and with two replicas.
 //! - `upstream`: the adapters against the sandbox's upstreams, through the graph's ports.
 //! - `push`: the push channels (FCM, APNs, Web Push, e-mail) against the sandbox's providers.
 //! - `outbox`: the push outbox (memory and Redis) sending through them: retries, dead
@@ -27,6 +29,7 @@ mod support;
 
 mod auth;
 mod check_operations;
+mod cluster;
 mod events;
 mod graph;
 mod http;

@@ -2,6 +2,7 @@
 //! config `switchyard sandbox` prints): an upstream event ingested by one reaches a subscriber
 //! on the other, invalidates the other's cache, and survives the other's Redis connection
 //! being cut (delivered after it reconnects, none twice). Such replicas have no demo sign-in.
+//! `cluster` runs the same replicas on a Redis Cluster with these helpers.
 
 use std::time::Duration;
 
@@ -14,13 +15,13 @@ use crate::support::WAIT;
 use crate::support::redis::{RedisServer, TcpProxy};
 use crate::support::ws::{Client, MODERN, try_connect_to};
 
-struct Replica {
-    base: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+pub(crate) struct Replica {
+    pub(crate) base: String,
+    pub(crate) stop: tokio::sync::oneshot::Sender<()>,
+    pub(crate) server: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-async fn start(listener: TcpListener, config: Config) -> Replica {
+pub(crate) async fn start(listener: TcpListener, config: Config) -> Replica {
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(switchyard::run(listener, config, async {
@@ -33,7 +34,7 @@ async fn start(listener: TcpListener, config: Config) -> Replica {
     }
 }
 
-async fn graphql(
+pub(crate) async fn graphql(
     http: &reqwest::Client,
     base: &str,
     token: &str,
@@ -54,7 +55,7 @@ async fn graphql(
     body["data"].clone()
 }
 
-async fn subscribe(replica: &Replica, token: &str, query: &str) -> Client {
+pub(crate) async fn subscribe(replica: &Replica, token: &str, query: &str) -> Client {
     let mut ws = try_connect_to(&replica.base, &[MODERN]).await.unwrap();
     ws.init(token).await;
     ws.subscribe("n", query).await;
@@ -62,21 +63,21 @@ async fn subscribe(replica: &Replica, token: &str, query: &str) -> Client {
 }
 
 /// The notification of the next `next` message.
-async fn notification(ws: &mut Client) -> Value {
+pub(crate) async fn notification(ws: &mut Client) -> Value {
     let message = ws.recv_skipping_pings().await;
     assert_eq!(message["type"], "next", "{message:#}");
     message["payload"]["data"]["notifications"].clone()
 }
 
 /// Nothing more arrives for a while (an event may still be on its way from the other replica).
-async fn expect_quiet(ws: &mut Client) {
+pub(crate) async fn expect_quiet(ws: &mut Client) {
     ws.expect_nothing_for(Duration::from_millis(700)).await;
 }
 
-const FEED: &str = "subscription { notifications { kind summary order { id status } } }";
-const PLACE: &str =
+pub(crate) const FEED: &str = "subscription { notifications { kind summary order { id status } } }";
+pub(crate) const PLACE: &str =
     "mutation { placeOrder(input: { lines: [{ productId: \"prod-0001\", quantity: 1 }] }) { id } }";
-const CANCEL: &str = "mutation($id: ID!) { cancelOrder(id: $id) { id status } }";
+pub(crate) const CANCEL: &str = "mutation($id: ID!) { cancelOrder(id: $id) { id status } }";
 const READ: &str = "query($id: ID!) { order(id: $id) { status } }";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

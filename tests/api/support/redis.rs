@@ -6,7 +6,9 @@
 //! directory. [`RedisServer::start_tls`] does the same with TLS only, on certificates made
 //! with the `openssl` command. [`RedisServer::start_persistent`] keeps an append-only file
 //! fsynced on every write, so that [`RedisServer::restart`] (a kill -9 and a start on the
-//! same port and directory) comes back with everything it acknowledged. [`TcpProxy`] forwards 127.0.0.1 connections to
+//! same port and directory) comes back with everything it acknowledged. [`RedisCluster`] is a
+//! private three-node Redis Cluster, made with `redis-cli --cluster create`, that can cut one
+//! client off from one node. [`TcpProxy`] forwards 127.0.0.1 connections to
 //! a target and can [`cut`](TcpProxy::cut) them, to simulate a replica losing Redis.
 #![allow(dead_code, unreachable_pub)]
 
@@ -495,4 +497,236 @@ async fn forward(mut client: TcpStream, target: SocketAddr) {
         return;
     };
     let _ = tokio::io::copy_bidirectional(&mut client, &mut upstream).await;
+}
+
+/// A private Redis Cluster of three primaries (no replicas), each a `redis-server` of this
+/// test alone on free ports of 127.0.0.1, without persistence, in one temporary directory;
+/// dropping it kills the nodes and removes the directory.
+///
+/// Started as an operator would: `redis-server --cluster-enabled yes` per node, then
+/// `redis-cli --cluster create ... --cluster-replicas 0 --cluster-yes`, then waiting until
+/// every node says `cluster_state:ok`. The nodes' cluster bus ports are chosen free too
+/// (`--cluster-port`), not the port + 10000 convention, which may be taken or out of range.
+///
+/// [`RedisCluster::add_user`], [`RedisCluster::cut_user`] and [`RedisCluster::restore_user`]
+/// cut one client off from one node and let it back: the user is switched off on that node
+/// (no new connection can authenticate) and its connections there are killed.
+pub struct RedisCluster {
+    /// The node processes, killed on drop.
+    nodes: Vec<Child>,
+    /// Their client ports on 127.0.0.1, in the same order.
+    ports: Vec<u16>,
+    /// Their directories (a subdirectory per node: nodes.conf and log); removed on drop.
+    dir: PathBuf,
+}
+
+/// Nodes of [`RedisCluster`].
+const CLUSTER_NODES: usize = 3;
+
+impl RedisCluster {
+    /// Starts three nodes, joins them into a cluster and waits until it is `ok`.
+    pub fn start() -> RedisCluster {
+        let dir = temp_dir();
+        let mut cluster = RedisCluster {
+            nodes: Vec::new(),
+            ports: Vec::new(),
+            dir,
+        };
+        for node in 0..CLUSTER_NODES {
+            let (child, port) = cluster.start_node(node);
+            cluster.nodes.push(child);
+            cluster.ports.push(port);
+        }
+        let addresses: Vec<String> = cluster
+            .ports
+            .iter()
+            .map(|port| format!("127.0.0.1:{port}"))
+            .collect();
+        let created = Command::new("redis-cli")
+            .arg("--cluster")
+            .arg("create")
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("the cluster tests need redis-cli (apt-get install redis-server): {e}")
+            });
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed:\n{}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        let deadline = Instant::now() + READY_TIMEOUT;
+        for node in 0..CLUSTER_NODES {
+            loop {
+                let info = cluster.cli(node, &["CLUSTER", "INFO"]);
+                if info.contains("cluster_state:ok")
+                    && info.contains(&format!("cluster_known_nodes:{CLUSTER_NODES}"))
+                {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {node} did not see the cluster ok:\n{info}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        cluster
+    }
+
+    /// Starts node `node` on free ports, waiting until it answers `PING`.
+    fn start_node(&self, node: usize) -> (Child, u16) {
+        let dir = self.dir.join(format!("node{node}"));
+        std::fs::create_dir_all(&dir).expect("creating a node's directory");
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            let (port, bus) = (free_port(), free_port());
+            if port == bus {
+                continue;
+            }
+            let mut child = Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--port", &port.to_string()])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-port", &bus.to_string()])
+                .arg("--cluster-config-file")
+                .arg(dir.join("nodes.conf"))
+                .arg("--dir")
+                .arg(&dir)
+                .arg("--logfile")
+                .arg(dir.join("redis.log"))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "the cluster tests need redis-server (apt-get install redis-server): {e}"
+                    )
+                });
+            match wait_ready(&mut child, SocketAddr::from(([127, 0, 0, 1], port)), false) {
+                Ok(()) => return (child, port),
+                Err(reason) => {
+                    failures.push(format!("ports {port}/{bus}: {reason}"));
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let _ = std::fs::remove_file(dir.join("nodes.conf"));
+                }
+            }
+        }
+        let log = std::fs::read_to_string(dir.join("redis.log")).unwrap_or_default();
+        panic!(
+            "cluster node {node} did not start: {}\n--- redis.log ---\n{log}",
+            failures.join("; ")
+        )
+    }
+
+    /// `redis://127.0.0.1:PORT` of the first node: a seed, from which clients learn the rest.
+    pub fn seed_url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// The seed's URL with the credentials of `user` (see [`RedisCluster::add_user`]).
+    pub fn seed_url_as(&self, user: &str, password: &str) -> String {
+        format!("redis://{user}:{password}@127.0.0.1:{}", self.ports[0])
+    }
+
+    /// The URLs of the nodes other than the seed, with the user and password of `seed_url`
+    /// (one of [`RedisCluster::seed_url`], [`RedisCluster::seed_url_as`]).
+    pub fn other_node_urls(&self, seed_url: &str) -> Vec<String> {
+        let seed = format!("127.0.0.1:{}", self.ports[0]);
+        self.ports[1..]
+            .iter()
+            .map(|port| seed_url.replace(&seed, &format!("127.0.0.1:{port}")))
+            .collect()
+    }
+
+    /// The nodes' client ports on 127.0.0.1.
+    pub fn ports(&self) -> Vec<u16> {
+        self.ports.clone()
+    }
+
+    /// How many nodes there are.
+    pub fn node_count(&self) -> usize {
+        self.ports.len()
+    }
+
+    /// The output of `redis-cli -p <node's port> <args>` (a command of the test's own on that
+    /// node, as the default user), which must run.
+    pub fn cli(&self, node: usize, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.ports[node].to_string()])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("redis-cli runs");
+        assert!(output.status.success(), "redis-cli {args:?} failed");
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    }
+
+    /// The node whose slots hold `key` (the others answer `MOVED`).
+    pub fn node_holding(&self, key: &str) -> usize {
+        (0..self.node_count())
+            .find(|&node| !self.cli(node, &["TYPE", key]).contains("MOVED"))
+            .unwrap_or_else(|| panic!("no node holds {key}"))
+    }
+
+    /// `XLEN key` on the node holding it.
+    pub fn stream_length(&self, key: &str) -> u64 {
+        let node = self.node_holding(key);
+        let length = self.cli(node, &["XLEN", key]);
+        length
+            .parse()
+            .unwrap_or_else(|_| panic!("XLEN {key}: {length}"))
+    }
+
+    /// Creates `user` with `password` and every permission on every node (ACLs are per
+    /// node in a cluster).
+    pub fn add_user(&self, user: &str, password: &str) {
+        for node in 0..self.node_count() {
+            let answer = self.cli(
+                node,
+                &[
+                    "ACL",
+                    "SETUSER",
+                    user,
+                    "on",
+                    &format!(">{password}"),
+                    "~*",
+                    "&*",
+                    "+@all",
+                ],
+            );
+            assert_eq!(answer, "OK", "ACL SETUSER on node {node}");
+        }
+    }
+
+    /// Cuts `user` off from `node`: it can no longer authenticate there, and its open
+    /// connections to that node are closed. Its connections to the other nodes stay.
+    pub fn cut_user(&self, node: usize, user: &str) {
+        assert_eq!(self.cli(node, &["ACL", "SETUSER", user, "off"]), "OK");
+        let killed = self.cli(node, &["CLIENT", "KILL", "USER", user]);
+        assert!(
+            killed.parse::<u32>().is_ok_and(|n| n > 0),
+            "{user} had connections to node {node} to kill: {killed}"
+        );
+    }
+
+    /// Lets `user` connect to `node` again.
+    pub fn restore_user(&self, node: usize, user: &str) {
+        assert_eq!(self.cli(node, &["ACL", "SETUSER", user, "on"]), "OK");
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            let _ = node.kill();
+            let _ = node.wait();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
