@@ -52,7 +52,7 @@
 //!   with the same id count as one, the first wins.
 //! - **Order by time of occurrence.** Order is the order Redis accepted the appends, not
 //!   `occurred_at`.
-//! - **Delivery to each subscription.** The hub is a bounded broadcast channel: a
+//! - **Delivery to each subscription.** The hub gives each subscription a bounded queue: a
 //!   subscription more than `hub_capacity` events behind is told it lagged (see
 //!   [`EventHub`]).
 //! - **Redis Cluster.** One Redis endpoint (standalone, or a primary behind a stable
