@@ -11,6 +11,8 @@
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
+//! - `fanout`: events to exactly the subscriptions they concern, shared views, nothing left
+//!   at the hub after disconnects.
 //! - `upstream`: the adapters against the sandbox's upstreams, through the graph's ports.
 //! - `push`: the push channels (FCM, APNs, Web Push, e-mail) against the sandbox's providers.
 //! - `outbox`: the push outbox (memory and Redis) sending through them: retries, dead
@@ -28,6 +30,7 @@ mod support;
 mod auth;
 mod check_operations;
 mod events;
+mod fanout;
 mod graph;
 mod http;
 mod mutations;
