@@ -76,6 +76,24 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
+    // Each customer's newest order: the events name an order of the customer they are for
+    // (an event naming another customer's order is not sent to anyone's feed).
+    let mut orders = Vec::with_capacity(CUSTOMERS);
+    for token in &tokens {
+        let answer: Value = http
+            .post(format!("{base}/graphql"))
+            .bearer_auth(token)
+            .json(&json!({"query": "{ me { orders(first: 1) { edges { node { id } } } } }"}))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let order = answer["data"]["me"]["orders"]["edges"][0]["node"]["id"]
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("a customer without orders: {answer}"))?;
+        orders.push(order.to_owned());
+    }
+
     // Connect and subscribe, 200 at a time.
     let sent_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let latencies: Arc<Mutex<Vec<Duration>>> = Arc::default();
@@ -161,7 +179,7 @@ async fn main() -> anyhow::Result<()> {
             "id": event_id,
             "type": "order.status_changed",
             "occurredAt": chrono::Utc::now().to_rfc3339(),
-            "data": { "orderId": format!("ord-{:06}", e + 1), "customerId": customer, "status": "SHIPPED" }
+            "data": { "orderId": orders[e % CUSTOMERS], "customerId": customer, "status": "SHIPPED" }
         })
         .to_string();
         let ts = chrono::Utc::now().timestamp();

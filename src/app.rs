@@ -285,6 +285,8 @@ async fn app_state(
         cors_allow_origins: config.server.cors_allow_origins.clone(),
         webhooks,
         subscriptions: config.subscriptions.clone(),
+        views: Arc::new(transport::Views::new(config.subscriptions.send_buffer)),
+        hub,
         open_connections: Default::default(),
         shutdown,
     })

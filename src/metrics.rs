@@ -13,10 +13,12 @@
 //! | `switchyard_cache_stale_served_total` | `entity` | entities served from a stale copy because their upstream failed |
 //! | `switchyard_live_connections` (gauge) | | open websocket and SSE connections |
 //! | `switchyard_subscriptions_total` | `transport` | subscriptions started |
-//! | `switchyard_subscriptions_active` (gauge) | `transport` | subscriptions running now |
+//! | `switchyard_subscriptions_active` (gauge) | `transport` | subscriptions running now (a view shared by several connections runs once: `transport::views`) |
+//! | `switchyard_hub_subscriptions` (gauge) | | subscriptions registered at this server's event hub (read from the hub) |
+//! | `switchyard_shared_views` (gauge) | | subscription views running on this server, each shared by its connections (read from the views) |
 //! | `switchyard_webhooks_total` | `source`, `outcome` | webhooks received (`accepted`, `refused`) |
 //! | `switchyard_events_total` | | events this replica read off the bus |
-//! | `switchyard_events_delivered_total` | | event results sent to subscribers (one per subscription an event reached) |
+//! | `switchyard_events_delivered_total` | | event results resolved for subscribers (one per subscription an event reached; a view shared by several connections counts once) |
 //! | `switchyard_rate_limited_total` | `by` (`ip` / `user`) | operations refused by the rate limits |
 //! | `switchyard_notifications_total` | `channel`, `outcome` | pushes settled by the outbox (`delivered`, `gone`, `retrying`, `dead_lettered`) |
 //!
@@ -124,10 +126,21 @@ fn describe() {
     );
 }
 
-/// `GET /metrics`: the recorded series, then the state of this server's circuit breakers
-/// (`open`: the upstreams whose breaker is open or half-open), read from the breakers
-/// themselves rather than recorded, so that it is always this server's.
-pub(crate) fn scrape(open: &[&str]) -> Response {
+/// What `/metrics` reads from this server itself rather than from the recorder (which the
+/// servers of one process share), so that it is always this server's.
+pub(crate) struct Own<'a> {
+    /// The upstreams whose breaker is open or half-open.
+    pub(crate) open: &'a [&'a str],
+    /// Subscriptions registered at the event hub.
+    pub(crate) hub_subscriptions: usize,
+    /// Shared subscription views running.
+    pub(crate) shared_views: usize,
+}
+
+/// `GET /metrics`: the recorded series, then this server's own state ([`Own`]): its circuit
+/// breakers, its hub's subscriptions and its shared views.
+pub(crate) fn scrape(own: Own<'_>) -> Response {
+    let open = own.open;
     let handle = handle();
     handle.run_upkeep();
     let mut text = handle.render();
@@ -141,6 +154,13 @@ pub(crate) fn scrape(open: &[&str]) -> Response {
             "switchyard_upstream_breaker_open{{source=\"{source}\"}} {value}\n"
         ));
     }
+    text.push_str(&format!(
+        "# HELP switchyard_hub_subscriptions Subscriptions registered at the event hub\n\
+         # TYPE switchyard_hub_subscriptions gauge\nswitchyard_hub_subscriptions {}\n\
+         # HELP switchyard_shared_views Subscription views running, each shared by its connections\n\
+         # TYPE switchyard_shared_views gauge\nswitchyard_shared_views {}\n",
+        own.hub_subscriptions, own.shared_views
+    ));
     (
         [(
             header::CONTENT_TYPE,

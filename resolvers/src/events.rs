@@ -3,18 +3,21 @@
 //!
 //! Webhooks from each upstream are verified and normalized into a [`DomainEvent`] by the
 //! server, appended to its event bus (Redis Streams across replicas, memory for one
-//! instance), read back by every replica, and handed to that replica's [`EventHub`], from
-//! which subscriptions pick what concerns their subscriber.
+//! instance), read back by every replica, and handed to that replica's [`EventHub`], which
+//! hands each to the subscriptions registered under its keys; each picks what concerns its
+//! subscriber.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 
 use crate::cache::{Cache, Cached};
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
 use crate::ports::Source;
+use crate::queue::Queue;
+pub use crate::queue::RecvError;
 
 /// What kind of thing happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, async_graphql::Enum)]
@@ -99,44 +102,296 @@ impl DomainEvent {
     }
 }
 
+/// What a subscription listens under, and an event is found by: each event is handed only to
+/// the subscriptions registered under one of its [`DomainEvent::keys`] (and to those that take
+/// every event). A key only narrows who is asked: each subscription still checks every event it
+/// gets as it always did (kind, subject, who may see it), so the index decides nothing about
+/// authorization.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Key {
+    /// The customer an event concerns (`customer_id`).
+    Customer(CustomerId),
+    /// The order it is about (`subject.order_id`).
+    Order(OrderId),
+    /// The support case it is about (`subject.case_id`).
+    Case(CaseId),
+    /// A user or group of its `audience` (task events).
+    Audience(String),
+}
+
+impl DomainEvent {
+    /// The keys this event is found by (see [`Key`]).
+    pub fn keys(&self) -> Vec<Key> {
+        let mut keys = Vec::with_capacity(3 + self.audience.len());
+        keys.extend(self.customer_id.clone().map(Key::Customer));
+        keys.extend(self.subject.order_id.clone().map(Key::Order));
+        keys.extend(self.subject.case_id.clone().map(Key::Case));
+        keys.extend(self.audience.iter().cloned().map(Key::Audience));
+        keys
+    }
+}
+
 /// Where an event enters this replica: it first deletes the cache entries the event makes
-/// stale, then fans the event out to this replica's subscriptions, so nothing resolved for
-/// the event can read the stale copy.
+/// stale, then hands the event to the subscriptions of this replica it concerns, so nothing
+/// resolved for the event can read the stale copy.
 ///
-/// The fan-out is a broadcast channel: publishing never waits for a subscriber, so a slow
-/// subscription can neither slow the bus reader nor other subscriptions; one that falls more
-/// than the channel's capacity behind is told so and ended (see the subscription root).
+/// Subscriptions register under the [`Key`]s they can match ([`EventHub::subscribe_to`]), so
+/// an event wakes only the subscriptions under its keys, not every subscription of the
+/// replica. Each subscription has a bounded [`Queue`] of `capacity` events: handing an event
+/// over never waits, so a slow subscription can neither slow the bus reader nor other
+/// subscriptions; one that falls more than `capacity` events behind is told so and ended (see
+/// the subscription root). Dropping a [`HubSubscription`] takes it out of the index.
 #[derive(Clone)]
 pub struct EventHub {
-    /// Every subscription holds a receiver.
-    sender: broadcast::Sender<Arc<DomainEvent>>,
+    inner: Arc<Hub>,
+}
+
+struct Hub {
+    /// How many events each subscription's queue keeps.
+    capacity: usize,
     /// The entity cache that events invalidate.
     cache: Arc<dyn Cache>,
+    /// A std mutex: held to add, remove or hand out to subscriptions, never across an await.
+    index: Mutex<Index>,
+}
+
+/// The subscriptions of this replica, by key.
+#[derive(Default)]
+struct Index {
+    /// Tells subscriptions apart (to take the right one out).
+    last_id: u64,
+    by_key: HashMap<Key, Vec<Registered>>,
+    /// Those that take every event.
+    everything: Vec<Registered>,
+    /// How many subscriptions are registered (each once, whatever its number of keys).
+    count: usize,
+}
+
+struct Registered {
+    id: u64,
+    queue: Arc<Queue<Arc<DomainEvent>>>,
+}
+
+impl Hub {
+    fn index(&self) -> MutexGuard<'_, Index> {
+        // Every change to the index is one insert or remove: poisoning leaves it consistent.
+        self.index.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl EventHub {
-    /// A hub keeping up to `capacity` events for subscribers that lag, invalidating `cache`.
+    /// A hub keeping up to `capacity` events for each subscriber that lags, invalidating
+    /// `cache`.
     pub fn new(capacity: usize, cache: Arc<dyn Cache>) -> Self {
         Self {
-            sender: broadcast::channel(capacity).0,
-            cache,
+            inner: Arc::new(Hub {
+                capacity,
+                cache,
+                index: Mutex::default(),
+            }),
         }
     }
 
     /// Invalidates what the event makes stale, then hands it to every current subscription
-    /// of this replica.
+    /// of this replica registered under one of its keys (once each), and to those that take
+    /// every event.
     pub async fn deliver(&self, event: Arc<DomainEvent>) {
         metrics::counter!("switchyard_events_total").increment(1);
         let stale = event.stale_keys();
         if !stale.is_empty() {
-            self.cache.delete(&stale).await;
+            self.inner.cache.delete(&stale).await;
         }
-        // No receivers is fine: nobody is subscribed on this replica.
-        let _ = self.sender.send(event);
+        let keys = event.keys();
+        let index = self.inner.index();
+        let mut reached: Vec<&Registered> = index.everything.iter().collect();
+        for key in &keys {
+            reached.extend(index.by_key.get(key).into_iter().flatten());
+        }
+        // A subscription under two of the event's keys gets it once.
+        reached.sort_unstable_by_key(|r| r.id);
+        reached.dedup_by_key(|r| r.id);
+        for registered in reached {
+            // `false`: it lagged, and learns so from its queue; it leaves when it ends.
+            registered.queue.push(event.clone());
+        }
     }
 
-    /// Events from now on.
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DomainEvent>> {
-        self.sender.subscribe()
+    /// Events from now on that have one of `keys` (see [`Key`]).
+    pub fn subscribe_to(&self, keys: Vec<Key>) -> HubSubscription {
+        self.register(Some(keys))
+    }
+
+    /// Every event from now on.
+    pub fn subscribe(&self) -> HubSubscription {
+        self.register(None)
+    }
+
+    fn register(&self, keys: Option<Vec<Key>>) -> HubSubscription {
+        let queue = Arc::new(Queue::new(self.inner.capacity));
+        let mut index = self.inner.index();
+        index.last_id += 1;
+        let id = index.last_id;
+        let registered = || Registered {
+            id,
+            queue: queue.clone(),
+        };
+        match &keys {
+            Some(keys) => {
+                for key in keys {
+                    index
+                        .by_key
+                        .entry(key.clone())
+                        .or_default()
+                        .push(registered());
+                }
+            }
+            None => index.everything.push(registered()),
+        }
+        index.count += 1;
+        drop(index);
+        HubSubscription {
+            hub: self.inner.clone(),
+            id,
+            keys,
+            queue,
+        }
+    }
+
+    /// How many subscriptions are registered now (each once): for `/metrics`, and to see that
+    /// none is left behind.
+    pub fn subscriptions(&self) -> usize {
+        self.inner.index().count
+    }
+}
+
+/// A subscription to the hub: its events, in order. Dropping it unsubscribes.
+pub struct HubSubscription {
+    hub: Arc<Hub>,
+    id: u64,
+    /// `None`: every event.
+    keys: Option<Vec<Key>>,
+    queue: Arc<Queue<Arc<DomainEvent>>>,
+}
+
+impl HubSubscription {
+    /// The next event; [`RecvError::Lagged`] once this subscription fell more than the hub's
+    /// capacity behind (it should end: what it missed is gone).
+    pub async fn recv(&self) -> Result<Arc<DomainEvent>, RecvError> {
+        self.queue.recv().await
+    }
+}
+
+impl Drop for HubSubscription {
+    fn drop(&mut self) {
+        let mut index = self.hub.index();
+        let id = self.id;
+        match &self.keys {
+            Some(keys) => {
+                for key in keys {
+                    if let Some(registered) = index.by_key.get_mut(key) {
+                        registered.retain(|r| r.id != id);
+                        if registered.is_empty() {
+                            index.by_key.remove(key);
+                        }
+                    }
+                }
+            }
+            None => index.everything.retain(|r| r.id != id),
+        }
+        index.count -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::NoCache;
+
+    fn hub(capacity: usize) -> EventHub {
+        EventHub::new(capacity, Arc::new(NoCache))
+    }
+
+    fn event(id: &str, customer: &str, order: &str, audience: &[&str]) -> Arc<DomainEvent> {
+        Arc::new(DomainEvent {
+            id: id.to_owned(),
+            kind: EventKind::OrderUpdated,
+            source: Source::Backend,
+            customer_id: Some(CustomerId::from_upstream(customer)),
+            subject: Subject {
+                order_id: Some(OrderId::from_upstream(order)),
+                ..Subject::default()
+            },
+            occurred_at: Utc::now(),
+            audience: audience.iter().map(|a| (*a).to_owned()).collect(),
+            summary: String::new(),
+            payload: serde_json::Value::Null,
+        })
+    }
+
+    fn customer(id: &str) -> Key {
+        Key::Customer(CustomerId::from_upstream(id))
+    }
+
+    /// The ids of the events waiting for `subscription`, without waiting.
+    async fn waiting(subscription: &HubSubscription) -> Vec<String> {
+        let mut ids = Vec::new();
+        while !subscription.queue.is_empty() {
+            ids.push(subscription.recv().await.unwrap().id.clone());
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn an_event_reaches_only_the_subscriptions_under_its_keys_once_each() {
+        let hub = hub(16);
+        let ada = hub.subscribe_to(vec![customer("cust-0001")]);
+        let bob = hub.subscribe_to(vec![customer("cust-0002")]);
+        let order = hub.subscribe_to(vec![Key::Order(OrderId::from_upstream("ord-1"))]);
+        // An agent's tasks: under their own name and their group's.
+        let agent = hub.subscribe_to(vec![
+            Key::Audience("agent-01".into()),
+            Key::Audience("agents".into()),
+        ]);
+        let everything = hub.subscribe();
+
+        hub.deliver(event("e1", "cust-0001", "ord-1", &[])).await;
+        hub.deliver(event("e2", "cust-0002", "ord-2", &["agents", "agent-01"]))
+            .await;
+
+        assert_eq!(waiting(&ada).await, ["e1"]);
+        assert_eq!(waiting(&bob).await, ["e2"]);
+        assert_eq!(waiting(&order).await, ["e1"]);
+        assert_eq!(waiting(&agent).await, ["e2"], "once, under two of its keys");
+        assert_eq!(waiting(&everything).await, ["e1", "e2"]);
+    }
+
+    #[tokio::test]
+    async fn dropping_a_subscription_takes_it_out_of_the_index() {
+        let hub = hub(16);
+        for round in 0..100 {
+            let a = hub.subscribe_to(vec![customer("cust-0001"), Key::Audience("x".into())]);
+            let b = hub.subscribe_to(vec![customer("cust-0001")]);
+            let all = hub.subscribe();
+            assert_eq!(hub.subscriptions(), 3);
+            hub.deliver(event(&format!("e{round}"), "cust-0001", "ord-1", &["x"]))
+                .await;
+            drop((a, b, all));
+            assert_eq!(hub.subscriptions(), 0);
+        }
+        let index = hub.inner.index();
+        assert!(index.by_key.is_empty() && index.everything.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_subscription_that_falls_behind_is_told_and_others_are_not() {
+        let hub = hub(2);
+        let slow = hub.subscribe_to(vec![customer("cust-0001")]);
+        let reading = hub.subscribe_to(vec![customer("cust-0001")]);
+        for n in 0..3 {
+            hub.deliver(event(&format!("e{n}"), "cust-0001", "ord-1", &[]))
+                .await;
+            assert_eq!(reading.recv().await.unwrap().id, format!("e{n}"));
+        }
+        assert_eq!(slow.recv().await.unwrap_err(), RecvError::Lagged(3));
     }
 }

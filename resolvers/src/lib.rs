@@ -13,7 +13,9 @@
 //!   [`ports::Source`], which upstream.
 //! - [`cache`]: the cross-request entity cache port, its keys and TTLs.
 //! - [`deadline`]: the request's deadline, which every upstream call made for it keeps.
-//! - [`events`]: domain events (and the cache entries each makes stale) and this replica's hub.
+//! - [`events`]: domain events (and the cache entries each makes stale) and this replica's hub,
+//!   which hands each event only to the subscriptions it concerns.
+//! - [`queue`]: the bounded queue a producer never waits on (the hub's, the shared views').
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
 //! - [`notifications`]: devices, preferences, the notification centre (records and the store
 //!   port), and the rules that turn events into notifications.
@@ -39,6 +41,7 @@ pub(crate) mod mutation;
 pub mod notifications;
 pub mod ports;
 pub(crate) mod query;
+pub mod queue;
 pub mod records;
 pub(crate) mod serial;
 pub(crate) mod subscription;
@@ -49,7 +52,7 @@ use async_graphql::{Schema, SchemaBuilder};
 
 pub use batch::Batched;
 pub use ports::Ports;
-pub use subscription::EventDeadline;
+pub use subscription::{EventDeadline, SHAREABLE_SUBSCRIPTIONS, lagged};
 pub use viewer::{Role, Viewer};
 
 /// The schema type.

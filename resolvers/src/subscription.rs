@@ -1,9 +1,10 @@
 //! The subscription root: live updates, fed by upstream events.
 //!
-//! Each subscription listens to this replica's [`EventHub`], keeps the events that concern
-//! what it watches and that its subscriber may see, and resolves the changed object fresh
-//! through new loaders for every event (never from what an earlier event cached), so a
-//! client may select nested fields as in a query.
+//! Each subscription listens to this replica's [`EventHub`] under the keys of what it watches
+//! (the order, the case, the customer, the task's audience: the hub wakes it only for events
+//! with one of them), keeps the events that concern what it watches and that its subscriber
+//! may see, and resolves the changed object fresh through new loaders for every event (never
+//! from what an earlier event cached), so a client may select nested fields as in a query.
 //!
 //! An event is upstream input, not proof of ownership: its `customerId` only picks whose feed
 //! it goes to. Every object resolved for a subscriber (the watched order or case, the task
@@ -13,8 +14,8 @@
 //! data. (Why not drop such an event instead: see [`Notification`].)
 //!
 //! A subscription that falls more than the hub's capacity behind (its client reads too
-//! slowly) gets one `SUBSCRIPTION_LAGGED` error and ends: the client resubscribes and
-//! refetches, instead of everyone else waiting for it.
+//! slowly) gets one `SUBSCRIPTION_LAGGED` error ([`lagged`]) and ends: the client
+//! resubscribes and refetches, instead of everyone else waiting for it.
 //!
 //! Resolving one event is bounded by the server's [`EventDeadline`] (its request timeout),
 //! when the request carries one: an event that takes longer (a slow upstream) gets a
@@ -26,11 +27,10 @@ use std::time::Duration;
 use async_graphql::{Context, ID, Object, Subscription};
 use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
-use tokio::sync::broadcast;
 use tokio::time::Instant;
 
 use crate::error::GraphError;
-use crate::events::{DomainEvent, EventHub, EventKind};
+use crate::events::{DomainEvent, EventHub, EventKind, HubSubscription, Key, RecvError};
 use crate::ids::{CaseId, OrderId};
 use crate::loaders::{LoaderScope, Loaders, settle};
 use crate::notifications::{Facts, rules};
@@ -100,7 +100,7 @@ impl EventDeadline {
 
 /// What a subscription sees: the events it may see, and a way to read fresh data for each.
 struct Watch {
-    events: broadcast::Receiver<Arc<DomainEvent>>,
+    events: HubSubscription,
     scope: Arc<LoaderScope>,
     /// The bound on each event, if the server set one.
     deadline: Option<EventDeadline>,
@@ -110,10 +110,11 @@ struct Watch {
 }
 
 impl Watch {
-    fn new(ctx: &Context<'_>) -> async_graphql::Result<Self> {
+    /// Events with one of `keys` (every event the subscription keeps must have one).
+    fn new(ctx: &Context<'_>, keys: Vec<Key>) -> async_graphql::Result<Self> {
         Ok(Self {
             viewer: Arc::new(viewer(ctx)?.clone()),
-            events: ctx.data::<EventHub>()?.subscribe(),
+            events: ctx.data::<EventHub>()?.subscribe_to(keys),
             scope: ctx.data::<Arc<LoaderScope>>()?.clone(),
             deadline: ctx.data_opt::<EventDeadline>().cloned(),
         })
@@ -142,11 +143,11 @@ impl Watch {
         } = self;
         let resolve = Arc::new(resolve);
         futures::stream::unfold(Some(events), |state| async move {
-            let mut events = state?;
+            let events = state?;
             match events.recv().await {
                 Ok(event) => Some((Ok(event), Some(events))),
-                Err(broadcast::error::RecvError::Lagged(missed)) => Some((Err(missed), None)),
-                Err(broadcast::error::RecvError::Closed) => None,
+                Err(RecvError::Lagged(missed)) => Some((Err(missed), None)),
+                Err(RecvError::Closed) => None,
             }
         })
         .filter({
@@ -176,11 +177,7 @@ impl Watch {
                             None => resolved.await,
                         }
                     }
-                    Err(missed) => Err(GraphError::Rejected(
-                        "SUBSCRIPTION_LAGGED",
-                        format!("this subscription fell {missed} updates behind and was ended: subscribe again and refetch"),
-                    )
-                    .into()),
+                    Err(missed) => Err(lagged(missed).into()),
                 }
             }
         })
@@ -193,6 +190,26 @@ impl Watch {
             futures::future::ready(item)
         })
     }
+}
+
+/// The subscriptions that read nothing for their subscriber when they start (each event is
+/// read fresh when it comes), so that one run of them gives several connections of one viewer
+/// exactly what each would get alone: the server may share them (its shared views). The
+/// others (`orderUpdated`, `shipmentUpdated`, `caseUpdated`) read and authorize their object
+/// for each subscriber as it subscribes (`NOT_FOUND` or `FORBIDDEN` from a fresh read), which
+/// joining a running one would skip.
+pub const SHAREABLE_SUBSCRIPTIONS: [&str; 2] = ["notifications", "taskAssigned"];
+
+/// The error of a subscription that fell `missed` updates behind and ends (the server's
+/// shared views say the same to a subscriber that reads too slowly).
+pub fn lagged(missed: u64) -> GraphError {
+    GraphError::Rejected(
+        "SUBSCRIPTION_LAGGED",
+        format!(
+            "this subscription fell {missed} updates behind and was ended: subscribe again and \
+             refetch"
+        ),
+    )
 }
 
 /// Whether an event is for the viewer's feed at all (agents: everyone's). This only picks
@@ -218,7 +235,7 @@ impl SubscriptionRoot {
             return Err(GraphError::NotFound(format!("no order {id}")).into());
         }
         let watched = id.clone();
-        Ok(Watch::new(ctx)?.stream(
+        Ok(Watch::new(ctx, vec![Key::Order(id.clone())])?.stream(
             move |e| {
                 matches!(e.kind, EventKind::OrderUpdated | EventKind::ShipmentUpdated)
                     && e.subject.order_id.as_ref() == Some(&watched)
@@ -241,7 +258,7 @@ impl SubscriptionRoot {
             return Err(GraphError::NotFound(format!("no order {id}")).into());
         }
         let watched = id.clone();
-        Ok(Watch::new(ctx)?.stream(
+        Ok(Watch::new(ctx, vec![Key::Order(id.clone())])?.stream(
             move |e| {
                 e.kind == EventKind::ShipmentUpdated
                     && e.subject.order_id.as_ref() == Some(&watched)
@@ -267,7 +284,7 @@ impl SubscriptionRoot {
             return Err(GraphError::NotFound(format!("no support case {id}")).into());
         }
         let watched = id.clone();
-        Ok(Watch::new(ctx)?.stream(
+        Ok(Watch::new(ctx, vec![Key::Case(id.clone())])?.stream(
             move |e| {
                 matches!(e.kind, EventKind::CaseUpdated | EventKind::CaseCommentAdded)
                     && e.subject.case_id.as_ref() == Some(&watched)
@@ -285,9 +302,14 @@ impl SubscriptionRoot {
         &self,
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>> + use<>> {
-        let watch = Watch::new(ctx)?;
-        let me = watch.viewer.process_user().to_owned();
-        let is_agent = watch.viewer.role == Role::Agent;
+        let viewer = viewer(ctx)?;
+        let me = viewer.process_user().to_owned();
+        let is_agent = viewer.role == Role::Agent;
+        let mut audience = vec![Key::Audience(me.clone())];
+        if is_agent {
+            audience.push(Key::Audience(AGENTS_GROUP.to_owned()));
+        }
+        let watch = Watch::new(ctx, audience)?;
         Ok(watch.stream(
             move |e| {
                 e.kind == EventKind::TaskUpdated
@@ -314,20 +336,22 @@ impl SubscriptionRoot {
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Notification>> + use<>>
     {
         let customer = acting_for(ctx, customer_id.as_ref())?;
-        Ok(Watch::new(ctx)?.stream(
-            move |e| e.customer_id.as_ref() == Some(&customer),
-            |loaders, viewer, event| async move {
-                if names_what_is_not_theirs(&viewer, &loaders, &event).await {
-                    tracing::warn!(
-                        event = %event.id,
-                        user = %viewer.user_id,
-                        "an event names another customer's order, case or task: not sent"
-                    );
-                    return Ok(None);
-                }
-                Ok(Some(Notification { event }))
-            },
-        ))
+        Ok(
+            Watch::new(ctx, vec![Key::Customer(customer.clone())])?.stream(
+                move |e| e.customer_id.as_ref() == Some(&customer),
+                |loaders, viewer, event| async move {
+                    if names_what_is_not_theirs(&viewer, &loaders, &event).await {
+                        tracing::warn!(
+                            event = %event.id,
+                            user = %viewer.user_id,
+                            "an event names another customer's order, case or task: not sent"
+                        );
+                        return Ok(None);
+                    }
+                    Ok(Some(Notification { event }))
+                },
+            ),
+        )
     }
 }
 

@@ -10,7 +10,7 @@ use crate::error::{GraphError, GraphResult};
 use crate::ids::CustomerId;
 
 /// The signed-in user of a request.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Viewer {
     /// The user's id at the identity provider (`sub`). Not necessarily who they are at the
     /// process server, which knows customers by their customer id.
@@ -22,7 +22,7 @@ pub struct Viewer {
 }
 
 /// What a signed-in user is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Role {
     /// A customer: sees and changes only their own data.
     Customer(CustomerId),

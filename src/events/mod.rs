@@ -58,7 +58,7 @@
 //!   same customer; a redelivery is, being the same event).
 //! - **Order by time of occurrence.** Order is the order Redis accepted the appends, not
 //!   `occurred_at`.
-//! - **Delivery to each subscription.** The hub is a bounded broadcast channel: a
+//! - **Delivery to each subscription.** The hub gives each subscription a bounded queue: a
 //!   subscription more than `hub_capacity` events behind is told it lagged (see
 //!   [`EventHub`]).
 //! - **One order across partitions.** Events of different partitions (customers) are

@@ -73,7 +73,11 @@ impl Readiness {
 
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(state): State<AppState>) -> Response {
-    crate::metrics::scrape(&state.readiness.upstreams.open())
+    crate::metrics::scrape(crate::metrics::Own {
+        open: &state.readiness.upstreams.open(),
+        hub_subscriptions: state.hub.subscriptions(),
+        shared_views: state.views.len(),
+    })
 }
 
 /// `GET /readyz`.

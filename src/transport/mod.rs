@@ -4,8 +4,9 @@
 //! reads the request (`request`), the pipeline fills in persisted queries (`persisted`),
 //! bounds, parses and runs it (`pipeline`, with `limits` and `document`), and its results are shaped as the spec says (`shape`); what the
 //! transport itself refuses is one enum of errors with their codes (`error`). Websockets and
-//! SSE share their connection bookkeeping (`live`). Each event of a subscription is bounded
-//! by the request timeout (`event_deadline`).
+//! SSE share their connection bookkeeping (`live`) and their subscriptions' shared views
+//! (`views`: one run for the connections that would get the same results). Each event of a
+//! subscription is bounded by the request timeout (`event_deadline`).
 //!
 //! | route | what |
 //! |---|---|
@@ -37,6 +38,7 @@ mod rate_limit;
 mod request;
 mod shape;
 mod sse;
+mod views;
 mod ws;
 
 use std::sync::Arc;
@@ -63,6 +65,7 @@ pub(crate) use persisted::{
 };
 pub(crate) use rate_limit::RateLimits;
 pub(crate) use shape::Types;
+pub(crate) use views::Views;
 
 pub(crate) use error::TransportError;
 
@@ -112,6 +115,10 @@ pub(crate) struct AppState {
     pub(crate) webhooks: Arc<crate::ingest::Webhooks>,
     /// Limits and timeouts of websocket and SSE subscriptions.
     pub(crate) subscriptions: SubscriptionsConfig,
+    /// This replica's event hub (its subscriptions are counted in `/metrics`).
+    pub(crate) hub: resolvers::events::EventHub,
+    /// The subscriptions running now, each shared by the connections of its view.
+    pub(crate) views: Arc<Views>,
     /// Open websocket and SSE connections on this instance (for `max_connections`).
     pub(crate) open_connections: Arc<AtomicUsize>,
     /// Turns `true` when the server starts shutting down: long-lived connections close then.

@@ -31,7 +31,7 @@ use super::error::TransportError;
 use super::limits::MAX_SPREAD_DEPTH;
 
 /// How an operation's result is reported.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) enum Outcome {
     /// Nothing ran: the document did not validate (async-graphql's validation runs when the
     /// operation starts). The errors, each with a code.

@@ -24,14 +24,16 @@
 //! # Tasks, channels, and what happens when a client is slow
 //! The response body is the connection's one writer: it is fed by a bounded
 //! `tokio::sync::mpsc` queue of `subscriptions.send_buffer` events, and hyper pulls from it as
-//! fast as the client reads. One task polls the operation's result stream and
-//! `send().await`s each result into the queue. When the client reads slower than events come,
-//! the queue fills and the task stops polling, so the subscription's hub receiver falls
-//! behind and, past `events.hub_capacity`, the subscription yields one `SUBSCRIPTION_LAGGED`
+//! fast as the client reads. One task polls the operation's result stream (a subscription's
+//! comes from its shared view, `transport::views`) and `send().await`s each result into the
+//! queue. When the client reads slower than events come, the queue fills and the task stops
+//! reading, so its results pile up in its own queue at the view and, past
+//! `subscriptions.send_buffer` of them, the subscription yields one `SUBSCRIPTION_LAGGED`
 //! error and completes. The hub and every other client carry on. A client that closes the
 //! request closes the queue, and the task ends at once, dropping the subscription.
 
 use std::convert::Infallible;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::rate_limit::Peer;
@@ -53,6 +55,7 @@ use super::live::{self, CLOSE_GRACE, ConnectionLog, ConnectionSlot};
 use super::pipeline::{self, Prepared};
 use super::request::{GraphQlRequest, bearer, client_name, negotiate};
 use super::shape::Outcome;
+use super::views::ViewKey;
 use crate::auth::Session;
 
 const EVENT_STREAM: &str = "text/event-stream";
@@ -70,20 +73,20 @@ pub(super) async fn handler(
         return e.into_response();
     }
     match prepare(&state, &method, &headers, query.as_deref(), body).await {
-        Ok((prepared, session, slot)) => stream(&state, prepared, session, slot),
+        Ok((prepared, view, session, slot)) => stream(&state, prepared, view, session, slot),
         Err(refused) => refused.into_response(),
     }
 }
 
-/// The operation to run, who runs it and their connection slot, or why not (answered in
-/// JSON, as GraphQL over HTTP would).
+/// The operation to run, its view, who runs it and their connection slot, or why not
+/// (answered in JSON, as GraphQL over HTTP would).
 async fn prepare(
     state: &AppState,
     method: &Method,
     headers: &HeaderMap,
     query: Option<&str>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<(Prepared, Session, ConnectionSlot), TransportError> {
+) -> Result<(Prepared, ViewKey, Session, ConnectionSlot), TransportError> {
     if negotiate(headers, &[EVENT_STREAM], EVENT_STREAM).is_none() {
         return Err(TransportError::NotAcceptable(
             "text/event-stream: this endpoint answers with an event stream",
@@ -96,12 +99,13 @@ async fn prepare(
     } else {
         GraphQlRequest::from_body(headers, body, state.max_body_bytes)?
     };
+    let view = ViewKey::of("sse", &request, &session.viewer);
     let prepared = pipeline::prepare(state, "sse", client_name(headers), request).await?;
     if prepared.kind() == OperationType::Mutation && method == Method::GET {
         return Err(TransportError::MethodNotAllowed);
     }
     let slot = ConnectionSlot::acquire(state)?;
-    Ok((prepared, session, slot))
+    Ok((prepared, view, session, slot))
 }
 
 /// The session of the request's bearer token: `401` without a valid one.
@@ -118,6 +122,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<Session, 
 fn stream(
     state: &AppState,
     prepared: Prepared,
+    view: ViewKey,
     session: Session,
     slot: ConnectionSlot,
 ) -> Response {
@@ -125,7 +130,7 @@ fn stream(
     let pump = Pump {
         expiry: live::expiry(&session),
         log: ConnectionLog::open("sse", Some(&session.viewer.user_id)),
-        results: prepared.stream(state, session.viewer),
+        results: state.views.stream(state, view, prepared, session.viewer),
         events,
         shutdown: state.shutdown.clone(),
         slot,
@@ -170,7 +175,7 @@ impl End {
 
 /// The task that moves one operation's results into its event queue.
 struct Pump {
-    results: BoxStream<'static, Outcome>,
+    results: BoxStream<'static, Arc<Outcome>>,
     events: mpsc::Sender<Event>,
     expiry: tokio::time::Instant,
     shutdown: watch::Receiver<bool>,
@@ -200,9 +205,14 @@ impl Pump {
 }
 
 /// Each result as a `next` event, waiting while the queue is full.
-async fn forward(results: &mut BoxStream<'static, Outcome>, events: &mpsc::Sender<Event>) -> End {
+async fn forward(
+    results: &mut BoxStream<'static, Arc<Outcome>>,
+    events: &mpsc::Sender<Event>,
+) -> End {
     while let Some(outcome) = results.next().await {
-        let next = Event::default().event("next").data(outcome.into_json());
+        let next = Event::default()
+            .event("next")
+            .data(Arc::unwrap_or_clone(outcome).into_json());
         if events.send(next).await.is_err() {
             return End::ClientGone;
         }

@@ -54,18 +54,24 @@
 //!   in order, from a bounded `tokio::sync::mpsc` queue of `subscriptions.send_buffer`
 //!   messages;
 //! - one task per operation polls its result stream and `send().await`s each result into
-//!   the queue. Completing an operation (client `complete`/`stop`, or the connection's end)
-//!   aborts its task, which drops the stream and with it the hub receiver.
+//!   the queue. A subscription's results come from its shared view (`transport::views`):
+//!   the connections of one viewer running the same document share one execution, and each
+//!   reads its results from a queue of its own. Completing an operation (client
+//!   `complete`/`stop`, or the connection's end) aborts its task, which drops the stream and
+//!   with it its place in the view; the last to leave a view stops it, which drops its hub
+//!   subscription.
 //!
 //! # What happens when a client is slow
 //! The writer writes as fast as the client reads. When the client reads slower than its
 //! subscriptions produce, the queue fills, and each of its operation tasks waits at
-//! `send().await`: it stops polling its stream, so its receiver on the event hub (a
-//! broadcast channel) falls behind. The hub never waits for anyone: it keeps the last
-//! `events.hub_capacity` events, and a receiver that falls further behind is told so. When
-//! its task gets room again, that subscription yields one error with `extensions.code`
-//! `SUBSCRIPTION_LAGGED` and ends (`next`, then `complete`): the client resubscribes and
-//! refetches. Nothing else waits: not the hub, not other subscriptions, not other clients.
+//! `send().await`: it stops reading its view's results, which pile up in its own queue. The
+//! view never waits for anyone: each of its subscribers may fall `subscriptions.send_buffer`
+//! results behind, and one that falls further is told so (the hub does the same to a view
+//! that falls `events.hub_capacity` events behind, resolving slower than they come). When its task gets room again, that
+//! subscription yields one error with `extensions.code` `SUBSCRIPTION_LAGGED` and ends
+//! (`next`, then `complete`): the client resubscribes and refetches. Nothing else waits: not
+//! the hub, not the view, not other subscriptions (of the same view or not), not other
+//! clients.
 //! Keep-alives are skipped while the queue is full. A client that takes no frame at all for
 //! 30 s is dropped. The controller only ever waits for room to answer the client itself
 //! (`pong`, `connection_ack`, `error`), which slows down a client that floods us, and never
@@ -89,8 +95,9 @@ use super::live::ConnectionSlot;
 
 /// Largest message a client may send (a `subscribe` with its document and variables).
 const MAX_MESSAGE_BYTES: usize = 1 << 20;
-/// Initial read buffer of a connection (see the handler).
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+/// Initial read buffer of a connection (see the handler): a `connection_init` with a typical
+/// token fits, and a larger message grows it.
+const READ_BUFFER_BYTES: usize = 1024;
 
 /// `GET /graphql/ws`.
 pub(super) async fn handler(
@@ -129,8 +136,10 @@ pub(super) async fn handler(
         Err(e) => return e.into_response(),
     };
     upgrade
-        // tungstenite preallocates its read buffer (128 KiB by default) for every connection;
-        // GraphQL messages are small, and the buffer grows for the rare large one.
+        // tungstenite preallocates its read buffer (128 KiB by default) for every connection
+        // and zero-fills it on its first read, so all of it is resident: GraphQL messages
+        // are small, and the buffer grows for the rare large one (to the message's size;
+        // reads take at most this much at a time).
         .read_buffer_size(READ_BUFFER_BYTES)
         .max_message_size(MAX_MESSAGE_BYTES)
         // A frame is no larger than a message may be (tungstenite would buffer 16 MiB).

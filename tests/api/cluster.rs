@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{TimeZone, Utc};
-use resolvers::events::{DomainEvent, EventHub, EventKind, Subject};
+use resolvers::events::{DomainEvent, EventHub, EventKind, HubSubscription, Subject};
 use resolvers::ids::CustomerId;
 use resolvers::ports::Source;
 use sandbox::{Sandbox, SandboxConfig, SandboxWebhooks};
@@ -19,7 +19,7 @@ use serde_json::json;
 use switchyard::config::{EventsConfig, Secret};
 use switchyard::events::{self, Events};
 use tokio::net::TcpListener;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::watch;
 use tokio::time::timeout;
 
 use crate::replicas::{CANCEL, FEED, PLACE, expect_quiet, graphql, notification, subscribe};
@@ -77,7 +77,7 @@ fn config(url: String, cluster: &RedisCluster) -> EventsConfig {
 /// One replica's view of the bus: its `Events` and a subscription to its hub.
 struct Replica {
     events: Events,
-    received: broadcast::Receiver<Arc<DomainEvent>>,
+    received: HubSubscription,
     shutdown: watch::Sender<bool>,
     /// Per customer, the sequence numbers of the events delivered, in delivery order.
     seen: BTreeMap<String, Vec<usize>>,

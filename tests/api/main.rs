@@ -13,6 +13,8 @@
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
 //! - `cluster`: the event bus partitioned over a private three-node Redis Cluster, at the bus
 //!   and with two replicas.
+//! - `fanout`: events to exactly the subscriptions they concern, shared views, nothing left
+//!   at the hub after disconnects.
 //! - `upstream`: the adapters against the sandbox's upstreams, through the graph's ports.
 //! - `push`: the push channels (FCM, APNs, Web Push, e-mail) against the sandbox's providers.
 //! - `outbox`: the push outbox (memory and Redis) sending through them: retries, dead
@@ -31,6 +33,7 @@ mod auth;
 mod check_operations;
 mod cluster;
 mod events;
+mod fanout;
 mod graph;
 mod http;
 mod mutations;

@@ -23,6 +23,7 @@ use crate::transport::live::{self, CLOSE_GRACE, ConnectionLog, ConnectionSlot, R
 use crate::transport::pipeline;
 use crate::transport::request::GraphQlRequest;
 use crate::transport::shape::Outcome;
+use crate::transport::views::ViewKey;
 
 /// The close codes we send.
 mod code {
@@ -264,8 +265,14 @@ impl Connection {
 
     async fn on_message(&mut self, message: ClientMessage) -> Flow {
         match message {
-            ClientMessage::Init(payload) => self.on_init(payload.as_ref()).await,
-            ClientMessage::Subscribe { id, operation } => self.on_subscribe(id, operation).await,
+            // Signing in and starting an operation await the identity provider, Redis and the
+            // pipeline: boxed, their futures take room only while they run, instead of
+            // making every connection's controller task as large as they are for its whole
+            // life.
+            ClientMessage::Init(payload) => Box::pin(self.on_init(payload.as_ref())).await,
+            ClientMessage::Subscribe { id, operation } => {
+                Box::pin(self.on_subscribe(id, operation)).await
+            }
             ClientMessage::Stop { id } => {
                 self.operations.stop(&id);
                 Ok(())
@@ -367,12 +374,16 @@ impl Connection {
         {
             return self.send_error(&id, &e).await;
         }
+        let view = ViewKey::of("ws", &operation, &session.viewer);
         let prepared =
             match pipeline::prepare(&self.state, "ws", self.client.as_deref(), operation).await {
                 Ok(prepared) => prepared,
                 Err(e) => return self.send_error(&id, &e).await,
             };
-        let results = prepared.stream(&self.state, session.viewer);
+        let results = self
+            .state
+            .views
+            .stream(&self.state, view, prepared, session.viewer);
         self.operations
             .start(id, results, self.protocol, self.out.clone());
         Ok(())
@@ -508,7 +519,7 @@ impl Operations {
     fn start(
         &self,
         id: String,
-        results: BoxStream<'static, Outcome>,
+        results: BoxStream<'static, Arc<Outcome>>,
         protocol: Protocol,
         out: mpsc::Sender<Message>,
     ) {
@@ -570,17 +581,17 @@ impl Done {
 /// An operation's task: its results, as they come, into the writer's queue (waiting while
 /// the queue is full: that is what makes a slow client lag its own subscriptions only).
 async fn forward(
-    mut results: BoxStream<'static, Outcome>,
+    mut results: BoxStream<'static, Arc<Outcome>>,
     protocol: Protocol,
     out: mpsc::Sender<Message>,
     done: Done,
 ) {
     let id = done.id.as_str();
     while let Some(outcome) = results.next().await {
-        let frame = match outcome {
+        let frame = match outcome.as_ref() {
             Outcome::RequestError(errors) => {
                 done.finish();
-                let errors = Outcome::errors_json(&errors);
+                let errors = Outcome::errors_json(errors);
                 let _ = out
                     .send(text(protocol.encode(ServerMessage::Error {
                         id,
@@ -590,7 +601,7 @@ async fn forward(
                 return;
             }
             Outcome::Executed { json, .. } => {
-                text(protocol.encode(ServerMessage::Next { id, result: &json }))
+                text(protocol.encode(ServerMessage::Next { id, result: json }))
             }
         };
         if out.send(frame).await.is_err() {
@@ -616,9 +627,9 @@ mod tests {
         assert_eq!(close_frame(4400, "short").reason.as_str(), "short");
     }
 
-    fn response(n: i32) -> Outcome {
+    fn response(n: i32) -> Arc<Outcome> {
         let response = async_graphql::Response::new(async_graphql::Value::from(n));
-        Outcome::executed(&response, usize::MAX, None)
+        Arc::new(Outcome::executed(&response, usize::MAX, None))
     }
 
     #[tokio::test]
