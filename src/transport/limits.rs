@@ -57,7 +57,8 @@ pub(crate) const MAX_DIRECTIVES: usize = 8;
 
 /// The bounds of a document's text, checked before it is parsed: [`check_nesting`] and
 /// [`check_tokens`].
-pub(crate) fn check_text(query: &str) -> Result<(), TransportError> {
+/// Returns the number of tokens.
+pub(crate) fn check_text(query: &str) -> Result<usize, TransportError> {
     check_nesting(query)?;
     check_tokens(query)
 }
@@ -165,14 +166,15 @@ pub(crate) fn check_nesting(query: &str) -> Result<(), TransportError> {
 /// linear scan that reads tokens as the GraphQL lexer does: whitespace, commas and comments
 /// are not tokens; a string or block string is one (skipped as [`check_nesting`] skips
 /// them); a name or a number is one; `...` is one; any other character counts as one.
-pub(crate) fn check_tokens(query: &str) -> Result<(), TransportError> {
-    if count_tokens(query, MAX_TOKENS) > MAX_TOKENS {
+pub(crate) fn check_tokens(query: &str) -> Result<usize, TransportError> {
+    let tokens = count_tokens(query, MAX_TOKENS);
+    if tokens > MAX_TOKENS {
         return Err(TransportError::Limit {
             code: "MAX_TOKENS_LIMIT",
             message: format!("the document holds more than {MAX_TOKENS} tokens"),
         });
     }
-    Ok(())
+    Ok(tokens)
 }
 
 /// The lexical tokens of `query`, counted up to one more than `most`.
@@ -456,7 +458,7 @@ mod tests {
         );
     }
 
-    fn code(result: Result<(), TransportError>) -> Option<&'static str> {
+    fn code<T>(result: Result<T, TransportError>) -> Option<&'static str> {
         result.err().map(|e| e.code())
     }
 

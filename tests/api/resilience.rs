@@ -436,25 +436,54 @@ async fn a_stalled_carrier_costs_its_fields_not_the_home_screen() {
     app.stop().await;
 }
 
+/// In a batch too, a stalled carrier costs only its fields: the batch's loads keep the
+/// request's deadline, so its carrier calls give up in time and the home screen answers
+/// with its orders (not a `TIMEOUT` for the whole operation).
+#[tokio::test]
+async fn a_stalled_carrier_costs_its_fields_in_a_batch_too() {
+    let app = TestApp::spawn_with(Default::default(), |c| {
+        c.server.request_timeout = Duration::from_secs(2);
+        c.cache.enabled = false;
+    })
+    .await;
+    let token = app.token("cust-0001").await;
+    app.sandbox
+        .set_faults(Upstream::Carrier, UpstreamKnobs::slow(10_000))
+        .unwrap();
+    let batch = json!([
+        {"query": operation("HomeScreen")},
+        {"query": "{ viewer { __typename } }"},
+    ]);
+    let started = std::time::Instant::now();
+    let response = app
+        .http
+        .post(app.url("/graphql"))
+        .bearer_auth(&token)
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(status, 200, "{body}");
+    let answers = body.as_array().expect("an array of results");
+    only_the_carrier_failed(&answers[0]);
+    assert!(answers[0].get("errors").is_some(), "Ada's parcels: {body}");
+    assert_eq!(
+        answers[1]["data"]["viewer"]["__typename"], "ViewerInfo",
+        "{body}"
+    );
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    app.stop().await;
+}
+
 /// Every answer is a 200 with the orders, and only carrier fields failed (on most screens).
 fn partial_with_the_carrier_missing(answers: &[(u16, Value)]) {
     for (status, body) in answers {
         // Partial data, not a 504: the orders are there, their tracking is null.
         assert_eq!(*status, 200, "{body}");
-        let orders = body["data"]["me"]["orders"]["edges"].as_array().unwrap();
-        assert!(!orders.is_empty(), "{body}");
-        // (A customer without a parcel has no tracking to miss.)
-        let errors = body["errors"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        assert!(
-            errors
-                .iter()
-                .all(|e| e["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
-                    && e["extensions"]["source"] == "carrier"),
-            "{body}"
-        );
+        only_the_carrier_failed(body);
     }
     assert!(
         answers
@@ -463,6 +492,24 @@ fn partial_with_the_carrier_missing(answers: &[(u16, Value)]) {
             .count()
             >= 20,
         "most screens show a parcel"
+    );
+}
+
+/// A home screen with its orders, whose errors (if any: a customer without a parcel has no
+/// tracking to miss) are all the carrier's.
+fn only_the_carrier_failed(body: &Value) {
+    let orders = body["data"]["me"]["orders"]["edges"].as_array();
+    assert!(orders.is_some_and(|o| !o.is_empty()), "{body}");
+    let errors = body["errors"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["extensions"]["code"] == "UPSTREAM_UNAVAILABLE"
+                && e["extensions"]["source"] == "carrier"),
+        "{body}"
     );
 }
 
