@@ -24,10 +24,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_graphql::dataloader::Loader;
+use futures::future::BoxFuture;
 use futures::{FutureExt as _, Stream};
 use tokio::sync::oneshot;
 
-use crate::loaders::Tasks;
 use crate::ports::{Source, UpstreamError};
 
 /// How long a load made outside [`Batched`] waits for others to join its batch.
@@ -106,6 +106,43 @@ impl<W: Stream> Stream for Batched<W> {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<W::Item>> {
         self.get_mut().poll_with(|work| work.poll_next(cx))
+    }
+}
+
+/// The loaders' batch tasks: aborted when the loaders go (the request ended, or gave up at
+/// its deadline), so that an upstream call nobody waits for any more is not made.
+#[derive(Default)]
+pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
+
+impl Tasks {
+    /// Runs `batch` in a task of its own, in the span and with the deadline of the request
+    /// that made it (so that its log lines carry the request id, its upstream calls are the
+    /// request's in a trace, and they stop at its deadline).
+    pub(crate) fn spawn(&self, batch: BoxFuture<'static, ()>) {
+        use tracing::Instrument as _;
+        let batch = batch.instrument(tracing::Span::current());
+        let handle = match crate::deadline::current() {
+            Some(deadline) => tokio::spawn(crate::deadline::within(deadline, batch)),
+            None => tokio::spawn(batch),
+        };
+        let mut handles = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        handles.retain(|h| !h.is_finished());
+        handles.push(handle.abort_handle());
+    }
+}
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        let handles = self
+            .0
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for handle in handles.drain(..) {
+            handle.abort();
+        }
     }
 }
 

@@ -14,9 +14,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_graphql::dataloader::Loader;
-use futures::future::{BoxFuture, join_all};
+use futures::future::join_all;
 
-use crate::batch::Batcher;
+use crate::batch::{Batcher, Tasks};
 
 use crate::cache::{Cache, Cached, Entry, StaleLog, StaleRead, now_ms};
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
@@ -30,43 +30,6 @@ pub(crate) const BACKEND_MAX_BATCH: usize = 100;
 pub(crate) const CRM_MAX_BATCH: usize = 200;
 /// Most support cases read (and shown) per customer: the newest.
 pub(crate) const MAX_CASES_PER_CUSTOMER: usize = 50;
-
-/// The loaders' batch tasks: aborted when the loaders go (the request ended, or gave up at
-/// its deadline), so that an upstream call nobody waits for any more is not made.
-#[derive(Default)]
-pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
-
-impl Tasks {
-    /// Runs `batch` in a task of its own, in the span and with the deadline of the request
-    /// that made it (so that its log lines carry the request id, its upstream calls are the
-    /// request's in a trace, and they stop at its deadline).
-    pub(crate) fn spawn(&self, batch: BoxFuture<'static, ()>) {
-        use tracing::Instrument as _;
-        let batch = batch.instrument(tracing::Span::current());
-        let handle = match crate::deadline::current() {
-            Some(deadline) => tokio::spawn(crate::deadline::within(deadline, batch)),
-            None => tokio::spawn(batch),
-        };
-        let mut handles = self
-            .0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        handles.retain(|h| !h.is_finished());
-        handles.push(handle.abort_handle());
-    }
-}
-
-impl Drop for Tasks {
-    fn drop(&mut self) {
-        let handles = self
-            .0
-            .get_mut()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for handle in handles.drain(..) {
-            handle.abort();
-        }
-    }
-}
 
 /// All loaders of one request.
 pub(crate) struct Loaders {
