@@ -27,6 +27,7 @@ use async_graphql::dataloader::Loader;
 use futures::future::BoxFuture;
 use futures::{FutureExt as _, Stream};
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use crate::ports::{Source, UpstreamError};
 
@@ -115,13 +116,13 @@ impl<W: Stream> Stream for Batched<W> {
 pub(crate) struct Tasks(std::sync::Mutex<Vec<tokio::task::AbortHandle>>);
 
 impl Tasks {
-    /// Runs `batch` in a task of its own, in the span and with the deadline of the request
-    /// that made it (so that its log lines carry the request id, its upstream calls are the
-    /// request's in a trace, and they stop at its deadline).
-    pub(crate) fn spawn(&self, batch: BoxFuture<'static, ()>) {
+    /// Runs `batch` in a task of its own, in the current span and with the `deadline` of
+    /// the request that asked for it (so that its log lines carry the request id, its
+    /// upstream calls are the request's in a trace, and they stop at its deadline).
+    pub(crate) fn spawn(&self, batch: BoxFuture<'static, ()>, deadline: Option<Instant>) {
         use tracing::Instrument as _;
         let batch = batch.instrument(tracing::Span::current());
-        let handle = match crate::deadline::current() {
+        let handle = match deadline {
             Some(deadline) => tokio::spawn(crate::deadline::within(deadline, batch)),
             None => tokio::spawn(batch),
         };
@@ -182,6 +183,10 @@ struct State<K, V> {
     /// Whether the queued keys will be sent (this loader is in a wave, or a fallback task
     /// waits to send them).
     due: bool,
+    /// The deadline of the request that asked for the queued keys, taken when it asked: a
+    /// wave may leave from outside the request's deadline (an HTTP batch's waves leave from
+    /// around all of its operations).
+    deadline: Option<Instant>,
 }
 
 impl<K, L> Batcher<K, L>
@@ -203,6 +208,7 @@ where
                     queued: Vec::new(),
                     waiting: HashMap::new(),
                     due: false,
+                    deadline: None,
                 }),
             }),
         }
@@ -226,7 +232,10 @@ where
                 }
             }
             let schedule = !state.due && !state.queued.is_empty();
-            state.due |= schedule;
+            if schedule {
+                state.due = true;
+                state.deadline = crate::deadline::current();
+            }
             (rx, schedule)
         };
         if schedule {
@@ -272,10 +281,11 @@ where
     fn schedule(&self) {
         let loader: Arc<dyn Flush> = self.shared.clone();
         if WAVE.try_with(|wave| wave.add(Arc::clone(&loader))).is_err() {
-            self.shared.spawn(async move {
+            let wait = async move {
                 tokio::time::sleep(FALLBACK_DELAY).await;
                 loader.flush();
-            });
+            };
+            self.shared.spawn(wait, crate::deadline::current());
         }
     }
 }
@@ -290,9 +300,9 @@ where
 
     /// Runs `work` among the request's batch tasks; nothing once its loaders are gone
     /// (nobody waits for what it would load).
-    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static) {
+    fn spawn(&self, work: impl Future<Output = ()> + Send + 'static, deadline: Option<Instant>) {
         if let Some(tasks) = self.tasks.upgrade() {
-            tasks.spawn(Box::pin(work));
+            tasks.spawn(Box::pin(work), deadline);
         }
     }
 }
@@ -303,16 +313,16 @@ where
     L: Loader<K, Error = UpstreamError>,
 {
     fn flush(self: Arc<Self>) {
-        let queued = {
+        let (queued, deadline) = {
             let mut state = self.lock();
             state.due = false;
-            std::mem::take(&mut state.queued)
+            (std::mem::take(&mut state.queued), state.deadline.take())
         };
         let mut keys = queued.into_iter().peekable();
         while keys.peek().is_some() {
             let batch: Vec<K> = keys.by_ref().take(self.max_batch).collect();
             let shared = Arc::clone(&self);
-            self.spawn(async move {
+            let load = async move {
                 // A loader that panics fails its batch, rather than leaving it unanswered.
                 let loaded = AssertUnwindSafe(shared.loader.load(&batch))
                     .catch_unwind()
@@ -324,7 +334,8 @@ where
                         ))
                     });
                 shared.answer(batch, loaded);
-            });
+            };
+            self.spawn(load, deadline);
         }
     }
 }

@@ -348,10 +348,9 @@ async fn run_batch(
         }
         results
     } else {
-        // One wave of loads across the operations (see `resolvers::Batched`), sent with the
-        // batch's deadline (each operation keeps it inside; the waves leave from here).
+        // One wave of loads across the operations (see `resolvers::Batched`).
         let all = futures::future::join_all(prepared.into_iter().map(|p| run(p, &loaders)));
-        resolvers::deadline::within(deadline, resolvers::Batched::new(all)).await
+        resolvers::Batched::new(all).await
     };
     tracing::info!(
         operations = size,

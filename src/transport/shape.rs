@@ -30,6 +30,10 @@ use async_graphql::{Name, PathSegment, ServerError, Value};
 use super::error::TransportError;
 use super::limits::MAX_SPREAD_DEPTH;
 
+/// What is sent when a result cannot be serialized.
+const INTERNAL_ERROR: &str =
+    r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#;
+
 /// How an operation's result is reported.
 #[derive(Debug, Clone)]
 pub(crate) enum Outcome {
@@ -83,8 +87,7 @@ impl Outcome {
             failed => {
                 tracing::error!(error = ?failed.err(), "could not serialize a result");
                 Outcome::Executed {
-                    json: r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
-                        .to_owned(),
+                    json: INTERNAL_ERROR.to_owned(),
                     errors: 1,
                 }
             }
@@ -98,8 +101,7 @@ impl Outcome {
             Outcome::RequestError(errors) => {
                 serde_json::to_string(&RequestErrors { errors: &errors }).unwrap_or_else(|e| {
                     tracing::error!(error = %e, "could not serialize request errors");
-                    r#"{"errors":[{"message":"internal error","extensions":{"code":"INTERNAL"}}]}"#
-                        .to_owned()
+                    INTERNAL_ERROR.to_owned()
                 })
             }
             Outcome::Executed { json, .. } => json,

@@ -361,12 +361,12 @@ async fn an_answer_over_max_response_bytes_is_replaced_by_an_error_naming_the_li
     );
     // In a batch, only the answer that is too large is replaced.
     let token = app.token("cust-0001").await;
-    let (status, body) = post_batch(
-        &app,
-        &token,
-        json!([{"query": STANDARD_INTROSPECTION}, {"query": "{ me { id } }"}]),
-    )
-    .await;
+    let (status, body) = app
+        .post_batch(
+            &token,
+            json!([{"query": STANDARD_INTROSPECTION}, {"query": "{ me { id } }"}]),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(
         body[0]["errors"][0]["extensions"]["code"],
@@ -383,17 +383,17 @@ async fn an_answer_over_max_response_bytes_is_replaced_by_an_error_naming_the_li
         size * 2 + 200 < 4096 && size * 3 > 4096,
         "a page of orders is {size} bytes: {one}"
     );
-    let (status, body) = post_batch(
-        &app,
-        &token,
-        json!([
-            {"query": home},
-            {"query": home},
-            {"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"},
-            {"query": home},
-        ]),
-    )
-    .await;
+    let (status, body) = app
+        .post_batch(
+            &token,
+            json!([
+                {"query": home},
+                {"query": home},
+                {"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"},
+                {"query": home},
+            ]),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     let codes: Vec<&Value> = body
         .as_array()
@@ -592,21 +592,6 @@ async fn a_field_failing_in_list_items_is_null_in_each_item() {
     app.stop().await;
 }
 
-/// POSTs a batch (an array body), as Apollo's `BatchHttpLink` does; answers status and body.
-async fn post_batch(app: &TestApp, token: &str, batch: Value) -> (u16, Value) {
-    let response = app
-        .http
-        .post(app.url("/graphql"))
-        .header(ACCEPT, "application/json")
-        .bearer_auth(token)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap())
-}
-
 #[tokio::test]
 async fn a_batch_answers_in_order_and_its_operations_share_loaders() {
     // No entity cache: every product read reaches the backend, so the count shows batching.
@@ -614,18 +599,18 @@ async fn a_batch_answers_in_order_and_its_operations_share_loaders() {
     let token = app.token("cust-0001").await;
     let products = "query P($ids: [ID!]!) { products(ids: $ids) { id } }";
     app.reset_counts();
-    let (status, body) = post_batch(
-        &app,
-        &token,
-        json!([
-            {"query": products, "variables": {"ids": ["prod-0001", "prod-0002"]}},
-            {"query": "{ me { id } }"},
-            {"query": products, "variables": {"ids": ["prod-0003", "prod-0002"]}},
-            {"query": "{ me { nope } }"},
-            "not a request",
-        ]),
-    )
-    .await;
+    let (status, body) = app
+        .post_batch(
+            &token,
+            json!([
+                {"query": products, "variables": {"ids": ["prod-0001", "prod-0002"]}},
+                {"query": "{ me { id } }"},
+                {"query": products, "variables": {"ids": ["prod-0003", "prod-0002"]}},
+                {"query": "{ me { nope } }"},
+                "not a request",
+            ]),
+        )
+        .await;
     assert_eq!(status, 200);
     assert_eq!(
         body[0],
@@ -653,16 +638,16 @@ async fn a_batch_with_a_mutation_runs_in_order() {
     let app = TestApp::spawn().await;
     let token = app.token("cust-0001").await;
     let status_of = "{ order(id: \"ord-019801\") { status } }";
-    let (status, body) = post_batch(
-        &app,
-        &token,
-        json!([
-            {"query": status_of},
-            {"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"},
-            {"query": status_of},
-        ]),
-    )
-    .await;
+    let (status, body) = app
+        .post_batch(
+            &token,
+            json!([
+                {"query": status_of},
+                {"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"},
+                {"query": status_of},
+            ]),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_ne!(body[0]["data"]["order"]["status"], "CANCELLED", "{body}");
     assert_eq!(
@@ -705,7 +690,7 @@ async fn a_batch_past_its_deadline_keeps_the_result_of_its_mutation() {
     let mut batch =
         vec![json!({"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"})];
     batch.extend(std::iter::repeat_n(json!({"query": walks}), 15));
-    let (status, body) = post_batch(&app, &token, Value::Array(batch)).await;
+    let (status, body) = app.post_batch(&token, Value::Array(batch)).await;
     // Not a 504: the cancellation ran, and its result is there.
     assert_eq!(status, 200, "{body}");
     assert_eq!(
@@ -727,25 +712,24 @@ async fn batches_are_bounded_and_whole_batches_are_refused_clearly() {
     let app = TestApp::spawn_with(Default::default(), |c| c.server.max_batch_size = 3).await;
     let token = app.token("cust-0001").await;
     let four = Value::Array(vec![json!({"query": "{ __typename }"}); 4]);
-    let (status, body) = post_batch(&app, &token, four).await;
+    let (status, body) = app.post_batch(&token, four).await;
     assert_eq!(status, 400);
     assert_eq!(
         body["errors"][0]["extensions"]["code"], "MAX_BATCH_SIZE_LIMIT",
         "{body}"
     );
-    let (status, body) = post_batch(&app, &token, json!([])).await;
+    let (status, body) = app.post_batch(&token, json!([])).await;
     assert_eq!(status, 400);
     assert_eq!(
         body["errors"][0]["extensions"]["code"], "BAD_REQUEST",
         "{body}"
     );
-    let (status, body) =
-        post_batch(&app, "not-a-token", json!([{"query": "{ __typename }"}])).await;
+    let (status, body) = app
+        .post_batch("not-a-token", json!([{"query": "{ __typename }"}]))
+        .await;
     assert_eq!(status, 401, "{body}");
     // A subscription in a batch is that element's error; the others run.
-    let (status, body) = post_batch(
-        &app,
-        &token,
+    let (status, body) = app.post_batch(&token,
         json!([{"query": "subscription { notifications { id } }"}, {"query": "{ __typename }"}]),
     )
     .await;

@@ -455,16 +455,7 @@ async fn a_stalled_carrier_costs_its_fields_in_a_batch_too() {
         {"query": "{ viewer { __typename } }"},
     ]);
     let started = std::time::Instant::now();
-    let response = app
-        .http
-        .post(app.url("/graphql"))
-        .bearer_auth(&token)
-        .json(&batch)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    let body: Value = response.json().await.unwrap();
+    let (status, body) = app.post_batch(&token, batch).await;
     let elapsed = started.elapsed();
     assert_eq!(status, 200, "{body}");
     let answers = body.as_array().expect("an array of results");

@@ -129,6 +129,22 @@ impl TestApp {
         (status, body)
     }
 
+    /// POSTs a batch (an array body), as Apollo's `BatchHttpLink` does; answers status and
+    /// body.
+    pub async fn post_batch(&self, token: &str, batch: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(self.url("/graphql"))
+            .header(reqwest::header::ACCEPT, "application/json")
+            .bearer_auth(token)
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap())
+    }
+
     /// POSTs an operation that must succeed without errors; answers `data`.
     /// The id of the newest order of the token's customer.
     pub async fn first_order(&self, token: &str) -> String {
