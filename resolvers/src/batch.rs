@@ -8,6 +8,15 @@
 //! a fixed delay (1 ms) for the wave instead, at every depth of every request, and a
 //! timer's wake-up each time.
 //!
+//! Loads of one upstream leave in the graph's order. Each loader has a stage: how many
+//! loads of its upstream come before it in the graph (a customer, then their orders, then
+//! the orders' products). A loader's keys wait while a loader of the same upstream at an
+//! earlier stage has keys due or in flight in the same [`Batched`], since what that load
+//! answers may ask this loader for more keys. So the operations of one HTTP batch, a product
+//! list beside a home screen, read their products in one call, not one per depth. It costs
+//! nothing for the answer, which waits for the earlier stage's load anyway; and it never
+//! waits for another upstream (a slow carrier never holds the products).
+//!
 //! A [`Batcher`] keeps what its request loaded (no entity is fetched twice in one request)
 //! and who waits for each key asked for and not answered yet, so a key asked for again
 //! while its batch is in flight joins that batch instead of starting another. A load made
@@ -20,7 +29,7 @@ use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use async_graphql::dataloader::Loader;
@@ -39,31 +48,111 @@ tokio::task_local! {
     static WAVE: Arc<Wave>;
 }
 
-/// The loaders with keys asked for during the current poll of a request.
+/// Where a loader sits in the graph: its upstream, and how many loads of that upstream
+/// come before it (see the module's doc).
+pub(crate) type Stage = (Source, u8);
+
+/// The loads of the request (or the HTTP batch) being polled: the loaders with keys
+/// waiting to be sent, and how many batches are in flight at each stage.
 #[derive(Default)]
-struct Wave(Mutex<Vec<Arc<dyn Flush>>>);
+struct Wave(Mutex<WaveState>);
+
+#[derive(Default)]
+struct WaveState {
+    /// Loaders with keys waiting: asked for during the current poll, or held for an
+    /// earlier stage.
+    due: Vec<Arc<dyn Flush>>,
+    /// Batches in flight, by stage.
+    in_flight: HashMap<Stage, usize>,
+    /// Wakes the request when a batch lands while loaders are held (their keys' waiters
+    /// may all have been woken already, or dropped).
+    waker: Option<Waker>,
+}
 
 impl Wave {
-    fn add(&self, loader: Arc<dyn Flush>) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(loader);
+    fn lock(&self) -> MutexGuard<'_, WaveState> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Sends every batch asked for since the last dispatch.
-    fn dispatch(&self) {
-        let due = std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner));
-        for loader in due {
-            loader.flush();
+    fn add(&self, loader: Arc<dyn Flush>) {
+        self.lock().due.push(loader);
+    }
+
+    /// Sends the batches whose earlier stages have nothing due or in flight; holds the
+    /// others until those land.
+    fn dispatch(self: &Arc<Self>, waker: &Waker) {
+        let ready = {
+            let mut state = self.lock();
+            if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                state.waker = Some(waker.clone());
+            }
+            if state.due.is_empty() {
+                return;
+            }
+            let mut first: HashMap<Source, u8> = HashMap::new();
+            let busy = state.in_flight.keys().copied();
+            for (source, stage) in busy.chain(state.due.iter().map(|l| l.stage())) {
+                let lowest = first.entry(source).or_insert(stage);
+                *lowest = (*lowest).min(stage);
+            }
+            let (ready, held) = std::mem::take(&mut state.due)
+                .into_iter()
+                .partition(|loader| {
+                    let (source, stage) = loader.stage();
+                    first.get(&source).is_none_or(|lowest| stage <= *lowest)
+                });
+            state.due = held;
+            ready
+        };
+        for loader in ready {
+            loader.flush(Some(self));
+        }
+    }
+}
+
+/// A batch in flight, counted in its [`Wave`] until it lands (or is aborted).
+struct InFlight {
+    wave: Arc<Wave>,
+    stage: Stage,
+}
+
+impl InFlight {
+    fn new(wave: &Arc<Wave>, stage: Stage) -> Self {
+        *wave.lock().in_flight.entry(stage).or_default() += 1;
+        Self {
+            wave: Arc::clone(wave),
+            stage,
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let waker = {
+            let mut state = self.wave.lock();
+            if let Entry::Occupied(mut count) = state.in_flight.entry(self.stage) {
+                *count.get_mut() -= 1;
+                if *count.get() == 0 {
+                    count.remove();
+                }
+            }
+            (!state.due.is_empty())
+                .then(|| state.waker.clone())
+                .flatten()
+        };
+        if let Some(waker) = waker {
+            waker.wake();
         }
     }
 }
 
 /// A loader with keys waiting to be sent.
 trait Flush: Send + Sync {
-    /// Sends the keys asked for so far, in batches.
-    fn flush(self: Arc<Self>);
+    /// Where it sits in the graph.
+    fn stage(&self) -> Stage;
+
+    /// Sends the keys asked for so far, in batches (counted in `wave` while in flight).
+    fn flush(self: Arc<Self>, wave: Option<&Arc<Wave>>);
 }
 
 /// Runs a request's execution (or, with [`Batched::stream`], a subscription's stream) so
@@ -84,12 +173,16 @@ impl<W> Batched<W> {
         }
     }
 
-    fn poll_with<T>(&mut self, poll: impl FnOnce(Pin<&mut W>) -> T) -> T {
+    fn poll_with<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: impl FnOnce(Pin<&mut W>, &mut Context<'_>) -> T,
+    ) -> T {
         if WAVE.try_with(|_| ()).is_ok() {
-            return poll(self.work.as_mut());
+            return poll(self.work.as_mut(), cx);
         }
-        let out = WAVE.sync_scope(Arc::clone(&self.wave), || poll(self.work.as_mut()));
-        self.wave.dispatch();
+        let out = WAVE.sync_scope(Arc::clone(&self.wave), || poll(self.work.as_mut(), cx));
+        self.wave.dispatch(cx.waker());
         out
     }
 }
@@ -98,7 +191,7 @@ impl<W: Future> Future for Batched<W> {
     type Output = W::Output;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<W::Output> {
-        self.get_mut().poll_with(|work| work.poll(cx))
+        self.get_mut().poll_with(cx, |work, cx| work.poll(cx))
     }
 }
 
@@ -106,7 +199,7 @@ impl<W: Stream> Stream for Batched<W> {
     type Item = W::Item;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<W::Item>> {
-        self.get_mut().poll_with(|work| work.poll_next(cx))
+        self.get_mut().poll_with(cx, |work, cx| work.poll_next(cx))
     }
 }
 
@@ -163,8 +256,9 @@ where
     K: Send + Sync + Hash + Eq + Clone + 'static,
 {
     loader: L,
-    /// Which upstream it reads, to name in the error of a batch that failed inside.
-    source: Source,
+    /// Which upstream it reads (to name in the error of a batch that failed inside), and
+    /// where it sits in the graph.
+    stage: Stage,
     /// Most keys in one batch.
     max_batch: usize,
     /// The request's batch tasks, aborted when its loaders go: held by the loaders, not
@@ -194,13 +288,13 @@ where
     K: Send + Sync + Hash + Eq + Clone + 'static,
     L: Loader<K, Error = UpstreamError>,
 {
-    /// A loader with an empty cache over `loader`, reading `source`, whose batches run in
-    /// `tasks` with at most `max_batch` keys each.
-    pub(crate) fn new(loader: L, source: Source, max_batch: usize, tasks: &Arc<Tasks>) -> Self {
+    /// A loader with an empty cache over `loader`, at `stage` of its upstream's reads,
+    /// whose batches run in `tasks` with at most `max_batch` keys each.
+    pub(crate) fn new(loader: L, stage: Stage, max_batch: usize, tasks: &Arc<Tasks>) -> Self {
         Self {
             shared: Arc::new(Shared {
                 loader,
-                source,
+                stage,
                 max_batch: max_batch.max(1),
                 tasks: Arc::downgrade(tasks),
                 state: Mutex::new(State {
@@ -243,7 +337,7 @@ where
         }
         answer.await.unwrap_or_else(|_| {
             Err(UpstreamError::unavailable(
-                self.shared.source,
+                self.shared.stage.0,
                 "the batch was stopped",
             ))
         })
@@ -283,7 +377,7 @@ where
         if WAVE.try_with(|wave| wave.add(Arc::clone(&loader))).is_err() {
             let wait = async move {
                 tokio::time::sleep(FALLBACK_DELAY).await;
-                loader.flush();
+                loader.flush(None);
             };
             self.shared.spawn(wait, crate::deadline::current());
         }
@@ -312,7 +406,11 @@ where
     K: Send + Sync + Hash + Eq + Clone + 'static,
     L: Loader<K, Error = UpstreamError>,
 {
-    fn flush(self: Arc<Self>) {
+    fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    fn flush(self: Arc<Self>, wave: Option<&Arc<Wave>>) {
         let (queued, deadline) = {
             let mut state = self.lock();
             state.due = false;
@@ -322,14 +420,16 @@ where
         while keys.peek().is_some() {
             let batch: Vec<K> = keys.by_ref().take(self.max_batch).collect();
             let shared = Arc::clone(&self);
+            let in_flight = wave.map(|wave| InFlight::new(wave, self.stage));
             let load = async move {
+                let _in_flight = in_flight;
                 // A loader that panics fails its batch, rather than leaving it unanswered.
                 let loaded = AssertUnwindSafe(shared.loader.load(&batch))
                     .catch_unwind()
                     .await
                     .unwrap_or_else(|_| {
                         Err(UpstreamError::unavailable(
-                            shared.source,
+                            shared.stage.0,
                             "reading a batch failed inside Switchyard",
                         ))
                     });
@@ -402,11 +502,59 @@ mod tests {
         let tasks = Arc::new(Tasks::default());
         let loader = Doubler::default();
         let batches = Arc::clone(&loader.0);
-        (
-            Batcher::new(loader, Source::Backend, max_batch, &tasks),
-            batches,
-            tasks,
-        )
+        let loader = Batcher::new(loader, (Source::Backend, 0), max_batch, &tasks);
+        (loader, batches, tasks)
+    }
+
+    fn at(stage: Stage, tasks: &Arc<Tasks>) -> (Batcher<u32, Doubler>, Arc<AtomicUsize>) {
+        let loader = Doubler::default();
+        let batches = Arc::clone(&loader.0);
+        (Batcher::new(loader, stage, 100, tasks), batches)
+    }
+
+    #[tokio::test]
+    async fn a_later_stage_waits_for_the_earlier_stages_of_its_upstream_only() {
+        let tasks = Arc::new(Tasks::default());
+        let (customers, _) = at((Source::Backend, 0), &tasks);
+        let (products, product_batches) = at((Source::Backend, 2), &tasks);
+        let (comments, comment_batches) = at((Source::Crm, 2), &tasks);
+        // A product and a comment asked for at once, and more of each once a customer
+        // (the same upstream as the products) has loaded.
+        let first = join_all([products.load_one(1), comments.load_one(1)]);
+        let later = async {
+            let customer = customers.load_one(5).await.unwrap().unwrap();
+            join_all([products.load_one(customer), comments.load_one(customer)]).await
+        };
+        let (first, later) = Batched::new(futures::future::join(first, later)).await;
+        assert_eq!(first[0].as_ref().unwrap(), &Some(2));
+        assert_eq!(later[0].as_ref().unwrap(), &Some(20));
+        assert_eq!(
+            product_batches.load(Ordering::SeqCst),
+            1,
+            "held for the customer"
+        );
+        assert_eq!(
+            comment_batches.load(Ordering::SeqCst),
+            2,
+            "another upstream"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_held_stage_goes_when_the_earlier_one_lands_even_if_nobody_waits_for_it() {
+        let tasks = Arc::new(Tasks::default());
+        let (customers, customer_batches) = at((Source::Backend, 0), &tasks);
+        let (products, _) = at((Source::Backend, 2), &tasks);
+        let abandoned = async {
+            let mut load = Box::pin(customers.load_one(5));
+            assert!(futures::poll!(load.as_mut()).is_pending());
+        };
+        let work = futures::future::join(products.load_one(1), abandoned);
+        let (product, ()) = tokio::time::timeout(Duration::from_secs(5), Batched::new(work))
+            .await
+            .expect("the held products were sent once the customers landed");
+        assert_eq!(product.unwrap(), Some(2));
+        assert_eq!(customer_batches.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

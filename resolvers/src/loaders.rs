@@ -55,6 +55,12 @@ pub(crate) struct Loaders {
 
 impl Loaders {
     /// Fresh loaders (empty caches) over the given ports, noting stale reads in `stale`.
+    ///
+    /// Each at its stage of its upstream's reads (see `batch`): loads keyed by a customer
+    /// or a user (the customer, their order pages, contact, cases, returns, tasks) first,
+    /// since none of them leads to another; then loads by an entity's id (an order, a case,
+    /// a task); then what those lead to (an order's products, a case's comments, a task's
+    /// process).
     pub(crate) fn new(ports: &Ports, stale: &Arc<StaleLog>) -> Self {
         let tasks = Arc::new(Tasks::default());
         let through = Through {
@@ -69,80 +75,85 @@ impl Loaders {
             _tasks: Arc::clone(&tasks),
             customers: Batcher::new(
                 CustomerLoader(backend.clone(), through.clone()),
-                Source::Backend,
+                (Source::Backend, 0),
                 BACKEND_MAX_BATCH,
                 &tasks,
             ),
             products: Batcher::new(
                 ProductLoader(backend.clone(), through.clone()),
-                Source::Backend,
+                (Source::Backend, 2),
                 BACKEND_MAX_BATCH,
                 &tasks,
             ),
             orders: Batcher::new(
                 OrderLoader(backend.clone(), through.clone()),
-                Source::Backend,
+                (Source::Backend, 1),
                 BACKEND_MAX_BATCH,
                 &tasks,
             ),
             customer_orders: Batcher::new(
                 CustomerOrdersLoader(backend.clone()),
-                Source::Backend,
+                (Source::Backend, 0),
                 BACKEND_MAX_BATCH,
                 &tasks,
             ),
             contacts: Batcher::new(
                 ContactLoader(crm.clone()),
-                Source::Crm,
+                (Source::Crm, 0),
                 CRM_MAX_BATCH,
                 &tasks,
             ),
             customer_cases: Batcher::new(
                 CustomerCasesLoader::new(crm, false),
-                Source::Crm,
+                (Source::Crm, 0),
                 CRM_MAX_BATCH,
                 &tasks,
             ),
             customer_open_cases: Batcher::new(
                 CustomerCasesLoader::new(crm, true),
-                Source::Crm,
+                (Source::Crm, 0),
                 CRM_MAX_BATCH,
                 &tasks,
             ),
-            cases: Batcher::new(CaseLoader(crm.clone()), Source::Crm, CRM_MAX_BATCH, &tasks),
+            cases: Batcher::new(
+                CaseLoader(crm.clone()),
+                (Source::Crm, 1),
+                CRM_MAX_BATCH,
+                &tasks,
+            ),
             case_comments: Batcher::new(
                 CaseCommentsLoader(crm.clone()),
-                Source::Crm,
+                (Source::Crm, 2),
                 CRM_MAX_BATCH,
                 &tasks,
             ),
             user_tasks: Batcher::new(
                 UserTasksLoader(process.clone()),
-                Source::Process,
+                (Source::Process, 0),
                 usize::MAX,
                 &tasks,
             ),
             tasks: Batcher::new(
                 TaskLoader(process.clone()),
-                Source::Process,
+                (Source::Process, 1),
                 usize::MAX,
                 &tasks,
             ),
             process_instances: Batcher::new(
                 ProcessInstanceLoader(process.clone()),
-                Source::Process,
+                (Source::Process, 2),
                 usize::MAX,
                 &tasks,
             ),
             customer_returns: Batcher::new(
                 CustomerReturnsLoader(process.clone()),
-                Source::Process,
+                (Source::Process, 0),
                 usize::MAX,
                 &tasks,
             ),
             tracking: Batcher::new(
                 TrackingLoader(carrier.clone(), through),
-                Source::Carrier,
+                (Source::Carrier, 0),
                 usize::MAX,
                 &tasks,
             ),

@@ -1,6 +1,6 @@
 //! GraphQL over HTTP as the spec says: methods, media types, status codes.
 
-use crate::support::{TestApp, doubling_fragments};
+use crate::support::{TestApp, doubling_fragments, operation};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use serde_json::{Value, json};
 
@@ -630,6 +630,35 @@ async fn a_batch_answers_in_order_and_its_operations_share_loaders() {
     // Both product lists came from one backend call (one loader), the viewer from one more.
     let backend = &app.counts()["backend"];
     assert_eq!(backend.get("GET /products"), Some(&1), "{backend:?}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_batched_home_screen_and_product_list_read_their_products_in_one_call() {
+    // The product list asks for its products at once, the home screen only after the
+    // customer and their orders: the products still leave together, in one backend call.
+    let app = TestApp::spawn_with(Default::default(), |c| c.cache.enabled = false).await;
+    let token = app.token("cust-0001").await;
+    let products = "query P($ids: [ID!]!) { products(ids: $ids) { id name } }";
+    app.reset_counts();
+    let (status, body) = app
+        .post_batch(
+            &token,
+            json!([
+                {"query": operation("HomeScreen")},
+                {"query": products, "variables": {"ids": ["prod-0001", "prod-0002"]}},
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(body[0]["errors"].is_null(), "{}", body[0]);
+    let orders = body[0]["data"]["me"]["orders"]["edges"].as_array().unwrap();
+    let line = &orders[0]["node"]["lines"][0];
+    assert!(line["product"]["name"].is_string(), "{line}");
+    assert_eq!(body[1]["data"]["products"][1]["id"], "prod-0002");
+    let backend = &app.counts()["backend"];
+    assert_eq!(backend.get("GET /products"), Some(&1), "{backend:?}");
+    assert_eq!(backend.get("GET /customers"), Some(&1), "{backend:?}");
     app.stop().await;
 }
 
