@@ -266,6 +266,8 @@ pub struct SubscriptionsConfig {
     pub keepalive_ms: u64,
     /// Messages queued for one connection before it counts as too slow.
     pub send_buffer: usize,
+    /// How long a `@live` query gathers a burst of events before it runs again.
+    pub live_coalesce_ms: u64,
 }
 
 impl Default for SubscriptionsConfig {
@@ -276,6 +278,7 @@ impl Default for SubscriptionsConfig {
             init_timeout_ms: 10_000,
             keepalive_ms: 15_000,
             send_buffer: 64,
+            live_coalesce_ms: 50,
         }
     }
 }

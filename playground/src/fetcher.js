@@ -1,6 +1,8 @@
-// The GraphQL fetcher: HTTP to /graphql, subscriptions over the
+// The GraphQL fetcher: HTTP to /graphql, subscriptions and `@live` queries over the
 // graphql-transport-ws protocol at /graphql/ws, both on the page's own origin.
 import { createGraphiQLFetcher } from '@graphiql/toolkit';
+import { Kind } from 'graphql';
+import { createClient } from 'graphql-ws';
 
 /** Endpoint URLs derived from `location`, so the page works on any host and port. */
 export function endpoints(loc = window.location) {
@@ -32,5 +34,42 @@ function normalizeHeaders(headers) {
  */
 export function createFetcher() {
   const fetcher = createGraphiQLFetcher({ ...endpoints(), wsConnectionParams: {} });
-  return (params, opts) => fetcher(params, opts ? { ...opts, headers: normalizeHeaders(opts.headers) } : opts);
+  return (params, opts) => {
+    const headers = normalizeHeaders(opts?.headers);
+    if (isLive(opts?.documentAST, params.operationName)) return liveResults(params, headers);
+    return fetcher(params, opts ? { ...opts, headers } : opts);
+  };
+}
+
+/** Whether the operation to run is a query marked `@live`. */
+export function isLive(documentAST, operationName) {
+  const operations = (documentAST?.definitions ?? []).filter(
+    (d) => d.kind === Kind.OPERATION_DEFINITION,
+  );
+  const operation = operationName
+    ? operations.find((o) => o.name?.value === operationName)
+    : operations.length === 1 ? operations[0] : undefined;
+  return operation?.operation === 'query'
+    && (operation.directives ?? []).some((d) => d.name.value === 'live');
+}
+
+/**
+ * A `@live` query's results over a websocket of its own: the first, then each new one the
+ * server sends, until GraphiQL stops it (the websocket is closed then).
+ */
+function liveResults(params, headers) {
+  const client = createClient({ url: endpoints().subscriptionUrl, connectionParams: headers ?? {} });
+  const results = client.iterate(params);
+  return {
+    [Symbol.asyncIterator]() {
+      return {
+        next: () => results.next(),
+        async return() {
+          await results.return?.();
+          await client.dispose();
+          return { done: true, value: undefined };
+        },
+      };
+    },
+  };
 }

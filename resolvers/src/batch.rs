@@ -365,6 +365,11 @@ where
         self.shared.lock().loaded.extend(values);
     }
 
+    /// The keys this request loaded.
+    pub(crate) fn loaded_keys(&self) -> Vec<K> {
+        self.shared.lock().loaded.keys().cloned().collect()
+    }
+
     /// Forgets what this request loaded (after a change, to read it again).
     pub(crate) fn clear(&self) {
         self.shared.lock().loaded.clear();

@@ -117,16 +117,19 @@ pub enum Key {
     Case(CaseId),
     /// A user or group of its `audience` (task events).
     Audience(String),
+    /// The product it is about (`subject.product_id`).
+    Product(ProductId),
 }
 
 impl DomainEvent {
     /// The keys this event is found by (see [`Key`]).
     pub fn keys(&self) -> Vec<Key> {
-        let mut keys = Vec::with_capacity(3 + self.audience.len());
+        let mut keys = Vec::with_capacity(4 + self.audience.len());
         keys.extend(self.customer_id.clone().map(Key::Customer));
         keys.extend(self.subject.order_id.clone().map(Key::Order));
         keys.extend(self.subject.case_id.clone().map(Key::Case));
         keys.extend(self.audience.iter().cloned().map(Key::Audience));
+        keys.extend(self.subject.product_id.clone().map(Key::Product));
         keys
     }
 }

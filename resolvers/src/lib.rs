@@ -17,6 +17,7 @@
 //!   which hands each event only to the subscriptions it concerns.
 //! - [`queue`]: the bounded queue a producer never waits on (the hub's, the shared views').
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
+//! - [`live`]: the `@live` directive, declared for validation, introspection and the SDL.
 //! - [`notifications`]: devices, preferences, the notification centre (records and the store
 //!   port), and the rules that turn events into notifications.
 //!
@@ -36,6 +37,7 @@ pub mod error;
 pub mod events;
 pub(crate) mod federation;
 pub mod ids;
+pub mod live;
 pub(crate) mod loaders;
 pub(crate) mod mutation;
 pub mod notifications;
@@ -102,6 +104,7 @@ pub fn schema_builder() -> AppSchemaBuilder {
     .enable_subscription_in_federation()
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
+    .directive(live::LiveDirective)
 }
 
 /// The loaders of one client request: fresh for each operation, or shared by the operations
@@ -113,6 +116,12 @@ impl RequestLoaders {
     /// Fresh loaders over `ports`.
     pub fn new(ports: &Ports) -> Self {
         Self(std::sync::Arc::new(loaders::LoaderScope::new(ports)))
+    }
+
+    /// The entities the operation read, as events name them: a live query runs again when
+    /// an event has one of these keys.
+    pub fn read(&self) -> std::collections::HashSet<events::Key> {
+        self.0.current().read()
     }
 
     /// The entities served from stale copies since the last call, because their upstream

@@ -7,7 +7,7 @@
 //! process server's single reads) are fanned out, one call per distinct key, bounded by the
 //! adapter's concurrency budget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Display;
 use std::hash::Hash;
 use std::sync::Arc;
@@ -19,6 +19,7 @@ use futures::future::join_all;
 use crate::batch::{Batcher, Tasks};
 
 use crate::cache::{Cache, Cached, Entry, StaleLog, StaleRead, now_ms};
+use crate::events::Key;
 use crate::ids::{CaseId, CustomerId, OrderId, ProductId};
 use crate::ports::{Backend, Carrier, Crm, Ports, ProcessServer, UpstreamResult};
 use crate::ports::{Source, UpstreamError};
@@ -158,6 +159,37 @@ impl Loaders {
                 &tasks,
             ),
         }
+    }
+}
+
+impl Loaders {
+    /// The entities these loaders read, as events name them ([`Key`]): what a live query
+    /// listens under until its next run.
+    pub(crate) fn read(&self) -> HashSet<Key> {
+        let customers = self.customers.loaded_keys().into_iter();
+        let customers = customers
+            .chain(
+                self.customer_orders
+                    .loaded_keys()
+                    .into_iter()
+                    .map(|(c, _)| c),
+            )
+            .chain(self.contacts.loaded_keys())
+            .chain(self.customer_cases.loaded_keys())
+            .chain(self.customer_open_cases.loaded_keys())
+            .chain(self.customer_returns.loaded_keys())
+            .map(Key::Customer);
+        let orders = self.orders.loaded_keys().into_iter().map(Key::Order);
+        let products = self.products.loaded_keys().into_iter().map(Key::Product);
+        let cases = self.cases.loaded_keys().into_iter();
+        let cases = cases.chain(self.case_comments.loaded_keys()).map(Key::Case);
+        let users = self.user_tasks.loaded_keys().into_iter().map(Key::Audience);
+        customers
+            .chain(orders)
+            .chain(products)
+            .chain(cases)
+            .chain(users)
+            .collect()
     }
 }
 

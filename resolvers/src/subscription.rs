@@ -39,9 +39,6 @@ use crate::records::TaskStatus;
 use crate::types::{InboxNotification, Order, Shipment, SupportCase, Task, store, unavailable};
 use crate::viewer::{Role, Viewer, acting_for, viewer};
 
-/// The group of agents at the process server.
-const AGENTS_GROUP: &str = "agents";
-
 /// Live updates.
 pub struct SubscriptionRoot;
 
@@ -303,19 +300,13 @@ impl SubscriptionRoot {
         ctx: &Context<'_>,
     ) -> async_graphql::Result<impl Stream<Item = async_graphql::Result<Task>> + use<>> {
         let viewer = viewer(ctx)?;
-        let me = viewer.process_user().to_owned();
-        let is_agent = viewer.role == Role::Agent;
-        let mut audience = vec![Key::Audience(me.clone())];
-        if is_agent {
-            audience.push(Key::Audience(AGENTS_GROUP.to_owned()));
-        }
-        let watch = Watch::new(ctx, audience)?;
+        let audience: Vec<String> = viewer.audience().into_iter().map(str::to_owned).collect();
+        let keys = audience.iter().cloned().map(Key::Audience).collect();
+        let watch = Watch::new(ctx, keys)?;
         Ok(watch.stream(
             move |e| {
                 e.kind == EventKind::TaskUpdated
-                    && e.audience
-                        .iter()
-                        .any(|who| *who == me || (is_agent && who == AGENTS_GROUP))
+                    && e.audience.iter().any(|who| audience.contains(who))
             },
             |loaders, viewer, event| async move {
                 let Some(id) = event.subject.task_id else {

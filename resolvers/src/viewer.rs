@@ -7,7 +7,11 @@
 use async_graphql::{Context, ID};
 
 use crate::error::{GraphError, GraphResult};
+use crate::events::Key;
 use crate::ids::CustomerId;
+
+/// The group every agent is in at the process server.
+pub(crate) const AGENTS_GROUP: &str = "agents";
 
 /// The signed-in user of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -70,6 +74,31 @@ impl Viewer {
         match &self.role {
             Role::Customer(id) => process_user_of(id),
             Role::Agent => &self.user_id,
+        }
+    }
+
+    /// The event keys of what concerns this viewer whatever they read: their customer, and
+    /// the audience of the tasks offered to them (themselves; the agents' group for agents).
+    pub fn own_keys(&self) -> Vec<Key> {
+        let mut keys: Vec<Key> = self
+            .customer_id()
+            .cloned()
+            .map(Key::Customer)
+            .into_iter()
+            .collect();
+        keys.extend(
+            self.audience()
+                .into_iter()
+                .map(|who| Key::Audience(who.to_owned())),
+        );
+        keys
+    }
+
+    /// Who the tasks offered to this viewer name in their audience.
+    pub(crate) fn audience(&self) -> Vec<&str> {
+        match self.role {
+            Role::Customer(_) => vec![self.process_user()],
+            Role::Agent => vec![self.process_user(), AGENTS_GROUP],
         }
     }
 

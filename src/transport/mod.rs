@@ -6,7 +6,8 @@
 //! transport itself refuses is one enum of errors with their codes (`error`). Websockets and
 //! SSE share their connection bookkeeping (`live`) and their subscriptions' shared views
 //! (`views`: one run for the connections that would get the same results). Each event of a
-//! subscription is bounded by the request timeout (`event_deadline`).
+//! subscription is bounded by the request timeout (`event_deadline`). A `@live` query over
+//! websockets or SSE runs again when an event touches what it read (`live_query`).
 //!
 //! | route | what |
 //! |---|---|
@@ -30,6 +31,7 @@ mod hostile;
 mod http;
 mod limits;
 mod live;
+mod live_query;
 mod parsed;
 mod persisted;
 mod pipeline;

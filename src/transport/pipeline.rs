@@ -50,6 +50,9 @@ pub(crate) struct Prepared {
     /// A persisted query's hash and document, to register once it ran without a request
     /// error (so an invalid document is never stored).
     registration: Option<(String, String)>,
+    /// A query marked `@live`: over websockets and SSE it runs again when what it read
+    /// changes (`live_query`).
+    live: bool,
 }
 
 /// Resolves a request's persisted query, bounds and parses its document, and picks its
@@ -120,6 +123,11 @@ fn parse(
     }
     check_variables(operation, &request.variables)?;
     let kind = operation.ty;
+    let live = kind == OperationType::Query
+        && operation
+            .directives
+            .iter()
+            .any(|d| d.node.name.node == resolvers::live::LIVE);
     // A request need not name the only operation of its document; the document does.
     let named = request.operation_name.clone().or_else(|| {
         let mut names = document.operations.iter().map(|(name, _)| name);
@@ -148,6 +156,7 @@ fn parse(
         transport,
         label,
         registration: None,
+        live,
     })
 }
 
@@ -241,22 +250,14 @@ impl Prepared {
     /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), or a query's or
     /// mutation's one result (stopped past `server.request_timeout_ms`, as over HTTP).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
+        if self.live {
+            return super::live_query::stream(self, state.clone(), viewer);
+        }
         if self.kind != OperationType::Subscription {
-            // One result, under the same deadline as over HTTP.
             let state = state.clone();
             return futures::stream::once(async move {
-                let deadline = tokio::time::Instant::now() + state.request_timeout;
                 let loaders = RequestLoaders::new(&state.ports);
-                let label = self.label.clone();
-                let run = self.execute(&state, Some(viewer), &loaders);
-                match by_deadline(&state, deadline, Some(&label), run).await {
-                    Ok(outcome) => outcome,
-                    Err(timeout) => Outcome::executed(
-                        &async_graphql::Response::from_errors(vec![timeout.to_server_error()]),
-                        state.max_response_bytes,
-                        Some(&label),
-                    ),
-                }
+                self.once(&state, viewer, &loaders).await
             })
             .boxed();
         }
@@ -279,6 +280,48 @@ impl Prepared {
                 outcome
             })
             .boxed()
+    }
+}
+
+impl Prepared {
+    /// Runs a query or mutation for `viewer` with `loaders`: its one result, under the same
+    /// deadline as over HTTP (a `TIMEOUT` error past it).
+    pub(crate) async fn once(
+        self,
+        state: &AppState,
+        viewer: Viewer,
+        loaders: &RequestLoaders,
+    ) -> Outcome {
+        let deadline = tokio::time::Instant::now() + state.request_timeout;
+        let label = self.label.clone();
+        let run = self.execute(state, Some(viewer), loaders);
+        match by_deadline(state, deadline, Some(&label), run).await {
+            Ok(outcome) => outcome,
+            Err(timeout) => Outcome::executed(
+                &async_graphql::Response::from_errors(vec![timeout.to_server_error()]),
+                state.max_response_bytes,
+                Some(&label),
+            ),
+        }
+    }
+
+    /// The same operation, to run again (a live query's next run).
+    pub(crate) fn again(&self) -> Self {
+        let mut request = async_graphql::Request::new(self.request.query.clone())
+            .variables(self.request.variables.clone());
+        request.operation_name = self.request.operation_name.clone();
+        request.extensions = self.request.extensions.clone();
+        request.set_parsed_query(ExecutableDocument::clone(&self.shaper.document));
+        Self {
+            request,
+            shaper: self.shaper.clone(),
+            kind: self.kind,
+            introspection: self.introspection,
+            transport: self.transport,
+            label: self.label.clone(),
+            registration: None,
+            live: self.live,
+        }
     }
 }
 
@@ -352,6 +395,7 @@ fn mark_stale(response: &mut async_graphql::Response, reads: Vec<resolvers::cach
 
 /// What shapes each result of one operation: its document, which operation of it runs, and
 /// how large a result may be.
+#[derive(Clone)]
 struct Shaper {
     document: Arc<ExecutableDocument>,
     operation: Option<String>,

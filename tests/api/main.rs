@@ -10,6 +10,7 @@
 //! - `auth`: bearer tokens against the identity provider.
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
+//! - `live`: `@live` queries over websockets and SSE, re-run by the events that touch them.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
 //! - `cluster`: the event bus partitioned over a private three-node Redis Cluster, at the bus
 //!   and with two replicas.
@@ -36,6 +37,7 @@ mod events;
 mod fanout;
 mod graph;
 mod http;
+mod live;
 mod mutations;
 mod notifications;
 mod outbox;

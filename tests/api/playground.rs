@@ -1,6 +1,6 @@
 //! The playground in headless Chromium, as an app developer uses it: load it (offline, no
 //! other host contacted), sign in as the demo customer, run the home screen query, read the
-//! result.
+//! result; watch a subscription and a live query change when an order is placed.
 
 use std::time::Duration;
 
@@ -120,6 +120,35 @@ async fn sign_in_and_run_the_home_screen_in_the_playground() {
         .await
         .unwrap();
     assert!(text.as_str().unwrap().contains("ORDER_UPDATED"), "{text}");
+
+    // A live query: the home screen changes by itself when an order is placed.
+    page.eval("window.__switchyardPlayground.selectTab('LiveHomeScreen')")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    page.eval("document.querySelector('.graphiql-execute-button').click()")
+        .await
+        .unwrap();
+    page.wait_for(
+        &format!("(window.__switchyardPlayground.response() || '').includes('{order}')"),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    let placed = app
+        .data(
+            &ada,
+            "mutation { placeOrder(input: { lines: [{ productId: \"prod-0003\", quantity: 1 }] }) { id } }",
+            serde_json::json!({}),
+        )
+        .await;
+    let newer = placed["placeOrder"]["id"].as_str().unwrap().to_owned();
+    page.wait_for(
+        &format!("(window.__switchyardPlayground.response() || '').includes('{newer}')"),
+        WAIT,
+    )
+    .await
+    .unwrap();
 
     let shot = std::env::temp_dir().join("switchyard-playground.png");
     page.screenshot(&shot).await.unwrap();
