@@ -9,6 +9,8 @@
 //! - `persisted`: automatic persisted queries (Apollo's protocol), memory and Redis.
 //! - `auth`: bearer tokens against the identity provider.
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
+//! - `idempotency`: mutations replayed with a key write once (Redis, two replicas);
+//!   conflicts answer typed errors with the current state.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
 //! - `cluster`: the event bus partitioned over a private three-node Redis Cluster, at the bus
@@ -36,6 +38,7 @@ mod events;
 mod fanout;
 mod graph;
 mod http;
+mod idempotency;
 mod mutations;
 mod notifications;
 mod outbox;
