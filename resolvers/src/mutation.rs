@@ -338,8 +338,13 @@ impl MutationRoot {
         ports.cache.delete(&[Cached::Order.key(id.as_str())]).await;
         match cancelled {
             Ok(order) => Ok(Order(order)),
+            // With the order's state, when it can be read (else the refusal as it came: a
+            // refusal still, whatever the read did).
             Err(e) if e.is_rejected_with("NOT_CANCELLABLE") => {
-                Err(order_conflict(ports, &id).await?.into())
+                match order_conflict(ports, &id).await {
+                    Ok(conflict) => Err(conflict.into()),
+                    Err(_) => Err(e.into()),
+                }
             }
             Err(e) => Err(e.into()),
         }

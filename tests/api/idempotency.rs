@@ -587,3 +587,78 @@ async fn a_mutation_sent_over_http_and_replayed_over_a_websocket_writes_once() {
     ws.close().await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_replay_that_cannot_wait_for_the_first_result_is_told_the_key_is_in_use() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let redis = RedisServer::start();
+    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sandbox = Sandbox::start(SandboxConfig {
+        simulator_interval_ms: 0,
+        ..SandboxConfig::default()
+    })
+    .await
+    .unwrap();
+    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
+    let shared = format!("[notifications]\nredis_url = \"{}\"\n", redis.url());
+    // Replica B answers within a second; A, running the first attempt, has longer.
+    let a = crate::replicas::start(
+        a_listener,
+        crate::support::replica_config(&printed, &shared),
+    )
+    .await;
+    let b = crate::replicas::start(
+        b_listener,
+        crate::support::replica_config(
+            &printed,
+            &format!("{shared}[server]\nrequest_timeout_ms = 1000\n"),
+        ),
+    )
+    .await;
+    let http = reqwest::Client::new();
+    let ada = crate::support::issuer_token(&sandbox, ADA).await;
+    sandbox
+        .set_faults(Upstream::Backend, UpstreamKnobs::slow(1500))
+        .unwrap();
+    sandbox.reset_requests();
+    let place = "mutation($input: PlaceOrderInput!) { placeOrder(input: $input) { id } }";
+    let variables = order_input(Some("in-use"), 1);
+    let post = |base: String| {
+        let (http, ada, variables) = (http.clone(), ada.clone(), variables.clone());
+        async move {
+            http.post(format!("{base}/graphql"))
+                .bearer_auth(ada)
+                .json(&json!({ "query": place, "variables": variables }))
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+
+    let first = tokio::spawn(post(a.base.clone()));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
+    let replay = post(b.base.clone()).await;
+    assert_eq!(codes(&replay), ["IDEMPOTENCY_KEY_IN_USE"], "{replay:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "within B's deadline"
+    );
+    let first = first.await.unwrap();
+    assert!(first.get("errors").is_none(), "{first:#}");
+
+    // Once the first has finished, B answers its result.
+    let later = post(b.base.clone()).await;
+    assert_eq!(later, first);
+    let placed = sandbox.requests(Upstream::Backend).get(PLACE).copied();
+    assert_eq!(placed, Some(1));
+    for replica in [a, b] {
+        let _ = replica.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(15), replica.server).await;
+    }
+    sandbox.shutdown().await;
+}
