@@ -282,6 +282,14 @@ pub(crate) async fn begin(ctx: &Context<'_>, sent: Arc<AtomicBool>) -> ServerRes
         ticket: unique(),
     }
     .to_text();
+    let in_use = || {
+        error(GraphError::Rejected(
+            "IDEMPOTENCY_KEY_IN_USE",
+            "the first attempt with this idempotency key is still running: send it again \
+             shortly to get its result"
+                .to_owned(),
+        ))
+    };
     let unavailable = |e: crate::notifications::StoreError| {
         error(GraphError::Unavailable("idempotency records", e.0))
     };
@@ -303,7 +311,11 @@ pub(crate) async fn begin(ctx: &Context<'_>, sent: Arc<AtomicBool>) -> ServerRes
             }));
         }
         let Some(held) = store.claimed(&key).await.map_err(unavailable)? else {
-            // Released or expired meanwhile: claim it again.
+            // Released or expired meanwhile: claim it again (within the wait, whatever the
+            // store does).
+            if tokio::time::Instant::now() >= wait_until {
+                return Err(in_use());
+            }
             continue;
         };
         let record: Record = serde_json::from_str(&held).map_err(|e| {
@@ -340,12 +352,7 @@ pub(crate) async fn begin(ctx: &Context<'_>, sent: Arc<AtomicBool>) -> ServerRes
             }
             Record::Pending { .. } => {
                 if tokio::time::Instant::now() + POLL >= wait_until {
-                    return Err(error(GraphError::Rejected(
-                        "IDEMPOTENCY_KEY_IN_USE",
-                        "the first attempt with this idempotency key is still running: send \
-                         it again shortly to get its result"
-                            .to_owned(),
-                    )));
+                    return Err(in_use());
                 }
                 tokio::time::sleep(POLL).await;
             }

@@ -662,3 +662,33 @@ async fn a_replay_that_cannot_wait_for_the_first_result_is_told_the_key_is_in_us
     }
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn in_a_batch_the_header_key_is_scoped_by_the_operation_s_place() {
+    let redis = RedisServer::start();
+    let app = app_on_redis(&redis).await;
+    let ada = app.token(ADA).await;
+    app.reset_counts();
+    let one = json!({ "query": operation("PlaceOrder"), "variables": order_input(None, 1) });
+    let batch = json!([one, one]);
+    let send = || {
+        app.http
+            .post(app.url("/graphql"))
+            .bearer_auth(&ada)
+            .header("idempotency-key", "batch-key")
+            .json(&batch)
+            .send()
+    };
+
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let again: Value = send().await.unwrap().json().await.unwrap();
+
+    let ids: Vec<&Value> = (0..2)
+        .map(|i| &first[i]["data"]["placeOrder"]["id"])
+        .collect();
+    assert!(ids[0].is_string() && ids[1].is_string(), "{first:#}");
+    assert_ne!(ids[0], ids[1], "two operations, two orders");
+    assert_eq!(again, first);
+    assert_eq!(placed(&app), 2, "{:?}", app.counts());
+    app.stop().await;
+}
