@@ -206,7 +206,8 @@ async fn app_state(
             .data(hub.clone())
             .data(graph.store.clone())
             .data(graph.web_push_key.clone())
-            .data(graph.notify.clone());
+            .data(graph.notify.clone())
+            .data(config.idempotency.graph());
         let builder = if config.server.introspection_enabled() {
             builder
         } else {

@@ -55,6 +55,41 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     /// The push outbox: a Redis stream shared by the replicas, memory for one instance.
     pub outbox: OutboxConfig,
+    /// Idempotent mutations: how long a key's result answers replays.
+    pub idempotency: IdempotencyConfig,
+}
+
+/// Idempotent mutations (`resolvers::idempotency`). Their records are kept where the
+/// notification store keeps its claims (`[notifications] redis_url`: shared by replicas).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdempotencyConfig {
+    /// How long a mutation's result answers replays of its key (24 h): longer than an app
+    /// stays offline with changes queued.
+    pub window_secs: u64,
+    /// Largest result kept, as JSON (64 KiB); a replay of a larger one answers
+    /// `IDEMPOTENCY_OUTCOME_UNKNOWN`.
+    pub max_result_bytes: usize,
+}
+
+impl Default for IdempotencyConfig {
+    fn default() -> Self {
+        let graph = resolvers::idempotency::IdempotencyConfig::default();
+        Self {
+            window_secs: graph.window.as_secs(),
+            max_result_bytes: graph.max_result_bytes,
+        }
+    }
+}
+
+impl IdempotencyConfig {
+    /// What the graph is given.
+    pub fn graph(&self) -> resolvers::idempotency::IdempotencyConfig {
+        resolvers::idempotency::IdempotencyConfig {
+            window: Duration::from_secs(self.window_secs),
+            max_result_bytes: self.max_result_bytes,
+        }
+    }
 }
 
 /// The entity cache (customers, products, orders, parcel tracking; see `resolvers::cache`).
@@ -985,6 +1020,11 @@ impl Config {
         }
         if self.server.max_response_bytes == 0 {
             anyhow::bail!("server.max_response_bytes must be more than 0");
+        }
+        if self.idempotency.window_secs == 0 || self.idempotency.max_result_bytes == 0 {
+            anyhow::bail!(
+                "idempotency.window_secs and idempotency.max_result_bytes must be more than 0"
+            );
         }
         self.push.validate()?;
         self.outbox.validate()?;

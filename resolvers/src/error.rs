@@ -24,6 +24,11 @@ pub enum GraphError {
     BadInput(String),
     /// A business rule refuses the change: a stable code (e.g. `NOT_RETURNABLE`) and a message.
     Rejected(&'static str, String),
+    /// The change conflicts with what happened meanwhile (the order shipped, someone else
+    /// completed the task, the case was closed): a stable code, a message, and the thing's
+    /// current state as the schema names its fields, for `extensions.current`, so that the
+    /// app can resolve the conflict without reading it again.
+    Conflict(&'static str, String, async_graphql::Value),
     /// An upstream failed.
     Upstream(UpstreamError),
     /// A store of ours failed (what, and the cause for logs).
@@ -44,7 +49,7 @@ impl GraphError {
             GraphError::Forbidden(_) => "FORBIDDEN",
             GraphError::NotFound(_) => "NOT_FOUND",
             GraphError::BadInput(_) => "BAD_USER_INPUT",
-            GraphError::Rejected(code, _) => code,
+            GraphError::Rejected(code, _) | GraphError::Conflict(code, ..) => code,
             GraphError::Unavailable(..) => "UNAVAILABLE",
             GraphError::Upstream(e) => match &e.kind {
                 UpstreamErrorKind::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
@@ -74,7 +79,8 @@ impl GraphError {
             GraphError::Forbidden(m)
             | GraphError::NotFound(m)
             | GraphError::BadInput(m)
-            | GraphError::Rejected(_, m) => m.clone(),
+            | GraphError::Rejected(_, m)
+            | GraphError::Conflict(_, m, _) => m.clone(),
             GraphError::Unavailable(what, _) => format!("{what} are unavailable right now"),
         }
     }
@@ -99,10 +105,17 @@ impl ErrorExtensions for GraphError {
             GraphError::Upstream(e) => Some(e.source.as_str()),
             _ => None,
         };
+        let current = match self {
+            GraphError::Conflict(_, _, current) => Some(current.clone()),
+            _ => None,
+        };
         async_graphql::Error::new(self.public_message()).extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(source) = source {
                 ext.set("source", source);
+            }
+            if let Some(current) = current {
+                ext.set("current", current);
             }
         })
     }

@@ -17,6 +17,8 @@
 //!   which hands each event only to the subscriptions it concerns.
 //! - [`queue`]: the bounded queue a producer never waits on (the hub's, the shared views').
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
+//! - [`idempotency`]: mutations replayed with a key seen before answer the first result
+//!   (the transport's `Idempotency-Key` header, the window and bounds are the server's).
 //! - [`live`]: the `@live` directive, declared for validation, introspection and the SDL.
 //! - [`notifications`]: devices, preferences, the notification centre (records and the store
 //!   port), and the rules that turn events into notifications.
@@ -36,6 +38,7 @@ pub mod deadline;
 pub mod error;
 pub mod events;
 pub(crate) mod federation;
+pub mod idempotency;
 pub mod ids;
 pub mod live;
 pub(crate) mod loaders;

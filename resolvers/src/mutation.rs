@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_graphql::{Context, ID, InputObject, Object};
+use async_graphql::{Context, ID, InputObject, InputType as _, Object, Value};
 use chrono::Utc;
 
 use crate::cache::Cached;
@@ -14,7 +14,8 @@ use crate::notifications::{Notify, own_comment_key, reported_case_key, reported_
 use crate::ports::Ports;
 use crate::query::{load_case, load_order, load_task};
 use crate::records::{
-    CaseCommentRecord, CasePriority, CaseStatus, NewCase, NewOrderLine, OrderStatus,
+    CaseCommentRecord, CasePriority, CaseRecord, CaseStatus, NewCase, NewOrderLine, OrderStatus,
+    TaskRecord, TaskStatus,
 };
 use crate::types::{
     CaseComment, Device, NotificationPreferences, NotificationPreferencesInput, Order,
@@ -60,6 +61,11 @@ pub(crate) struct ReportClientErrorInput {
     /// Anything else the app knows (a JSON object, at most 16 KiB): device, network, the
     /// last actions.
     context: Option<async_graphql::Json<serde_json::Value>>,
+    /// Makes the change idempotent: sent again by the same user with the same id (1 to 128
+    /// characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day
+    /// by default), it answers the first result and changes nothing again (see the README's
+    /// "Offline apps").
+    pub(crate) client_mutation_id: Option<String>,
 }
 
 /// A checked report.
@@ -214,6 +220,11 @@ pub(crate) struct PlaceOrderInput {
     pub(crate) customer_id: Option<ID>,
     /// What to order (1 to 50 lines).
     pub(crate) lines: Vec<OrderLineInput>,
+    /// Makes the change idempotent: sent again by the same user with the same id (1 to 128
+    /// characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day
+    /// by default), it answers the first result and changes nothing again (see the README's
+    /// "Offline apps").
+    pub(crate) client_mutation_id: Option<String>,
 }
 
 /// A new support case.
@@ -229,6 +240,11 @@ pub(crate) struct OpenSupportCaseInput {
     pub(crate) order_id: Option<ID>,
     /// How urgent; `MEDIUM` when absent.
     pub(crate) priority: Option<CasePriority>,
+    /// Makes the change idempotent: sent again by the same user with the same id (1 to 128
+    /// characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day
+    /// by default), it answers the first result and changes nothing again (see the README's
+    /// "Offline apps").
+    pub(crate) client_mutation_id: Option<String>,
 }
 
 /// The outcome of a task.
@@ -238,6 +254,11 @@ pub(crate) struct CompleteTaskInput {
     pub(crate) approved: Option<bool>,
     /// A remark to keep with the decision.
     pub(crate) comment: Option<String>,
+    /// Makes the change idempotent: sent again by the same user with the same id (1 to 128
+    /// characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day
+    /// by default), it answers the first result and changes nothing again (see the README's
+    /// "Offline apps").
+    pub(crate) client_mutation_id: Option<String>,
 }
 
 fn bad_input(message: impl Into<String>) -> async_graphql::Error {
@@ -286,6 +307,7 @@ impl MutationRoot {
                 })
             })
             .collect::<async_graphql::Result<Vec<_>>>()?;
+        crate::serial::sending_write(ctx);
         let order = ctx
             .data::<Ports>()?
             .backend
@@ -299,15 +321,33 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The order to cancel.")] id: ID,
+        #[graphql(
+            name = "clientMutationId",
+            desc = "Makes the change idempotent: sent again by the same user with the same id (1 to 128 characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day by default), it answers the first result and changes nothing again (see the README's \"Offline apps\")."
+        )]
+        _client_mutation_id: Option<String>,
     ) -> async_graphql::Result<Order> {
         let id = OrderId::parse(&id)?;
         if load_order(ctx, id.clone()).await?.is_none() {
             return Err(GraphError::NotFound(format!("no order {id}")).into());
         }
         let ports = ctx.data::<Ports>()?;
-        let order = ports.backend.cancel_order(&id).await?;
+        crate::serial::sending_write(ctx);
+        let cancelled = ports.backend.cancel_order(&id).await;
+        // Changed or not, what the cache holds of it may be stale now.
         ports.cache.delete(&[Cached::Order.key(id.as_str())]).await;
-        Ok(Order(order))
+        match cancelled {
+            Ok(order) => Ok(Order(order)),
+            // With the order's state, when it can be read (else the refusal as it came: a
+            // refusal still, whatever the read did).
+            Err(e) if e.is_rejected_with("NOT_CANCELLABLE") => {
+                match order_conflict(ports, &id).await {
+                    Ok(conflict) => Err(conflict.into()),
+                    Err(_) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Opens a support case, optionally about one of the customer's orders.
@@ -338,6 +378,7 @@ impl MutationRoot {
             ))
             .into());
         };
+        crate::serial::sending_write(ctx);
         let case_id = ctx
             .data::<Ports>()?
             .crm
@@ -363,12 +404,31 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The case to comment on.")] case_id: ID,
         #[graphql(desc = "The comment (1 to 32,000 characters).")] body: String,
+        #[graphql(
+            name = "clientMutationId",
+            desc = "Makes the change idempotent: sent again by the same user with the same id (1 to 128 characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day by default), it answers the first result and changes nothing again (see the README's \"Offline apps\")."
+        )]
+        _client_mutation_id: Option<String>,
     ) -> async_graphql::Result<CaseComment> {
         let case_id = CaseId::parse(&case_id)?;
         check_text("body", &body, MAX_TEXT)?;
-        if load_case(ctx, case_id.clone()).await?.is_none() {
+        let Some(case) = load_case(ctx, case_id.clone()).await? else {
             return Err(GraphError::NotFound(format!("no support case {case_id}")).into());
+        };
+        if case.0.status == CaseStatus::Closed {
+            // Switchyard's rule (the CRM would take it): a closed case is not talked to, the
+            // customer opens a new one.
+            return Err(GraphError::Conflict(
+                "CASE_CLOSED",
+                format!(
+                    "support case {} is closed: open a new case",
+                    case.0.case_number
+                ),
+                case_state(&case.0),
+            )
+            .into());
         }
+        crate::serial::sending_write(ctx);
         let id = ctx
             .data::<Ports>()?
             .crm
@@ -402,6 +462,7 @@ impl MutationRoot {
         let customer = customer(ctx)?;
         let device = input.into_device(customer.clone(), Utc::now())?;
         let store = store(ctx)?;
+        crate::serial::sending_write(ctx);
         let registered = store.register_device(device).await.map_err(unavailable)?;
         let devices = store.devices(&customer).await.map_err(unavailable)?;
         let extra = devices.len().saturating_sub(MAX_DEVICES_PER_CUSTOMER);
@@ -419,8 +480,14 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The device's id.")] id: ID,
+        #[graphql(
+            name = "clientMutationId",
+            desc = "Makes the change idempotent: sent again by the same user with the same id (1 to 128 characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day by default), it answers the first result and changes nothing again (see the README's \"Offline apps\")."
+        )]
+        _client_mutation_id: Option<String>,
     ) -> async_graphql::Result<bool> {
         let customer = customer(ctx)?;
+        crate::serial::sending_write(ctx);
         store(ctx)?
             .unregister_device(&customer, &id)
             .await
@@ -437,6 +504,7 @@ impl MutationRoot {
         let store = store(ctx)?;
         let current = store.preferences(&customer).await.map_err(unavailable)?;
         let updated = input.apply(current)?;
+        crate::serial::sending_write(ctx);
         store
             .set_preferences(&customer, &updated)
             .await
@@ -450,12 +518,18 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The notifications' ids.")] ids: Vec<ID>,
+        #[graphql(
+            name = "clientMutationId",
+            desc = "Makes the change idempotent: sent again by the same user with the same id (1 to 128 characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day by default), it answers the first result and changes nothing again (see the README's \"Offline apps\")."
+        )]
+        _client_mutation_id: Option<String>,
     ) -> async_graphql::Result<i32> {
         let customer = customer(ctx)?;
         if ids.len() > MAX_MARK_READ {
             return Err(bad_input(format!("at most {MAX_MARK_READ} ids at once")));
         }
         let ids: Vec<String> = ids.into_iter().map(|id| id.0).collect();
+        crate::serial::sending_write(ctx);
         let changed = store(ctx)?
             .mark_read(&customer, &ids)
             .await
@@ -470,6 +544,11 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The product viewed.")] product_id: ID,
+        #[graphql(
+            name = "clientMutationId",
+            desc = "Makes the change idempotent: sent again by the same user with the same id (1 to 128 characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day by default), it answers the first result and changes nothing again (see the README's \"Offline apps\")."
+        )]
+        _client_mutation_id: Option<String>,
     ) -> async_graphql::Result<i32> {
         let customer = customer(ctx)?;
         let product = ProductId::parse(&product_id)?;
@@ -479,6 +558,7 @@ impl MutationRoot {
         {
             return Err(GraphError::NotFound(format!("no product {product}")).into());
         }
+        crate::serial::sending_write(ctx);
         let views = store(ctx)?
             .count_view(&customer, product.as_str(), Utc::now())
             .await
@@ -561,6 +641,11 @@ impl MutationRoot {
         ctx: &Context<'_>,
         #[graphql(desc = "The shipped or delivered order to return.")] order_id: ID,
         #[graphql(desc = "Why (1 to 1,000 characters).")] reason: String,
+        #[graphql(
+            name = "clientMutationId",
+            desc = "Makes the change idempotent: sent again by the same user with the same id (1 to 128 characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day by default), it answers the first result and changes nothing again (see the README's \"Offline apps\")."
+        )]
+        _client_mutation_id: Option<String>,
     ) -> async_graphql::Result<ProcessInstance> {
         let order_id = OrderId::parse(&order_id)?;
         check_text("reason", &reason, 1_000)?;
@@ -577,6 +662,7 @@ impl MutationRoot {
             )
             .into());
         }
+        crate::serial::sending_write(ctx);
         let id = ctx
             .data::<Ports>()?
             .process
@@ -593,16 +679,27 @@ impl MutationRoot {
         &self,
         ctx: &Context<'_>,
         #[graphql(desc = "The task to claim.")] id: ID,
+        #[graphql(
+            name = "clientMutationId",
+            desc = "Makes the change idempotent: sent again by the same user with the same id (1 to 128 characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day by default), it answers the first result and changes nothing again (see the README's \"Offline apps\")."
+        )]
+        _client_mutation_id: Option<String>,
     ) -> async_graphql::Result<Task> {
         let id = parse_numeric_id(&id, "task")?;
         let v = viewer(ctx)?;
-        if load_task(ctx, id).await?.is_none() {
+        let Some(task) = load_task(ctx, id).await? else {
             return Err(GraphError::NotFound(format!("no task {id}")).into());
+        };
+        if let Some(conflict) = task_conflict(&task.0, v.process_user(), "claimed") {
+            return Err(conflict.into());
         }
-        ctx.data::<Ports>()?
+        crate::serial::sending_write(ctx);
+        let claimed = ctx
+            .data::<Ports>()?
             .process
             .claim_task(id, v.process_user())
-            .await?;
+            .await;
+        refused_task(ctx, id, v.process_user(), "claimed", claimed).await?;
         reload_task(ctx, id).await
     }
 
@@ -621,6 +718,9 @@ impl MutationRoot {
         let Some(task) = load_task(ctx, id).await? else {
             return Err(GraphError::NotFound(format!("no task {id}")).into());
         };
+        if let Some(conflict) = task_conflict(&task.0, v.process_user(), "completed") {
+            return Err(conflict.into());
+        }
         let mut outputs = serde_json::Map::new();
         if task.0.name == APPROVE_RETURN_TASK {
             let Some(approved) = input.approved else {
@@ -634,10 +734,13 @@ impl MutationRoot {
             check_text("comment", &comment, MAX_TEXT)?;
             outputs.insert("comment".into(), comment.into());
         }
-        ctx.data::<Ports>()?
+        crate::serial::sending_write(ctx);
+        let completed = ctx
+            .data::<Ports>()?
             .process
             .complete_task(id, v.process_user(), &outputs)
-            .await?;
+            .await;
+        refused_task(ctx, id, v.process_user(), "completed", completed).await?;
         reload_task(ctx, id).await
     }
 }
@@ -657,6 +760,7 @@ async fn add_repeat(
     report: &ClientError,
     case: SupportCase,
 ) -> async_graphql::Result<ClientErrorReport> {
+    crate::serial::sending_write(ctx);
     let comment = ctx
         .data::<Ports>()?
         .crm
@@ -707,6 +811,7 @@ async fn open_reported_case(
         )
         .into());
     };
+    crate::serial::sending_write(ctx);
     let case_id = match create_reported_case(ctx, customer, report).await {
         Ok(id) => id,
         Err(e) => {
@@ -769,6 +874,140 @@ async fn create_reported_case(
     Ok(ctx.data::<Ports>()?.crm.create_case(&new_case).await?)
 }
 
+/// The order `cancelOrder` could not cancel, read afresh from the backend (past the caches),
+/// as a `NOT_CANCELLABLE` conflict with its current state.
+async fn order_conflict(ports: &Ports, id: &OrderId) -> async_graphql::Result<GraphError> {
+    let order = ports
+        .backend
+        .orders_by_ids(std::slice::from_ref(id))
+        .await?
+        .into_iter()
+        .find(|o| &o.id == id)
+        .ok_or_else(|| GraphError::NotFound(format!("no order {id}")))?;
+    let shipment = match &order.shipment {
+        Some(s) => object([
+            ("carrier", Value::String(s.carrier.clone())),
+            ("trackingNumber", Value::String(s.tracking_number.clone())),
+        ]),
+        None => Value::Null,
+    };
+    let current = object([
+        ("id", Value::String(order.id.to_string())),
+        ("status", order.status.to_value()),
+        ("canCancel", Value::Boolean(false)),
+        ("placedAt", Value::String(order.placed_at.to_rfc3339())),
+        ("shipment", shipment),
+    ]);
+    Ok(GraphError::Conflict(
+        "NOT_CANCELLABLE",
+        format!(
+            "order {id} can no longer be cancelled: it is {}",
+            enum_name(order.status.to_value()).to_lowercase()
+        ),
+        current,
+    ))
+}
+
+/// A support case's state, for `extensions.current`.
+fn case_state(case: &CaseRecord) -> Value {
+    object([
+        ("id", Value::String(case.id.to_string())),
+        ("caseNumber", Value::String(case.case_number.clone())),
+        ("status", case.status.to_value()),
+        (
+            "closedAt",
+            case.closed_at
+                .map(|t| Value::String(t.to_rfc3339()))
+                .unwrap_or(Value::Null),
+        ),
+    ])
+}
+
+/// A task's state, for `extensions.current`: its status and its owner (who claimed it, or
+/// who completed it).
+fn task_state(task: &TaskRecord) -> Value {
+    object([
+        ("id", Value::String(task.id.to_string())),
+        ("name", Value::String(task.name.clone())),
+        ("status", task.status.to_value()),
+        (
+            "owner",
+            task.actual_owner
+                .clone()
+                .map(Value::String)
+                .unwrap_or(Value::Null),
+        ),
+    ])
+}
+
+/// The conflict of `task` with `user` wanting it `claimed` or `completed`, if it has one:
+/// done already (`TASK_ALREADY_COMPLETED`), or someone else's (`TASK_CLAIMED_BY_OTHER`).
+/// The process server refuses both with a bare 403; the state read says which.
+fn task_conflict(task: &TaskRecord, user: &str, wanted: &str) -> Option<GraphError> {
+    let owner = task.actual_owner.as_deref();
+    let (code, message) = match task.status {
+        TaskStatus::Completed => (
+            "TASK_ALREADY_COMPLETED",
+            format!(
+                "task {} was completed already{}",
+                task.id,
+                owner.map(|o| format!(" by {o}")).unwrap_or_default()
+            ),
+        ),
+        TaskStatus::Reserved | TaskStatus::InProgress if owner.is_some_and(|o| o != user) => (
+            "TASK_CLAIMED_BY_OTHER",
+            format!(
+                "task {} cannot be {wanted} by you: {} has claimed it",
+                task.id,
+                owner.unwrap_or_default()
+            ),
+        ),
+        _ => return None,
+    };
+    Some(GraphError::Conflict(code, message, task_state(task)))
+}
+
+/// What a task operation's refusal was: when the process server refused (`TASK_NOT_AVAILABLE`,
+/// its bare 403) and the task, read again, is done or someone else's, that conflict; else the
+/// refusal as it came.
+async fn refused_task(
+    ctx: &Context<'_>,
+    id: i64,
+    user: &str,
+    wanted: &str,
+    result: Result<(), crate::ports::UpstreamError>,
+) -> async_graphql::Result<()> {
+    let Err(e) = result else {
+        return Ok(());
+    };
+    if !e.is_rejected_with("TASK_NOT_AVAILABLE") {
+        return Err(e.into());
+    }
+    let now = ctx.data::<Ports>()?.process.task(id).await.ok().flatten();
+    match now.and_then(|task| task_conflict(&task, user, wanted)) {
+        Some(conflict) => Err(conflict.into()),
+        None => Err(e.into()),
+    }
+}
+
+/// A GraphQL object of these fields.
+fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+    Value::Object(
+        fields
+            .into_iter()
+            .map(|(name, value)| (async_graphql::Name::new(name), value))
+            .collect(),
+    )
+}
+
+/// An enum value's name (`SHIPPED`).
+fn enum_name(value: Value) -> String {
+    match value {
+        Value::Enum(name) => name.to_string(),
+        other => other.to_string(),
+    }
+}
+
 /// Reads a task again after a change (past this request's cache of it).
 async fn reload_task(ctx: &Context<'_>, id: i64) -> async_graphql::Result<Task> {
     let loaders = loaders(ctx)?;
@@ -789,6 +1028,7 @@ mod tests {
             screen: Some("Check\r\nout".into()),
             app_version: Some("4.2.0".into()),
             context: context.map(async_graphql::Json),
+            client_mutation_id: None,
         }
         .checked()
         .unwrap()
@@ -827,6 +1067,7 @@ mod tests {
                 screen: None,
                 app_version: None,
                 context: None,
+                client_mutation_id: None,
             }
             .checked()
             .map(|r| r.subject())

@@ -103,6 +103,11 @@ impl UpstreamError {
         }
     }
 
+    /// Whether the upstream refused for the business reason `code` (e.g. `NOT_CANCELLABLE`).
+    pub fn is_rejected_with(&self, code: &str) -> bool {
+        matches!(&self.kind, UpstreamErrorKind::Rejected { code: c, .. } if *c == code)
+    }
+
     /// Whether the upstream failed (no usable answer, or rate limiting us), as opposed to
     /// answering "no" or "not found".
     pub fn is_failure(&self) -> bool {

@@ -37,7 +37,7 @@ use super::AppState;
 use super::error::{GRAPHQL_RESPONSE, TransportError};
 use super::pipeline::{self, Prepared, by_deadline};
 use super::rate_limit::Peer;
-use super::request::{Body, GraphQlRequest, bearer, client_name, negotiate};
+use super::request::{Body, GraphQlRequest, bearer, client_name, idempotency_key, negotiate};
 use super::shape::Outcome;
 
 /// What `/graphql` answers with, in order of preference.
@@ -115,7 +115,10 @@ pub(super) async fn post(
     }
     match body {
         Ok(Body::Batch(requests)) => answer_batch(&state, &headers, requests).await,
-        Ok(Body::One(request)) => answer(&state, Method::POST, &headers, Ok(request)).await,
+        Ok(Body::One(mut request)) => {
+            request.idempotency_key = idempotency_key(&headers, None);
+            answer(&state, Method::POST, &headers, Ok(request)).await
+        }
         Err(e) => answer(&state, Method::POST, &headers, Err(e)).await,
     }
 }
@@ -301,7 +304,10 @@ async fn run_batch(
     let token = bearer(headers)?;
     let size = requests.len();
     let mut prepared = Vec::with_capacity(size);
-    for request in requests {
+    for (index, mut request) in requests.into_iter().enumerate() {
+        if let Ok(request) = &mut request {
+            request.idempotency_key = idempotency_key(headers, Some(index));
+        }
         prepared.push(prepare(state, &Method::POST, headers, request).await);
     }
     let started = Instant::now();

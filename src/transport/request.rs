@@ -28,6 +28,10 @@ pub(crate) struct GraphQlRequest {
     /// Passed on to the request (persisted queries and the like read it).
     #[serde(default)]
     pub(crate) extensions: Option<Map<String, Value>>,
+    /// The HTTP `Idempotency-Key` header, for the operation's mutation fields (never in a
+    /// body: `http.rs` sets it). Boxed: most requests have none.
+    #[serde(skip)]
+    pub(crate) idempotency_key: Option<Box<resolvers::idempotency::HeaderKey>>,
 }
 
 /// A JSON body: one request, or a batch of them (an array, as Apollo's `BatchHttpLink` and
@@ -131,6 +135,9 @@ impl GraphQlRequest {
             // Any JSON object is a map of GraphQL values.
             request.extensions =
                 serde_json::from_value(Value::Object(extensions)).unwrap_or_default();
+        }
+        if let Some(key) = self.idempotency_key {
+            request = request.data(*key);
         }
         request
     }
@@ -243,6 +250,19 @@ pub(crate) fn client_name(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("apollographql-client-name")
         .and_then(|v| v.to_str().ok())
+}
+
+/// The `Idempotency-Key` header, for the operation at `batch_index` of a batch (`None`: a
+/// request of one operation); not UTF-8, it is made lossy and then fails the key's check.
+pub(crate) fn idempotency_key(
+    headers: &HeaderMap,
+    batch_index: Option<usize>,
+) -> Option<Box<resolvers::idempotency::HeaderKey>> {
+    let value = headers.get("idempotency-key")?;
+    Some(Box::new(resolvers::idempotency::HeaderKey {
+        key: String::from_utf8_lossy(value.as_bytes()).into_owned(),
+        batch_index,
+    }))
 }
 
 /// The bearer token of the `Authorization` header, if any; `Err` for a header that is not a

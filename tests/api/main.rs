@@ -9,6 +9,8 @@
 //! - `persisted`: automatic persisted queries (Apollo's protocol), memory and Redis.
 //! - `auth`: bearer tokens against the identity provider.
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
+//! - `idempotency`: mutations replayed with a key write once (Redis, two replicas);
+//!   conflicts answer typed errors with the current state.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
 //! - `live`: `@live` queries over websockets and SSE, re-run by the events that touch them.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
@@ -37,6 +39,7 @@ mod events;
 mod fanout;
 mod graph;
 mod http;
+mod idempotency;
 mod live;
 mod mutations;
 mod notifications;

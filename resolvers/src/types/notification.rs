@@ -132,6 +132,11 @@ pub(crate) struct RegisterDeviceInput {
     app_version: Option<String>,
     /// What its notifications are written in: `en`, `de` (default `en`).
     locale: Option<String>,
+    /// Makes the change idempotent: sent again by the same user with the same id (1 to 128
+    /// characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day
+    /// by default), it answers the first result and changes nothing again (see the README's
+    /// "Offline apps").
+    pub(crate) client_mutation_id: Option<String>,
 }
 
 /// Longest token, endpoint or key taken.
@@ -414,6 +419,11 @@ pub(crate) struct NotificationPreferencesInput {
     clear_quiet_hours: Option<bool>,
     /// Channels of these categories.
     categories: Option<Vec<CategoryPreferenceInput>>,
+    /// Makes the change idempotent: sent again by the same user with the same id (1 to 128
+    /// characters of `A-Z a-z 0-9 - _ . :`, e.g. a UUID) within the server's window (a day
+    /// by default), it answers the first result and changes nothing again (see the README's
+    /// "Offline apps").
+    pub(crate) client_mutation_id: Option<String>,
 }
 
 impl NotificationPreferencesInput {
