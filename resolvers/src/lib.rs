@@ -13,6 +13,7 @@
 //!   [`ports::Source`], which upstream.
 //! - [`cache`]: the cross-request entity cache port, its keys and TTLs.
 //! - [`deadline`]: the request's deadline, which every upstream call made for it keeps.
+//! - [`defer`]: the `@defer` directive, declared for validation, introspection and the SDL.
 //! - [`events`]: domain events (and the cache entries each makes stale) and this replica's hub,
 //!   which hands each event only to the subscriptions it concerns.
 //! - [`queue`]: the bounded queue a producer never waits on (the hub's, the shared views').
@@ -32,6 +33,7 @@
 pub(crate) mod batch;
 pub mod cache;
 pub mod deadline;
+pub mod defer;
 pub mod error;
 pub mod events;
 pub(crate) mod federation;
@@ -102,6 +104,7 @@ pub fn schema_builder() -> AppSchemaBuilder {
     .enable_subscription_in_federation()
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
+    .directive(defer::DeferDirective)
 }
 
 /// The loaders of one client request: fresh for each operation, or shared by the operations
