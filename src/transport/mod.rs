@@ -21,6 +21,7 @@
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /` | redirects to the playground |
 
+mod defer;
 mod document;
 mod error;
 mod event_deadline;
@@ -28,8 +29,10 @@ mod health;
 #[cfg(test)]
 mod hostile;
 mod http;
+mod incremental;
 mod limits;
 mod live;
+mod multipart;
 mod parsed;
 mod persisted;
 mod pipeline;

@@ -23,11 +23,12 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use resolvers::{AppSchema, Batched, EventDeadline, RequestLoaders, Viewer};
 
+use super::defer::{self, Deferred, Plan};
 use super::error::TransportError;
 use super::persisted::Persisted;
 use super::request::GraphQlRequest;
 use super::shape::{self, Outcome, Types};
-use super::{AppState, document};
+use super::{AppState, document, incremental};
 
 /// Most representations one `_entities` field takes (as `products(ids)` takes 100 ids).
 const MAX_ENTITIES: usize = 100;
@@ -50,6 +51,9 @@ pub(crate) struct Prepared {
     /// A persisted query's hash and document, to register once it ran without a request
     /// error (so an invalid document is never stored).
     registration: Option<(String, String)>,
+    /// The fragments the operation defers (`@defer`), for the transports that deliver them
+    /// later ([`Prepared::incremental`]).
+    deferred: Vec<Deferred>,
 }
 
 /// Resolves a request's persisted query, bounds and parses its document, and picks its
@@ -119,6 +123,7 @@ fn parse(
         });
     }
     check_variables(operation, &request.variables)?;
+    let deferred = defer::find(&document, operation, &request.variables)?;
     let kind = operation.ty;
     // A request need not name the only operation of its document; the document does.
     let named = request.operation_name.clone().or_else(|| {
@@ -148,6 +153,7 @@ fn parse(
         transport,
         label,
         registration: None,
+        deferred,
     })
 }
 
@@ -205,6 +211,67 @@ impl Prepared {
         }
     }
 
+    /// Whether the operation is a query that defers fragments: a transport that can deliver
+    /// results incrementally runs it with [`Prepared::incremental`]. (A mutation or a
+    /// subscription with `@defer` runs as one whole result per event: a deferred part would
+    /// run its mutation again.)
+    pub(crate) fn defers(&self) -> bool {
+        self.kind == OperationType::Query && !self.deferred.is_empty()
+    }
+
+    /// Runs a query with deferred fragments for `viewer` with the request's `loaders`, by
+    /// `deadline`: its payloads, as they come (see `incremental`); a request error is the
+    /// only item when the document does not validate.
+    pub(crate) fn incremental(
+        self,
+        state: &AppState,
+        viewer: Option<Viewer>,
+        loaders: RequestLoaders,
+        deadline: tokio::time::Instant,
+    ) -> BoxStream<'static, Outcome> {
+        let plan = match Plan::build(
+            &self.shaper.document,
+            self.shaper.operation.as_deref(),
+            &self.deferred,
+            &self.request.variables,
+        ) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let errors = vec![e.to_server_error()];
+                return futures::stream::once(async { Outcome::RequestError(errors) }).boxed();
+            }
+        };
+        metrics::counter!("switchyard_deferred_operations_total", "transport" => self.transport)
+            .increment(1);
+        let run = incremental::Run {
+            schema: self.schema(state).clone(),
+            plan,
+            deferred: self.deferred,
+            document: self.shaper.document.clone(),
+            query: self.request.query.clone(),
+            operation: self.shaper.operation.clone(),
+            variables: self.request.variables.clone(),
+            viewer,
+            loaders,
+            deadline,
+        };
+        let mut payloads = incremental::stream(state, run);
+        let Some((hash, document)) = self.registration else {
+            return payloads;
+        };
+        // A persisted query is registered once its first payload shows it valid.
+        let persisted = state.persisted.clone();
+        futures::stream::once(async move {
+            let first = payloads.next().await;
+            if let Some(Outcome::Executed { .. }) = &first {
+                persisted.register(hash, &document).await;
+            }
+            futures::stream::iter(first).chain(payloads)
+        })
+        .flatten()
+        .boxed()
+    }
+
     /// Runs a query or mutation for `viewer` (none: anonymous) with the request's `loaders`:
     /// one result.
     pub(crate) async fn execute(
@@ -241,6 +308,11 @@ impl Prepared {
     /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), or a query's or
     /// mutation's one result (stopped past `server.request_timeout_ms`, as over HTTP).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
+        if self.defers() {
+            let deadline = tokio::time::Instant::now() + state.request_timeout;
+            let loaders = RequestLoaders::new(&state.ports);
+            return self.incremental(state, Some(viewer), loaders, deadline);
+        }
         if self.kind != OperationType::Subscription {
             // One result, under the same deadline as over HTTP.
             let state = state.clone();
@@ -322,7 +394,10 @@ impl Drop for ActiveSubscription {
 
 /// Says in `extensions.stale` which entities were served from stale copies because their
 /// upstream failed: `[{"type": "Order", "id": "ord-1", "ageSeconds": 95}]`.
-fn mark_stale(response: &mut async_graphql::Response, reads: Vec<resolvers::cache::StaleRead>) {
+pub(crate) fn mark_stale(
+    response: &mut async_graphql::Response,
+    reads: Vec<resolvers::cache::StaleRead>,
+) {
     if reads.is_empty() {
         return;
     }

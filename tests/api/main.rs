@@ -9,6 +9,7 @@
 //! - `persisted`: automatic persisted queries (Apollo's protocol), memory and Redis.
 //! - `auth`: bearer tokens against the identity provider.
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
+//! - `defer`: `@defer` over HTTP multipart, websockets and SSE; Apollo Client in Node.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
 //! - `cluster`: the event bus partitioned over a private three-node Redis Cluster, at the bus
@@ -32,6 +33,7 @@ mod support;
 mod auth;
 mod check_operations;
 mod cluster;
+mod defer;
 mod events;
 mod fanout;
 mod graph;
