@@ -473,3 +473,64 @@ async fn a_mutation_with_defer_is_answered_in_one_result() {
     assert!(body["data"]["registerDevice"]["id"].is_string(), "{body}");
     app.stop().await;
 }
+
+/// Where the Node client lives.
+fn apollo_client_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/apollo-defer")
+}
+
+#[tokio::test]
+async fn apollo_client_in_node_gets_the_home_screen_before_the_slow_carrier_answers() {
+    let dir = apollo_client_dir();
+    assert!(
+        dir.join("node_modules/@apollo/client").is_dir(),
+        "Apollo Client is not installed for this test: run `npm ci --prefix tests/clients/apollo-defer` \
+         (node 20 and the npm registry; .ci/run does it before the tests)"
+    );
+    let app = slow_carrier_app().await;
+    let token = app.token(ADA).await;
+    let operation_file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("schema/operations/HomeScreenDeferred.graphql");
+    let mut node = tokio::process::Command::new("node");
+    node.arg(dir.join("home-screen-deferred.mjs"))
+        .arg(app.url("/graphql"))
+        .arg(&token)
+        .arg(&operation_file)
+        .current_dir(&dir)
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(WAIT, node.output())
+        .await
+        .expect("the Node client ends")
+        .expect("`node` runs (node 20 is needed for this test)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the Node client failed: {}\n{stdout}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let results: Vec<Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    // The first result the app sees has the home screen without the tracking, before the
+    // carrier has answered; the last has every shipment tracked, after.
+    let first = results
+        .iter()
+        .find(|r| r["customer"] == ADA)
+        .unwrap_or_else(|| panic!("no result with data: {stdout}"));
+    assert!(first["shipments"].as_u64().unwrap() > 0, "{stdout}");
+    assert_eq!(first["tracked"], 0, "{stdout}");
+    assert_eq!(first["errors"], json!([]), "{stdout}");
+    assert!(
+        first["at_ms"].as_u64().unwrap() < SLOW_CARRIER.as_millis() as u64,
+        "{stdout}"
+    );
+    let last = results.last().unwrap();
+    assert_eq!(last["tracked"], last["shipments"], "{stdout}");
+    assert_eq!(last["errors"], json!([]), "{stdout}");
+    assert!(
+        last["at_ms"].as_u64().unwrap() >= SLOW_CARRIER.as_millis() as u64,
+        "{stdout}"
+    );
+    app.stop().await;
+}
