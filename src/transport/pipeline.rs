@@ -6,7 +6,8 @@
 //!    keeps the documents apps send again and again, `limits`); the operation it runs
 //!    (`document::operation`), whether it only introspects the schema, and the variables
 //!    the operation requires;
-//! 2. [`Prepared::execute`] (one result) or [`Prepared::stream`] (a subscription's results):
+//! 2. [`Prepared::execute`] (one result), [`Prepared::stream`] (a subscription's results) or
+//!    [`Prepared::incremental`] (a query with `@defer`, in parts: `defer`, `incremental`):
 //!    the schema runs it with data of its own (the viewer, fresh loaders);
 //! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes)
 //!    and bounded in size (`server.max_response_bytes`).
@@ -305,8 +306,9 @@ impl Prepared {
 
     /// Runs any operation for `viewer`, with data of its own (fresh loaders, never shared
     /// with another operation): a subscription's results as they come (each event bounded
-    /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), or a query's or
-    /// mutation's one result (stopped past `server.request_timeout_ms`, as over HTTP).
+    /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), a query's or mutation's
+    /// one result (stopped past `server.request_timeout_ms`, as over HTTP), or the payloads
+    /// of a query with deferred fragments ([`Prepared::incremental`]).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
         if self.defers() {
             let deadline = tokio::time::Instant::now() + state.request_timeout;

@@ -534,3 +534,55 @@ async fn apollo_client_in_node_gets_the_home_screen_before_the_slow_carrier_answ
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_stops_the_deferred_work() {
+    // Each backend answer takes 400 ms: the deferred fragment reads the orders, then (a wave
+    // later) their products.
+    let app = TestApp::spawn_with(
+        sandbox::SandboxConfig {
+            backend: sandbox::UpstreamKnobs::slow(400),
+            ..Default::default()
+        },
+        |c| c.cache.enabled = false,
+    )
+    .await;
+    let token = app.token(ADA).await;
+    let query = r#"{ me { id ... @defer { orders(first: 2) { edges { node { lines { product { name } } } } } } } }"#;
+    let products = |app: &TestApp| {
+        app.counts()
+            .get("backend")
+            .and_then(|routes| routes.get("GET /products").copied())
+            .unwrap_or(0)
+    };
+    // Read to the end, it reads the products.
+    app.reset_counts();
+    let (_, _, parts) = post_multipart(&app, &token, query).await;
+    assert_eq!(parts.last().unwrap().body["hasNext"], false);
+    assert_eq!(products(&app), 1);
+    // Gone after the first part (with the orders on their way): the products are never read.
+    app.reset_counts();
+    let mut response = app
+        .http
+        .post(app.url("/graphql"))
+        .header("accept", APOLLO_ACCEPT)
+        .bearer_auth(&token)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .unwrap();
+    let mut seen = String::new();
+    while seen.matches("\r\n---").count() < 2 {
+        let chunk = tokio::time::timeout(WAIT, response.chunk())
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("a first part");
+        seen.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    assert!(seen.contains(r#""hasNext":true"#), "{seen}");
+    drop(response);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(products(&app), 0, "{:?}", app.counts());
+    app.stop().await;
+}
