@@ -267,10 +267,19 @@ async fn run_incremental(
         viewer(state, token, 1),
     )
     .await??;
+    let user = viewer.as_ref().map(|v| v.user_id.clone());
+    let started = Instant::now();
     let loaders = RequestLoaders::new(&state.ports);
     let mut payloads = prepared.incremental(state, viewer, loaders, deadline);
     match payloads.next().await {
         Some(Outcome::Executed { json, errors }) => {
+            tracing::info!(
+                ?operation,
+                user = user.as_deref(),
+                errors,
+                ms = started.elapsed().as_millis() as u64,
+                "graphql request: first part sent, deferred parts follow"
+            );
             let first = Outcome::Executed { json, errors };
             Ok(Answer::Parts(
                 futures::stream::once(async { first })
