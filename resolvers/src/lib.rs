@@ -13,13 +13,13 @@
 //!   [`ports::Source`], which upstream.
 //! - [`cache`]: the cross-request entity cache port, its keys and TTLs.
 //! - [`deadline`]: the request's deadline, which every upstream call made for it keeps.
+//! - [`directives`]: `@defer` and `@live`, declared for validation, introspection and the SDL.
 //! - [`events`]: domain events (and the cache entries each makes stale) and this replica's hub,
 //!   which hands each event only to the subscriptions it concerns.
 //! - [`queue`]: the bounded queue a producer never waits on (the hub's, the shared views').
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
 //! - [`idempotency`]: mutations replayed with a key seen before answer the first result
 //!   (the transport's `Idempotency-Key` header, the window and bounds are the server's).
-//! - [`live`]: the `@live` directive, declared for validation, introspection and the SDL.
 //! - [`notifications`]: devices, preferences, the notification centre (records and the store
 //!   port), and the rules that turn events into notifications.
 //!
@@ -35,12 +35,12 @@
 pub(crate) mod batch;
 pub mod cache;
 pub mod deadline;
+pub mod directives;
 pub mod error;
 pub mod events;
 pub(crate) mod federation;
 pub mod idempotency;
 pub mod ids;
-pub mod live;
 pub(crate) mod loaders;
 pub(crate) mod mutation;
 pub mod notifications;
@@ -107,7 +107,8 @@ pub fn schema_builder() -> AppSchemaBuilder {
     .enable_subscription_in_federation()
     .limit_depth(MAX_DEPTH)
     .limit_complexity(MAX_COMPLEXITY)
-    .directive(live::LiveDirective)
+    .directive(directives::DeferDirective)
+    .directive(directives::LiveDirective)
 }
 
 /// The loaders of one client request: fresh for each operation, or shared by the operations

@@ -20,6 +20,10 @@
 //!   runs; no token at all runs anonymously, and fields that need a user answer
 //!   `UNAUTHENTICATED`.
 //! - Past `server.request_timeout_ms` the operation is stopped: 504.
+//! - A query with `@defer` from a client that accepts `multipart/mixed` (Apollo Client) is
+//!   answered incrementally (`multipart`, `incremental`): the first part as soon as what is
+//!   not deferred is done, then the deferred fragments. Any other client gets one whole
+//!   result, the same as without `@defer`; so does a batch, and a mutation.
 //!
 //! Everything between reading the request and writing the result is the pipeline's.
 
@@ -31,14 +35,16 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 use resolvers::{RequestLoaders, Viewer};
 
-use super::AppState;
 use super::error::{GRAPHQL_RESPONSE, TransportError};
 use super::pipeline::{self, Prepared, by_deadline};
 use super::rate_limit::Peer;
 use super::request::{Body, GraphQlRequest, bearer, client_name, idempotency_key, negotiate};
 use super::shape::Outcome;
+use super::{AppState, multipart};
 
 /// What `/graphql` answers with, in order of preference.
 const MEDIA_TYPES: [&str; 2] = [GRAPHQL_RESPONSE, "application/json"];
@@ -141,7 +147,8 @@ async fn answer(
         Err(refused) => return refused.into_response(),
     };
     match run(state, method, headers, request).await {
-        Ok(outcome) => {
+        Ok(Answer::Parts(payloads)) => multipart::response(payloads),
+        Ok(Answer::One(outcome)) => {
             let status = match &outcome {
                 Outcome::RequestError(_) if media == GRAPHQL_RESPONSE => StatusCode::BAD_REQUEST,
                 _ => StatusCode::OK,
@@ -208,14 +215,25 @@ async fn within_deadline<T>(
     by_deadline(state, deadline, operation, work).await?
 }
 
+/// What one operation is answered with.
+enum Answer {
+    /// One result.
+    One(Outcome),
+    /// Incremental results (`multipart`), the first of them a result.
+    Parts(BoxStream<'static, Outcome>),
+}
+
 async fn run(
     state: &AppState,
     method: Method,
     headers: &HeaderMap,
     request: Result<GraphQlRequest, TransportError>,
-) -> Result<Outcome, TransportError> {
+) -> Result<Answer, TransportError> {
     let prepared = prepare(state, &method, headers, request).await?;
     let token = bearer(headers)?;
+    if prepared.defers() && multipart::accepted(headers) {
+        return run_incremental(state, prepared, token).await;
+    }
     let operation = prepared.name().map(str::to_owned);
     let started = Instant::now();
     let (outcome, user) = within_deadline(state, operation.as_deref(), async {
@@ -232,7 +250,49 @@ async fn run(
         ms = started.elapsed().as_millis() as u64,
         "graphql request"
     );
-    Ok(outcome)
+    Ok(Answer::One(outcome))
+}
+
+/// Runs a query with deferred fragments: its payloads, once the first is known to be a
+/// result (a request error is answered as one JSON result, with its status). The whole
+/// stream keeps the request's deadline.
+async fn run_incremental(
+    state: &AppState,
+    prepared: Prepared,
+    token: Option<&str>,
+) -> Result<Answer, TransportError> {
+    let deadline = tokio::time::Instant::now() + state.request_timeout;
+    let operation = prepared.name().map(str::to_owned);
+    let viewer = by_deadline(
+        state,
+        deadline,
+        operation.as_deref(),
+        viewer(state, token, 1),
+    )
+    .await??;
+    let user = viewer.as_ref().map(|v| v.user_id.clone());
+    let started = Instant::now();
+    let loaders = RequestLoaders::new(&state.ports);
+    let mut payloads = prepared.incremental(state, viewer, loaders, deadline);
+    match payloads.next().await {
+        Some(Outcome::Executed { json, errors }) => {
+            tracing::info!(
+                ?operation,
+                user = user.as_deref(),
+                errors,
+                ms = started.elapsed().as_millis() as u64,
+                "graphql request: first part sent, deferred parts follow"
+            );
+            let first = Outcome::Executed { json, errors };
+            Ok(Answer::Parts(
+                futures::stream::once(async { first })
+                    .chain(payloads)
+                    .boxed(),
+            ))
+        }
+        Some(request_error) => Ok(Answer::One(request_error)),
+        None => Err(TransportError::Internal),
+    }
 }
 
 /// A batch: an array of results in the order of the requests, each a result or a request

@@ -3,7 +3,9 @@
 //! Every GraphQL operation takes one path, whichever transport carries it: the transport
 //! reads the request (`request`), the pipeline fills in persisted queries (`persisted`),
 //! bounds, parses and runs it (`pipeline`, with `limits` and `document`), and its results are shaped as the spec says (`shape`); what the
-//! transport itself refuses is one enum of errors with their codes (`error`). Websockets and
+//! transport itself refuses is one enum of errors with their codes (`error`). A query with
+//! `@defer` is planned (`defer`) and delivered in parts (`incremental`): over HTTP as
+//! `multipart/mixed` (`multipart`), over websockets and SSE as several `next` messages. Websockets and
 //! SSE share their connection bookkeeping (`live`) and their subscriptions' shared views
 //! (`views`: one run for the connections that would get the same results). Each event of a
 //! subscription is bounded by the request timeout (`event_deadline`). A `@live` query over
@@ -22,6 +24,7 @@
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /` | redirects to the playground |
 
+mod defer;
 mod document;
 mod error;
 mod event_deadline;
@@ -29,9 +32,11 @@ mod health;
 #[cfg(test)]
 mod hostile;
 mod http;
+mod incremental;
 mod limits;
 mod live;
 mod live_query;
+mod multipart;
 mod parsed;
 mod persisted;
 mod pipeline;

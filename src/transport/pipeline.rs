@@ -6,7 +6,8 @@
 //!    keeps the documents apps send again and again, `limits`); the operation it runs
 //!    (`document::operation`), whether it only introspects the schema, and the variables
 //!    the operation requires;
-//! 2. [`Prepared::execute`] (one result) or [`Prepared::stream`] (a subscription's results):
+//! 2. [`Prepared::execute`] (one result), [`Prepared::stream`] (a subscription's results) or
+//!    [`Prepared::incremental`] (a query with `@defer`, in parts: `defer`, `incremental`):
 //!    the schema runs it with data of its own (the viewer, fresh loaders);
 //! 3. each result is shaped as the spec says (`shape`: null semantics, query order, codes)
 //!    and bounded in size (`server.max_response_bytes`).
@@ -23,11 +24,12 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use resolvers::{AppSchema, Batched, EventDeadline, RequestLoaders, Viewer};
 
+use super::defer::{self, Deferred, Plan};
 use super::error::TransportError;
 use super::persisted::Persisted;
 use super::request::GraphQlRequest;
 use super::shape::{self, Outcome, Types};
-use super::{AppState, document};
+use super::{AppState, document, incremental};
 
 /// Most representations one `_entities` field takes (as `products(ids)` takes 100 ids).
 const MAX_ENTITIES: usize = 100;
@@ -53,6 +55,9 @@ pub(crate) struct Prepared {
     /// A query marked `@live`: over websockets and SSE it runs again when what it read
     /// changes (`live_query`).
     live: bool,
+    /// The fragments the operation defers (`@defer`), for the transports that deliver them
+    /// later ([`Prepared::incremental`]).
+    deferred: Vec<Deferred>,
 }
 
 /// Resolves a request's persisted query, bounds and parses its document, and picks its
@@ -122,12 +127,13 @@ fn parse(
         });
     }
     check_variables(operation, &request.variables)?;
+    let deferred = defer::find(&document, operation, &request.variables)?;
     let kind = operation.ty;
     let live = kind == OperationType::Query
         && operation
             .directives
             .iter()
-            .any(|d| d.node.name.node == resolvers::live::LIVE);
+            .any(|d| d.node.name.node == resolvers::directives::LIVE);
     // A request need not name the only operation of its document; the document does.
     let named = request.operation_name.clone().or_else(|| {
         let mut names = document.operations.iter().map(|(name, _)| name);
@@ -157,6 +163,7 @@ fn parse(
         label,
         registration: None,
         live,
+        deferred,
     })
 }
 
@@ -214,6 +221,67 @@ impl Prepared {
         }
     }
 
+    /// Whether the operation is a query that defers fragments: a transport that can deliver
+    /// results incrementally runs it with [`Prepared::incremental`]. (A mutation or a
+    /// subscription with `@defer` runs as one whole result per event: a deferred part would
+    /// run its mutation again.)
+    pub(crate) fn defers(&self) -> bool {
+        self.kind == OperationType::Query && !self.deferred.is_empty()
+    }
+
+    /// Runs a query with deferred fragments for `viewer` with the request's `loaders`, by
+    /// `deadline`: its payloads, as they come (see `incremental`); a request error is the
+    /// only item when the document does not validate.
+    pub(crate) fn incremental(
+        self,
+        state: &AppState,
+        viewer: Option<Viewer>,
+        loaders: RequestLoaders,
+        deadline: tokio::time::Instant,
+    ) -> BoxStream<'static, Outcome> {
+        let plan = match Plan::build(
+            &self.shaper.document,
+            self.shaper.operation.as_deref(),
+            &self.deferred,
+            &self.request.variables,
+        ) {
+            Ok(plan) => plan,
+            Err(e) => {
+                let errors = vec![e.to_server_error()];
+                return futures::stream::once(async { Outcome::RequestError(errors) }).boxed();
+            }
+        };
+        metrics::counter!("switchyard_deferred_operations_total", "transport" => self.transport)
+            .increment(1);
+        let run = incremental::Run {
+            schema: self.schema(state).clone(),
+            plan,
+            deferred: self.deferred,
+            document: self.shaper.document.clone(),
+            query: self.request.query.clone(),
+            operation: self.shaper.operation.clone(),
+            variables: self.request.variables.clone(),
+            viewer,
+            loaders,
+            deadline,
+        };
+        let mut payloads = incremental::stream(state, run);
+        let Some((hash, document)) = self.registration else {
+            return payloads;
+        };
+        // A persisted query is registered once its first payload shows it valid.
+        let persisted = state.persisted.clone();
+        futures::stream::once(async move {
+            let first = payloads.next().await;
+            if let Some(Outcome::Executed { .. }) = &first {
+                persisted.register(hash, &document).await;
+            }
+            futures::stream::iter(first).chain(payloads)
+        })
+        .flatten()
+        .boxed()
+    }
+
     /// Runs a query or mutation for `viewer` (none: anonymous) with the request's `loaders`:
     /// one result.
     pub(crate) async fn execute(
@@ -247,11 +315,17 @@ impl Prepared {
 
     /// Runs any operation for `viewer`, with data of its own (fresh loaders, never shared
     /// with another operation): a subscription's results as they come (each event bounded
-    /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), or a query's or
-    /// mutation's one result (stopped past `server.request_timeout_ms`, as over HTTP).
+    /// by `server.request_timeout_ms`: a `TIMEOUT` error past it), a query's or mutation's
+    /// one result (stopped past `server.request_timeout_ms`, as over HTTP), or the payloads
+    /// of a query with deferred fragments ([`Prepared::incremental`]).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
         if self.live {
             return super::live_query::stream(self, state.clone(), viewer);
+        }
+        if self.defers() {
+            let deadline = tokio::time::Instant::now() + state.request_timeout;
+            let loaders = RequestLoaders::new(&state.ports);
+            return self.incremental(state, Some(viewer), loaders, deadline);
         }
         if self.kind != OperationType::Subscription {
             let state = state.clone();
@@ -321,6 +395,7 @@ impl Prepared {
             label: self.label.clone(),
             registration: None,
             live: self.live,
+            deferred: self.deferred.clone(),
         }
     }
 }
@@ -365,7 +440,10 @@ impl Drop for ActiveSubscription {
 
 /// Says in `extensions.stale` which entities were served from stale copies because their
 /// upstream failed: `[{"type": "Order", "id": "ord-1", "ageSeconds": 95}]`.
-fn mark_stale(response: &mut async_graphql::Response, reads: Vec<resolvers::cache::StaleRead>) {
+pub(crate) fn mark_stale(
+    response: &mut async_graphql::Response,
+    reads: Vec<resolvers::cache::StaleRead>,
+) {
     if reads.is_empty() {
         return;
     }

@@ -59,13 +59,8 @@ impl Outcome {
         max_bytes: usize,
         operation: Option<&str>,
     ) -> Outcome {
-        let mut out = Bounded {
-            json: Vec::with_capacity(1024.min(max_bytes)),
-            left: max_bytes,
-            over: false,
-        };
-        let serialized = serde_json::to_writer(&mut out, response);
-        if out.over {
+        let serialized = bounded_json(response, max_bytes);
+        if let Err(Json::TooLarge) = serialized {
             tracing::warn!(
                 ?operation,
                 max_bytes,
@@ -79,18 +74,15 @@ impl Outcome {
                 operation,
             );
         }
-        match serialized.map(|()| String::from_utf8(out.json)) {
-            Ok(Ok(json)) => Outcome::Executed {
+        match serialized {
+            Ok(json) => Outcome::Executed {
                 json,
                 errors: response.errors.len(),
             },
-            failed => {
-                tracing::error!(error = ?failed.err(), "could not serialize a result");
-                Outcome::Executed {
-                    json: INTERNAL_ERROR.to_owned(),
-                    errors: 1,
-                }
-            }
+            Err(_) => Outcome::Executed {
+                json: INTERNAL_ERROR.to_owned(),
+                errors: 1,
+            },
         }
     }
 
@@ -150,6 +142,39 @@ pub(crate) fn result(
     complete_nulls(&mut response.data, &response.errors, doc, operation, types);
     in_query_order(&mut response.data, doc, operation);
     Ok(response)
+}
+
+/// Why [`bounded_json`] gave no JSON.
+#[derive(Debug)]
+pub(crate) enum Json {
+    /// It would be longer than the bound.
+    TooLarge,
+    /// It could not be serialized (logged).
+    Failed,
+}
+
+/// `value` as JSON, or [`Json::TooLarge`] as soon as it would be longer than `max_bytes`
+/// (no more than that is formatted).
+pub(crate) fn bounded_json(
+    value: &impl serde::Serialize,
+    max_bytes: usize,
+) -> Result<String, Json> {
+    let mut out = Bounded {
+        json: Vec::with_capacity(1024.min(max_bytes)),
+        left: max_bytes,
+        over: false,
+    };
+    let serialized = serde_json::to_writer(&mut out, value);
+    if out.over {
+        return Err(Json::TooLarge);
+    }
+    match serialized.map(|()| String::from_utf8(out.json)) {
+        Ok(Ok(json)) => Ok(json),
+        failed => {
+            tracing::error!(error = ?failed.err(), "could not serialize a result");
+            Err(Json::Failed)
+        }
+    }
 }
 
 /// A writer into a buffer that fails once more than `left` bytes came.

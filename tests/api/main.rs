@@ -11,6 +11,7 @@
 //! - `graph`, `mutations`: what the schema answers, and the upstream calls it costs.
 //! - `idempotency`: mutations replayed with a key write once (Redis, two replicas);
 //!   conflicts answer typed errors with the current state.
+//! - `defer`: `@defer` over HTTP multipart, websockets and SSE; Apollo Client in Node.
 //! - `subscriptions`: graphql-transport-ws, the legacy protocol and SSE, with live events.
 //! - `live`: `@live` queries over websockets and SSE, re-run by the events that touch them.
 //! - `webhooks`, `events`, `replicas`: the event path, on one replica and across several.
@@ -35,6 +36,7 @@ mod support;
 mod auth;
 mod check_operations;
 mod cluster;
+mod defer;
 mod events;
 mod fanout;
 mod graph;
