@@ -714,7 +714,9 @@ async fn a_batch_past_its_deadline_keeps_the_result_of_its_mutation() {
     .await;
     let token = app.token("cust-0001").await;
     // Schema walks (no upstream call, no await): together far beyond 300 ms.
-    let walk = "__schema { types { name fields { name args { name } type { name } } } }";
+    let walk = "__schema { types { name description fields { name description \
+                args { name description type { name kind ofType { name kind } } } \
+                type { name kind ofType { name kind ofType { name kind } } } } } }";
     let walks = format!("{{ a: {walk} b: {walk} c: {walk} }}");
     let mut batch =
         vec![json!({"query": "mutation { cancelOrder(id: \"ord-019801\") { status } }"})];
