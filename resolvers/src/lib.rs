@@ -19,6 +19,8 @@
 //! - [`error`]: errors, and the one place they become GraphQL errors with `extensions.code`.
 //! - [`notifications`]: devices, preferences, the notification centre (records and the store
 //!   port), and the rules that turn events into notifications.
+//! - [`sync`]: delta sync for apps that were offline: the change log port
+//!   ([`sync::ChangeLog`]), signed tokens, snapshots and deltas of a customer's working set.
 //!
 //! Inside the crate:
 //! - `loaders`: per-request dataloaders, one per thing loaded.
@@ -45,6 +47,7 @@ pub mod queue;
 pub mod records;
 pub(crate) mod serial;
 pub(crate) mod subscription;
+pub mod sync;
 pub(crate) mod types;
 pub(crate) mod viewer;
 
