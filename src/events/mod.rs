@@ -47,7 +47,9 @@
 //!
 //! # Not guaranteed
 //! - **History.** A replica starts after the stream's last entry at the time of [`start`];
-//!   events from before are not replayed, and nothing is replayed after a restart.
+//!   events from before are not replayed to its hub, and nothing is replayed after a restart.
+//!   (What the streams still hold can be read back from a position through [`Events::log`],
+//!   which delta sync does; the memory bus's ring is lost with the process.)
 //! - **Unbounded retention.** Each stream keeps roughly `stream_max_len` entries. A replica
 //!   cut off for longer than it takes to append that many misses the trimmed ones; after
 //!   reconnecting, the reader logs a warning when the stream was trimmed past its position.
