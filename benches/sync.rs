@@ -3,10 +3,11 @@
 //! (`schema/operations/HomeScreen.graphql`), and against a fresh snapshot.
 //!
 //! `cargo bench --bench sync` (release build). One Switchyard over a sandbox in this process,
-//! on loopback, the memory bus, the simulator off: the bench takes Ada's snapshot, then steps
-//! the sandbox (`Sandbox::step`: orders ship, parcels move, agents answer cases) until
-//! `SYNC_CHANGES` (100) of its changes concerned Ada, waits until Switchyard has taken all
-//! their webhooks, and then times `SYNC_REPEATS` (200) calls of each, one after another:
+//! on loopback, the memory bus, the simulator off: the bench takes Ada's snapshot, then posts
+//! `SYNC_CHANGES` (100) signed `order.status_changed` webhooks about her orders (round-robin:
+//! the simulator alone moves one customer's world too little for that, a few dozen changes
+//! before her orders are all delivered and her cases closed), waits until Switchyard has
+//! taken them, and then times `SYNC_REPEATS` (200) calls of each, one after another:
 //! `sync` from the snapshot's token (the same token every time: a delta is a read, the same
 //! answer each call), `HomeScreen`, and the whole snapshot (every page). Bytes are the
 //! answers' JSON bodies (no compression).
@@ -14,7 +15,7 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use sandbox::{Sandbox, SandboxChange, SandboxConfig};
+use sandbox::{Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 use switchyard::Config;
 
@@ -85,19 +86,52 @@ async fn main() -> anyhow::Result<()> {
     }
     let snapshot = client.sync_all(&sync, None).await?;
 
-    // Offline: the world moves on until `changes` of its changes concerned Ada.
-    let mut announced = sandbox.changes();
-    let (mut hers, mut entities, mut steps) = (0, BTreeSet::new(), 0);
-    while hers < changes && steps < 100_000 {
-        sandbox.step();
-        steps += 1;
-        while let Ok(change) = announced.try_recv() {
-            if let Some(entity) = ada_entity(&change) {
-                hers += 1;
-                entities.insert(entity);
-            }
-        }
+    // Offline: `changes` signed webhooks say Ada's orders changed (round-robin over them,
+    // each with the order's own status: Switchyard reads every changed order fresh anyway).
+    let (orders, _) = client
+        .post(
+            &json!({ "query": "{ me { orders(first: 50) { edges { node { id status } } } } }" })
+                .to_string(),
+        )
+        .await?;
+    let orders: Vec<(String, String)> = orders["data"]["me"]["orders"]["edges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|edge| {
+            let node = &edge["node"];
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+            (text(&node["id"]), text(&node["status"]))
+        })
+        .collect();
+    anyhow::ensure!(!orders.is_empty(), "Ada has no orders");
+    let secret = sandbox::DEV_BACKEND_WEBHOOK_SECRET;
+    let mut entities = BTreeSet::new();
+    for n in 0..changes {
+        let (order, status) = &orders[n % orders.len()];
+        entities.insert(order.clone());
+        let body = json!({
+            "id": format!("bench_sync_{n}"), "type": "order.status_changed",
+            "occurredAt": chrono::Utc::now().to_rfc3339(),
+            "data": { "orderId": order, "customerId": ADA, "status": status }
+        })
+        .to_string();
+        let timestamp = chrono::Utc::now().timestamp().to_string();
+        let answer = http
+            .post(format!("{base}/webhooks/backend"))
+            .header("content-type", "application/json")
+            .header("x-webhook-timestamp", &timestamp)
+            .header("x-webhook-signature", sign(secret, &timestamp, &body))
+            .body(body)
+            .send()
+            .await?;
+        anyhow::ensure!(
+            answer.status() == 202,
+            "webhook answered {}",
+            answer.status()
+        );
     }
+    let hers = changes;
     // Back online once Switchyard has every webhook: the delta names every entity.
     let deadline = Instant::now() + Duration::from_secs(60);
     let delta = loop {
@@ -130,8 +164,8 @@ async fn main() -> anyhow::Result<()> {
         snapshot.entities, snapshot.pages
     );
     println!(
-        "offline: {steps} sandbox steps, {hers} changes of Ada's ({} entities): the delta has \
-         {in_delta} changes and {removed} removals, hasMore {}",
+        "offline: {hers} changes to Ada's orders ({} orders): the delta has {in_delta} changes \
+         and {removed} removals, hasMore {}",
         entities.len(),
         delta["hasMore"]
     );
@@ -153,37 +187,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What one of the sandbox's changes means for Ada's working set (as `tests/api/sync.rs`).
-fn ada_entity(change: &SandboxChange) -> Option<(&'static str, String)> {
-    match change {
-        SandboxChange::OrderStatusChanged {
-            order_id,
-            customer_id,
-            ..
-        }
-        | SandboxChange::ShipmentScanned {
-            order_id,
-            customer_id,
-            ..
-        } if customer_id == ADA => Some(("ORDER", order_id.clone())),
-        SandboxChange::CaseChanged {
-            case_id,
-            customer_id: Some(customer_id),
-            ..
-        } if customer_id == ADA => Some(("SUPPORT_CASE", case_id.clone())),
-        SandboxChange::CaseCommentAdded {
-            case_id,
-            customer_id: Some(customer_id),
-            published: true,
-            ..
-        } if customer_id == ADA => Some(("SUPPORT_CASE", case_id.clone())),
-        SandboxChange::TaskChanged {
-            task_id,
-            potential_owners,
-            ..
-        } if potential_owners.iter().any(|o| o == ADA) => Some(("TASK", task_id.to_string())),
-        _ => None,
-    }
+/// `v1=` + hex HMAC-SHA256(secret, "<timestamp>.<body>"), as `docs/upstreams.md` says.
+fn sign(secret: &str, timestamp: &str, body: &str) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
+    mac.update(body.as_bytes());
+    format!("v1={}", hex::encode(mac.finalize().into_bytes()))
 }
 
 fn sync_body(document: &str, token: Option<&str>) -> String {
