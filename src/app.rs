@@ -116,6 +116,10 @@ pub(crate) async fn serve(
         store: notifications.store.clone(),
         web_push_key: WebPushKey(notifications.web_push_key.clone()),
         notify: notifications.notify.clone(),
+        sync: resolvers::sync::SyncSetup {
+            log: events.log.clone(),
+            key: sync_token_key(&config)?,
+        },
     };
     let state = app_state(
         &config,
@@ -174,6 +178,26 @@ struct GraphData {
     store: Arc<dyn NotificationStore>,
     web_push_key: WebPushKey,
     notify: Arc<dyn Notify>,
+    /// Delta sync: the change log and the tokens' key.
+    sync: resolvers::sync::SyncSetup,
+}
+
+/// The key sync tokens are signed with: `[sync] token_secret`, else a random one for this
+/// process (its tokens then die with it, and other replicas refuse them).
+fn sync_token_key(config: &Config) -> anyhow::Result<resolvers::sync::TokenKey> {
+    if let Some(secret) = &config.sync.token_secret {
+        return Ok(resolvers::sync::TokenKey::new(secret.expose().as_bytes()));
+    }
+    if config.server.production() {
+        tracing::warn!(
+            "sync.token_secret is not set: sync tokens are signed with a random key of this \
+             process, refused by other replicas and after a restart (apps then take a snapshot)"
+        );
+    }
+    let mut key = vec![0u8; 32];
+    aws_lc_rs::rand::fill(&mut key)
+        .map_err(|_| anyhow::anyhow!("no random bytes for the sync token key"))?;
+    Ok(resolvers::sync::TokenKey::new(key))
 }
 
 /// The upstream adapters of the configured upstreams, reading through `cache`.
@@ -207,7 +231,8 @@ async fn app_state(
             .data(graph.store.clone())
             .data(graph.web_push_key.clone())
             .data(graph.notify.clone())
-            .data(config.idempotency.graph());
+            .data(config.idempotency.graph())
+            .data(graph.sync.clone());
         let builder = if config.server.introspection_enabled() {
             builder
         } else {

@@ -57,6 +57,8 @@ pub struct Config {
     pub outbox: OutboxConfig,
     /// Idempotent mutations: how long a key's result answers replays.
     pub idempotency: IdempotencyConfig,
+    /// Delta sync (`Query.sync`): the key its tokens are signed with.
+    pub sync: SyncConfig,
 }
 
 /// Idempotent mutations (`resolvers::idempotency`). Their records are kept where the
@@ -90,6 +92,17 @@ impl IdempotencyConfig {
             max_result_bytes: self.max_result_bytes,
         }
     }
+}
+
+/// Delta sync (`Query.sync`): apps that were offline ask for what changed since their token.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncConfig {
+    /// The HMAC-SHA256 key sync tokens are signed with (at least 32 bytes). Every replica
+    /// must have the same one, or a token from one is refused by the others. Absent: a
+    /// random key made at start, so tokens last as long as the process (fine for one
+    /// instance and the embedded sandbox; logged as a warning with the production profile).
+    pub token_secret: Option<Secret>,
 }
 
 /// The entity cache (customers, products, orders, parcel tracking; see `resolvers::cache`).
@@ -938,6 +951,24 @@ pub enum LogFormat {
     Json,
 }
 
+impl SyncConfig {
+    /// Fewest bytes of `token_secret`: a shorter HMAC key could be guessed.
+    pub const MIN_SECRET_BYTES: usize = 32;
+
+    /// Checks what serde cannot.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if let Some(secret) = &self.token_secret
+            && secret.expose().len() < Self::MIN_SECRET_BYTES
+        {
+            anyhow::bail!(
+                "sync.token_secret must be at least {} bytes",
+                Self::MIN_SECRET_BYTES
+            );
+        }
+        Ok(())
+    }
+}
+
 /// A secret (password, key, token): never printed, never logged.
 #[derive(Clone, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
@@ -1029,6 +1060,7 @@ impl Config {
         self.push.validate()?;
         self.outbox.validate()?;
         self.telemetry.validate()?;
+        self.sync.validate()?;
         Ok(())
     }
 

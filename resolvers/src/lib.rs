@@ -22,6 +22,8 @@
 //!   (the transport's `Idempotency-Key` header, the window and bounds are the server's).
 //! - [`notifications`]: devices, preferences, the notification centre (records and the store
 //!   port), and the rules that turn events into notifications.
+//! - [`sync`]: delta sync for apps that were offline: the change log port
+//!   ([`sync::ChangeLog`]), signed tokens, snapshots and deltas of a customer's working set.
 //!
 //! Inside the crate:
 //! - `loaders`: per-request dataloaders, one per thing loaded.
@@ -50,6 +52,7 @@ pub mod queue;
 pub mod records;
 pub(crate) mod serial;
 pub(crate) mod subscription;
+pub mod sync;
 pub(crate) mod types;
 pub(crate) mod viewer;
 

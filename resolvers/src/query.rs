@@ -287,6 +287,24 @@ impl QueryRoot {
         Ok(i32::try_from(count).unwrap_or(i32::MAX))
     }
 
+    /// Delta sync for apps that were offline. Without `token`: a first snapshot of the
+    /// signed-in customer's working set (orders with their parcels, support cases, the tasks
+    /// offered to them), `first` entities a page, each page's `token` continuing it. With the
+    /// last page's (or a delta's) `token`: only what changed since, each changed entity once
+    /// in its current state, those that left as `removed`, and a new `token`. Call again at
+    /// once while `hasMore`. A token that is not ours or is another user's is `FORBIDDEN`; one
+    /// older than the change log keeps is `SYNC_TOKEN_EXPIRED`: then sync without a token.
+    #[graphql(complexity = "crate::page_cost(first, child_complexity)")]
+    async fn sync(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(desc = "The `token` of the previous page; none for a first snapshot.")]
+        token: Option<String>,
+        #[graphql(default = 50, desc = "Most entities in the page (1 to 50).")] first: i32,
+    ) -> async_graphql::Result<crate::sync::SyncPage> {
+        crate::sync::sync(ctx, token, first).await
+    }
+
     /// The application server key (VAPID public key, base64url) a web app subscribes to Web
     /// Push with (`pushManager.subscribe({applicationServerKey})`); null when Web Push is off.
     async fn web_push_public_key(&self, ctx: &Context<'_>) -> Option<String> {

@@ -431,6 +431,9 @@ pub struct Sandbox {
     servers: Vec<JoinHandle<()>>,
     /// The simulator and the webhook senders.
     background: Vec<JoinHandle<()>>,
+    /// The dice of [`Sandbox::step`], apart from the background simulator's (a std mutex:
+    /// held for one step, never across an await).
+    stepper: std::sync::Mutex<simulator::Simulator>,
 }
 
 impl fmt::Debug for Sandbox {
@@ -600,6 +603,7 @@ impl Sandbox {
             ));
         }
         tracing::info!(?urls, "sandbox upstreams listening");
+        let config_seed = config.seed;
         Ok(Sandbox {
             urls,
             config,
@@ -610,6 +614,7 @@ impl Sandbox {
             shutdown,
             servers,
             background,
+            stepper: std::sync::Mutex::new(simulator::Simulator::new(config_seed)),
         })
     }
 
@@ -660,6 +665,20 @@ impl Sandbox {
         for counter in &self.counters {
             counter.reset();
         }
+    }
+
+    /// Moves the world on by one simulator step now, as the simulator does every
+    /// `simulator_interval_ms`: for tests and benchmarks that run with the simulator off and
+    /// want the world to move at their own pace. The step announces its changes (and posts
+    /// them, with webhooks configured) like any other; its dice are seeded with the sandbox's
+    /// seed, so the same seed and the same calls give the same steps. Answers what it did,
+    /// `None` when nothing was left to move.
+    pub fn step(&self) -> Option<String> {
+        let mut stepper = self
+            .stepper
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        stepper.step(&mut self.world.write(), chrono::Utc::now())
     }
 
     /// Every change to the world from now on (orders, parcels, cases, tasks, processes).

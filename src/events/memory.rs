@@ -24,6 +24,7 @@ use async_trait::async_trait;
 use resolvers::events::{DomainEvent, EventHub};
 use tokio::time::Instant;
 
+use super::changelog::MemoryLog;
 use super::{BusError, EventBus};
 use crate::config::EventsConfig;
 
@@ -43,6 +44,9 @@ pub(crate) struct MemoryBus {
     delivered: Arc<AtomicU64>,
     /// The queues of the groups that joined: every accepted event goes to each.
     groups: std::sync::Mutex<Vec<tokio::sync::mpsc::Sender<Arc<DomainEvent>>>>,
+    /// The last `stream_max_len` accepted events, for delta sync (shared with
+    /// [`super::Events::log`]).
+    log: Arc<MemoryLog>,
 }
 
 /// Recently seen event ids, with expiry and a size bound.
@@ -60,7 +64,12 @@ pub(crate) struct SeenIds {
 
 impl MemoryBus {
     /// A bus delivering to `hub`, remembering ids as `config` says.
-    pub(crate) fn new(config: &EventsConfig, hub: EventHub, delivered: Arc<AtomicU64>) -> Self {
+    pub(crate) fn new(
+        config: &EventsConfig,
+        hub: EventHub,
+        delivered: Arc<AtomicU64>,
+        log: Arc<MemoryLog>,
+    ) -> Self {
         Self {
             seen: Mutex::new(SeenIds::new(
                 Duration::from_secs(config.dedup_ttl_secs),
@@ -69,6 +78,7 @@ impl MemoryBus {
             hub,
             delivered,
             groups: std::sync::Mutex::default(),
+            log,
         }
     }
 }
@@ -103,6 +113,7 @@ impl EventBus for MemoryBus {
             }
         }
         seen.insert(&event.id, Instant::now());
+        self.log.append(event);
         let event = Arc::new(event.clone());
         self.hub.deliver(event.clone()).await;
         for permit in permits {

@@ -12,6 +12,8 @@
 //!   reader task).
 //! - `memory`: one instance only. Publishing dedups by id and hands the event straight to
 //!   the hub; there is no reader.
+//! - `changelog`: the bus read back from a position ([`Events::log`], for delta sync): the
+//!   Redis streams themselves, or the memory bus's last `stream_max_len` events.
 //! - `redis`: Redis streams shared by all replicas, `partitions` of them (one by default),
 //!   on one Redis node or a Redis Cluster (`connection`). An event goes to the stream of its
 //!   customer (`partition`: a stable hash of the customer id; events without one go to the
@@ -45,7 +47,9 @@
 //!
 //! # Not guaranteed
 //! - **History.** A replica starts after the stream's last entry at the time of [`start`];
-//!   events from before are not replayed, and nothing is replayed after a restart.
+//!   events from before are not replayed to its hub, and nothing is replayed after a restart.
+//!   (What the streams still hold can be read back from a position through [`Events::log`],
+//!   which delta sync does; the memory bus's ring is lost with the process.)
 //! - **Unbounded retention.** Each stream keeps roughly `stream_max_len` entries. A replica
 //!   cut off for longer than it takes to append that many misses the trimmed ones; after
 //!   reconnecting, the reader logs a warning when the stream was trimmed past its position.
@@ -72,6 +76,7 @@
 //! - **The memory bus across processes.** It serves one instance, and forgets everything
 //!   when it stops.
 
+mod changelog;
 mod connection;
 pub(crate) mod group;
 pub(crate) mod memory;
@@ -84,6 +89,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use anyhow::bail;
 use async_trait::async_trait;
 use resolvers::events::{DomainEvent, EventHub};
+use resolvers::sync::ChangeLog;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -116,6 +122,8 @@ pub enum BusError {
 pub struct Events {
     /// Where events are published (ingestion holds a clone); Redis or memory behind it.
     pub bus: Arc<dyn EventBus>,
+    /// The same events read back from a position: delta sync's change log.
+    pub log: Arc<dyn ChangeLog>,
     /// Events handed to this replica's hub so far, shared with the reader (or the memory
     /// bus) that counts them; read by [`Events::delivered`] for tests and metrics.
     delivered: Arc<AtomicU64>,
@@ -142,9 +150,11 @@ pub async fn start(
     match &config.redis_url {
         None => {
             tracing::info!("event bus: in memory (one instance only)");
-            let bus = memory::MemoryBus::new(config, hub, Arc::clone(&delivered));
+            let log = Arc::new(changelog::MemoryLog::new(config.stream_max_len));
+            let bus = memory::MemoryBus::new(config, hub, Arc::clone(&delivered), Arc::clone(&log));
             Ok(Events {
                 bus: Arc::new(bus),
+                log,
                 delivered,
                 readers: Vec::new(),
             })
@@ -155,6 +165,7 @@ pub async fn start(
                     .await?;
             Ok(Events {
                 bus: started.bus,
+                log: started.log,
                 delivered,
                 readers: started.readers,
             })

@@ -38,9 +38,11 @@ use anyhow::Context;
 use async_trait::async_trait;
 use redis::{RedisError, Value};
 use resolvers::events::{DomainEvent, EventHub};
+use resolvers::sync::ChangeLog;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::changelog::RedisLog;
 use super::connection::{Connection, Target};
 use super::partition::Partitions;
 use super::{BusError, EventBus};
@@ -63,7 +65,7 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// The stream entry field holding the event's JSON (also named in [`PUBLISH_SCRIPT`]).
 const EVENT_FIELD: &str = "event";
 /// Where the stream starts: the id before any entry.
-const STREAM_START: &str = "0-0";
+pub(super) const STREAM_START: &str = "0-0";
 
 /// Publishes one event at most once per id within the TTL, atomically.
 ///
@@ -87,6 +89,8 @@ pub(crate) struct Started {
     pub(crate) bus: Arc<dyn EventBus>,
     /// The reader tasks, one per partition, for [`super::Events::join`].
     pub(crate) readers: Vec<JoinHandle<()>>,
+    /// The streams read back, for delta sync.
+    pub(crate) log: Arc<dyn ChangeLog>,
 }
 
 /// Connects to Redis at `url` (a node, or a cluster's seed), notes where each partition's
@@ -138,6 +142,10 @@ pub(crate) async fn start(
         "event bus: Redis streams"
     );
 
+    let log = Arc::new(RedisLog {
+        connection: publisher.clone(),
+        partitions: partitions.clone(),
+    });
     let bus = RedisBus {
         connection: publisher,
         partitions,
@@ -146,6 +154,7 @@ pub(crate) async fn start(
     };
     Ok(Started {
         bus: Arc::new(bus),
+        log,
         readers: readers
             .into_iter()
             .map(|(reader, connection)| tokio::spawn(reader.run(connection)))
@@ -497,7 +506,7 @@ fn entry(value: Value) -> Result<Entry, ReadError> {
 }
 
 /// The value of field `name` in a flat `[name, value, ...]` array (RESP2) or a map (RESP3).
-fn field(fields: Value, name: &str) -> Option<Value> {
+pub(super) fn field(fields: Value, name: &str) -> Option<Value> {
     match fields {
         Value::Map(pairs) => pairs
             .into_iter()
@@ -540,7 +549,7 @@ fn into_bytes(value: Value) -> Option<Vec<u8>> {
 }
 
 /// Whether stream id `a` comes after `b` (`false` when either is not an id).
-fn stream_id_after(a: &str, b: &str) -> bool {
+pub(super) fn stream_id_after(a: &str, b: &str) -> bool {
     fn parse(id: &str) -> Option<(u64, u64)> {
         let (ms, seq) = id.split_once('-')?;
         Some((ms.parse().ok()?, seq.parse().ok()?))

@@ -30,6 +30,7 @@
 //! - `traces`: spans exported over OTLP with the app's `traceparent`, propagated to the
 //!   upstreams; the request id in every log line.
 //! - `playground`: the playground in headless Chromium.
+//! - `sync`: delta sync for apps that were offline, on the memory bus and on Redis.
 
 mod support;
 
@@ -53,6 +54,7 @@ mod replicas;
 mod resilience;
 mod schema;
 mod subscriptions;
+mod sync;
 mod traces;
 mod upstream;
 mod webhooks;

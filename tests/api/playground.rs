@@ -31,6 +31,7 @@ async fn sign_in_and_run_the_home_screen_in_the_playground() {
         "RequestReturn",
         "CompleteTask",
         "AgentCustomerView",
+        "Sync",
     ] {
         assert!(
             tabs.as_array().unwrap().iter().any(|t| t == name),
