@@ -108,7 +108,12 @@ impl Walk<'_> {
                         continue;
                     };
                     let mut parent = parent;
-                    if let Some(label) = deferral(item.node.directives(), self.variables) {
+                    if let Some(label) = deferral(item.node.directives(), self.variables)? {
+                        if label.is_some() && self.found.iter().any(|f| f.label == label) {
+                            return Err(TransportError::Invalid(
+                                "each `@defer` of an operation needs a label of its own".into(),
+                            ));
+                        }
                         if self.found.len() == MAX_DEFERRED_FRAGMENTS {
                             return Err(TransportError::Limit {
                                 code: "MAX_DEFERRED_FRAGMENTS_LIMIT",
@@ -183,19 +188,43 @@ fn skipped(directives: &[Positioned<Directive>], variables: &Variables) -> bool 
     })
 }
 
+/// Longest `@defer` label: it names a part and is echoed in each of its items.
+const MAX_LABEL_BYTES: usize = 128;
+
 /// `Some(label)` when these directives defer their fragment: `@defer` without `if: false`.
-fn deferral(directives: &[Positioned<Directive>], variables: &Variables) -> Option<Option<String>> {
-    let defer = directives
+/// A label is a string written in the document (never a variable, as the incremental
+/// delivery RFC says) of at most [`MAX_LABEL_BYTES`].
+fn deferral(
+    directives: &[Positioned<Directive>],
+    variables: &Variables,
+) -> Result<Option<Option<String>>, TransportError> {
+    let Some(defer) = directives
         .iter()
-        .find(|d| d.node.name.node == resolvers::directives::DEFER)?;
+        .find(|d| d.node.name.node == resolvers::directives::DEFER)
+    else {
+        return Ok(None);
+    };
     if argument(&defer.node, "if", variables) == Some(ConstValue::Boolean(false)) {
-        return None;
+        return Ok(None);
     }
-    let label = match argument(&defer.node, "label", variables) {
-        Some(ConstValue::String(label)) => Some(label),
+    let label = match defer.node.get_argument("label").map(|v| &v.node) {
+        Some(Value::String(label)) if label.len() > MAX_LABEL_BYTES => {
+            return Err(TransportError::Limit {
+                code: "MAX_DEFER_LABEL_LIMIT",
+                message: format!("a `@defer` label has at most {MAX_LABEL_BYTES} bytes"),
+            });
+        }
+        Some(Value::String(label)) => Some(label.clone()),
+        Some(Value::Variable(_)) => {
+            return Err(TransportError::Invalid(
+                "the `label` of `@defer` is written in the document, not given as a variable"
+                    .into(),
+            ));
+        }
+        // Anything else is validation's to refuse.
         _ => None,
     };
-    Some(label)
+    Ok(Some(label))
 }
 
 /// The documents an operation with deferred fragments runs (see the module docs).
@@ -268,7 +297,7 @@ fn set_operation(
 fn strip(set: &mut SelectionSet, variables: &Variables) {
     for item in &mut set.items {
         let deferred = !skipped(item.node.directives(), variables)
-            && deferral(item.node.directives(), variables).is_some();
+            && deferral(item.node.directives(), variables).is_ok_and(|d| d.is_some());
         if deferred {
             *item = skipped_wrapper(item.clone());
             continue;

@@ -39,8 +39,9 @@ use futures::StreamExt as _;
 use futures::stream::BoxStream;
 use resolvers::{RequestLoaders, Viewer};
 
+use super::deadline::by_deadline;
 use super::error::{GRAPHQL_RESPONSE, TransportError};
-use super::pipeline::{self, Prepared, by_deadline};
+use super::pipeline::{self, Prepared};
 use super::rate_limit::Peer;
 use super::request::{Body, GraphQlRequest, bearer, client_name, idempotency_key, negotiate};
 use super::shape::Outcome;

@@ -76,7 +76,7 @@ pub(crate) fn stream(state: &AppState, run: Run) -> BoxStream<'static, Outcome> 
         let work = deliver(&state, run, &payloads);
         tokio::select! {
             () = closed.closed() => {}
-            done = super::pipeline::by_deadline(&state, deadline, label.as_deref(), work) => {
+            done = super::deadline::by_deadline(&state, deadline, label.as_deref(), work) => {
                 if done.is_err() {
                     let last = abort(&TransportError::Timeout, usize::MAX);
                     let _ = payloads.send(last).await;
@@ -179,7 +179,7 @@ impl Order<'_> {
     /// The initial payload (or the request error), then what was waiting for it; `true`
     /// when nothing more is to be sent.
     fn initial(&mut self, mut response: async_graphql::Response) -> (Vec<Outcome>, bool) {
-        super::pipeline::mark_stale(&mut response, self.loaders.take_stale());
+        super::shape::mark_stale(&mut response, self.loaders.take_stale());
         let Ok(operation) = document::operation(self.document, self.operation) else {
             return (vec![abort(&TransportError::Internal, usize::MAX)], true);
         };
@@ -278,7 +278,7 @@ impl Order<'_> {
             &mut paths,
         );
         let stale = self.loaders.take_stale();
-        super::pipeline::mark_stale(&mut response, stale);
+        super::shape::mark_stale(&mut response, stale);
         let Ok(operation) = document::operation(self.document, self.operation) else {
             return Vec::new();
         };

@@ -14,7 +14,9 @@
 //!   concurrent misses of one entry are one upstream call (the cache's single-flight), so a
 //!   changed order is read once however many live queries show it.
 //! - Each run is bounded by `server.request_timeout_ms` as a query is (a `TIMEOUT` error in
-//!   that result); a failed run is sent as it is and the query keeps listening. A query that
+//!   that result); a run with errors is sent as it is and the query keeps listening, under
+//!   what the runs before it read too (what failed was not read). A document that does not
+//!   validate gets its errors once, and the query ends. A query that
 //!   lagged behind the hub runs again (nothing it missed matters once it has read afresh).
 //! - A live query's `@defer`s are ignored: every result is whole.
 
@@ -22,30 +24,28 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::FutureExt as _;
+use futures::future::BoxFuture;
 use futures::stream::{self, BoxStream, StreamExt};
 use resolvers::events::{HubSubscription, Key, RecvError};
 use resolvers::{RequestLoaders, Viewer};
 
 use super::AppState;
-use super::pipeline::Prepared;
 use super::shape::Outcome;
 
-/// The results of the live query `prepared` for `viewer`: its first, then each that
+/// Runs the query once with the loaders it is given: its result.
+pub(crate) type Run = Box<dyn FnMut(&RequestLoaders) -> BoxFuture<'static, Outcome> + Send>;
+
+/// The results of a live query for `viewer`, each run by `run`: its first, then each that
 /// differs from the last sent, until the client stops it.
-pub(crate) fn stream(
-    prepared: Prepared,
-    state: AppState,
-    viewer: Viewer,
-) -> BoxStream<'static, Outcome> {
+pub(crate) fn stream(run: Run, state: AppState, viewer: &Viewer) -> BoxStream<'static, Outcome> {
     metrics::counter!("switchyard_live_queries_total").increment(1);
-    let template = prepared.again();
     let own: HashSet<Key> = viewer.own_keys().into_iter().collect();
     let listening = state.hub.subscribe_to(own.iter().cloned().collect());
     let live = Live {
-        first: Some(prepared),
-        template,
+        first: true,
+        ended: false,
+        run,
         state,
-        viewer,
         own,
         keys: HashSet::new(),
         listening,
@@ -61,12 +61,12 @@ pub(crate) fn stream(
 
 /// A live query between two results.
 struct Live {
-    /// The request as it came (its first run registers a persisted query).
-    first: Option<Prepared>,
-    /// What each later run runs.
-    template: Prepared,
+    /// No result sent yet.
+    first: bool,
+    /// The document does not validate: its one result (the errors) was sent.
+    ended: bool,
+    run: Run,
     state: AppState,
-    viewer: Viewer,
     /// The viewer's own keys, always listened under.
     own: HashSet<Key>,
     /// What the last run read (with `own`): what `listening` is registered under.
@@ -82,9 +82,13 @@ impl Live {
     /// The next result that differs from the last sent; `None` once the hub is closing.
     async fn next(&mut self) -> Option<Outcome> {
         loop {
-            if let Some(prepared) = self.first.take() {
+            if self.ended {
+                return None;
+            }
+            if self.first {
                 // The first run: nothing to wait for.
-                let outcome = self.run(prepared).await;
+                self.first = false;
+                let outcome = self.run().await;
                 return Some(self.remember(outcome));
             }
             if !self.due {
@@ -98,21 +102,29 @@ impl Live {
             self.due = false;
             while let Some(Ok(_)) = self.listening.recv().now_or_never() {}
             metrics::counter!("switchyard_live_query_runs_total").increment(1);
-            let outcome = self.run(self.template.again()).await;
+            let outcome = self.run().await;
             if !self.unchanged(&outcome) {
                 return Some(self.remember(outcome));
             }
         }
     }
 
-    /// Runs `prepared` with fresh loaders, then listens under what it read.
-    async fn run(&mut self, prepared: Prepared) -> Outcome {
+    /// Runs the query with fresh loaders, then listens under what it read.
+    async fn run(&mut self) -> Outcome {
         let loaders = RequestLoaders::new(&self.state.ports);
-        let outcome = prepared
-            .once(&self.state, self.viewer.clone(), &loaders)
-            .await;
+        let outcome = (self.run)(&loaders).await;
         let mut read = loaders.read();
         read.extend(self.own.iter().cloned());
+        match &outcome {
+            // It will never run: the document does not validate.
+            Outcome::RequestError(_) => self.ended = true,
+            // What failed was not read: keep listening under what the last run read too,
+            // so the query runs again when it changes.
+            Outcome::Executed { errors, .. } if *errors > 0 => {
+                read.extend(self.keys.iter().cloned());
+            }
+            Outcome::Executed { .. } => {}
+        }
         // An event already queued came during the run, which may have read before it.
         let pending = self.listening.recv().now_or_never();
         self.due = matches!(pending, Some(Ok(_) | Err(RecvError::Lagged(_))));

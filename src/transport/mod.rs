@@ -8,7 +8,8 @@
 //! `multipart/mixed` (`multipart`), over websockets and SSE as several `next` messages. Websockets and
 //! SSE share their connection bookkeeping (`live`) and their subscriptions' shared views
 //! (`views`: one run for the connections that would get the same results). Each event of a
-//! subscription is bounded by the request timeout (`event_deadline`). A `@live` query over
+//! subscription is bounded by the request timeout (`event_deadline`), as every operation is
+//! (`deadline`). A `@live` query over
 //! websockets or SSE runs again when an event touches what it read (`live_query`).
 //!
 //! | route | what |
@@ -24,6 +25,7 @@
 //! | `GET /metrics` | Prometheus metrics ([`crate::metrics`]) |
 //! | `GET /` | redirects to the playground |
 
+mod deadline;
 mod defer;
 mod document;
 mod error;

@@ -29,7 +29,7 @@ use super::error::TransportError;
 use super::persisted::Persisted;
 use super::request::GraphQlRequest;
 use super::shape::{self, Outcome, Types};
-use super::{AppState, document, incremental};
+use super::{AppState, document, incremental, live_query};
 
 /// Most representations one `_entities` field takes (as `products(ids)` takes 100 ids).
 const MAX_ENTITIES: usize = 100;
@@ -294,7 +294,7 @@ impl Prepared {
         let request = resolvers::request_data(self.request, loaders, viewer);
         let started = std::time::Instant::now();
         let mut response = Batched::new(schema.execute(request)).await;
-        mark_stale(&mut response, loaders.take_stale());
+        shape::mark_stale(&mut response, loaders.take_stale());
         let kind = match self.kind {
             OperationType::Mutation => "mutation",
             _ => "query",
@@ -320,7 +320,17 @@ impl Prepared {
     /// of a query with deferred fragments ([`Prepared::incremental`]).
     pub(crate) fn stream(self, state: &AppState, viewer: Viewer) -> BoxStream<'static, Outcome> {
         if self.live {
-            return super::live_query::stream(self, state.clone(), viewer);
+            // The first run as it came (it registers a persisted query), later ones again.
+            let template = self.again();
+            let mut first = Some(self);
+            let (run_state, run_viewer) = (state.clone(), viewer.clone());
+            let run: live_query::Run = Box::new(move |loaders| {
+                let prepared = first.take().unwrap_or_else(|| template.again());
+                let (state, viewer, loaders) =
+                    (run_state.clone(), run_viewer.clone(), loaders.clone());
+                Box::pin(async move { prepared.once(&state, viewer, &loaders).await })
+            });
+            return live_query::stream(run, state.clone(), &viewer);
         }
         if self.defers() {
             let deadline = tokio::time::Instant::now() + state.request_timeout;
@@ -369,7 +379,7 @@ impl Prepared {
         let deadline = tokio::time::Instant::now() + state.request_timeout;
         let label = self.label.clone();
         let run = self.execute(state, Some(viewer), loaders);
-        match by_deadline(state, deadline, Some(&label), run).await {
+        match super::deadline::by_deadline(state, deadline, Some(&label), run).await {
             Ok(outcome) => outcome,
             Err(timeout) => Outcome::executed(
                 &async_graphql::Response::from_errors(vec![timeout.to_server_error()]),
@@ -400,27 +410,6 @@ impl Prepared {
     }
 }
 
-/// Runs `work` by `deadline` (from `server.request_timeout_ms`): its upstream calls keep
-/// the deadline (`resolvers::deadline`), and past it the work is stopped and logged:
-/// `TIMEOUT`.
-pub(crate) async fn by_deadline<T>(
-    state: &AppState,
-    deadline: tokio::time::Instant,
-    operation: Option<&str>,
-    work: impl Future<Output = T>,
-) -> Result<T, TransportError> {
-    tokio::time::timeout_at(deadline, resolvers::deadline::within(deadline, work))
-        .await
-        .map_err(|_| {
-            tracing::warn!(
-                ?operation,
-                timeout_ms = state.request_timeout.as_millis() as u64,
-                "request timed out"
-            );
-            TransportError::Timeout
-        })
-}
-
 /// One subscription running, in `switchyard_subscriptions_active{transport}` while its
 /// stream lives.
 struct ActiveSubscription(&'static str);
@@ -436,39 +425,6 @@ impl Drop for ActiveSubscription {
     fn drop(&mut self) {
         metrics::gauge!("switchyard_subscriptions_active", "transport" => self.0).decrement(1);
     }
-}
-
-/// Says in `extensions.stale` which entities were served from stale copies because their
-/// upstream failed: `[{"type": "Order", "id": "ord-1", "ageSeconds": 95}]`.
-pub(crate) fn mark_stale(
-    response: &mut async_graphql::Response,
-    reads: Vec<resolvers::cache::StaleRead>,
-) {
-    if reads.is_empty() {
-        return;
-    }
-    let reads = reads
-        .into_iter()
-        .map(|read| {
-            let mut item = async_graphql::indexmap::IndexMap::new();
-            item.insert(
-                async_graphql::Name::new("type"),
-                async_graphql::Value::from(read.type_name),
-            );
-            item.insert(
-                async_graphql::Name::new("id"),
-                async_graphql::Value::from(read.id),
-            );
-            item.insert(
-                async_graphql::Name::new("ageSeconds"),
-                async_graphql::Value::from(read.age.as_secs()),
-            );
-            async_graphql::Value::Object(item)
-        })
-        .collect();
-    response
-        .extensions
-        .insert("stale".to_owned(), async_graphql::Value::List(reads));
 }
 
 /// What shapes each result of one operation: its document, which operation of it runs, and

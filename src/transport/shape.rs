@@ -534,6 +534,39 @@ fn collect_keys<'a>(
     });
 }
 
+/// Says in `extensions.stale` which entities were served from stale copies because their
+/// upstream failed: `[{"type": "Order", "id": "ord-1", "ageSeconds": 95}]`.
+pub(crate) fn mark_stale(
+    response: &mut async_graphql::Response,
+    reads: Vec<resolvers::cache::StaleRead>,
+) {
+    if reads.is_empty() {
+        return;
+    }
+    let reads = reads
+        .into_iter()
+        .map(|read| {
+            let mut item = async_graphql::indexmap::IndexMap::new();
+            item.insert(
+                async_graphql::Name::new("type"),
+                async_graphql::Value::from(read.type_name),
+            );
+            item.insert(
+                async_graphql::Name::new("id"),
+                async_graphql::Value::from(read.id),
+            );
+            item.insert(
+                async_graphql::Name::new("ageSeconds"),
+                async_graphql::Value::from(read.age.as_secs()),
+            );
+            async_graphql::Value::Object(item)
+        })
+        .collect();
+    response
+        .extensions
+        .insert("stale".to_owned(), async_graphql::Value::List(reads));
+}
+
 #[cfg(test)]
 mod tests {
     use async_graphql::parser::parse_query;

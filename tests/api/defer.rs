@@ -399,6 +399,50 @@ async fn the_request_deadline_holds_for_the_deferred_parts() {
 }
 
 #[tokio::test]
+async fn labels_are_short_unique_strings_of_the_document() {
+    let app = TestApp::spawn().await;
+    let token = app.token(ADA).await;
+    let long = "l".repeat(129);
+    for (query, variables, code) in [
+        (
+            format!("{{ me {{ ... @defer(label: \"{long}\") {{ id }} }} }}"),
+            json!({}),
+            "MAX_DEFER_LABEL_LIMIT",
+        ),
+        (
+            "query($l: String) { me { ... @defer(label: $l) { id } } }".to_owned(),
+            json!({"l": "x"}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "{ me { ... @defer(label: \"a\") { id } ... @defer(label: \"a\") { name } } }"
+                .to_owned(),
+            json!({}),
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ] {
+        let (status, body) = app.post(Some(&token), &query, variables).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], code,
+            "{query}: {body}"
+        );
+    }
+    // A label of the longest length is fine.
+    let label = "l".repeat(128);
+    let (status, body) = app
+        .post(
+            Some(&token),
+            &format!("{{ me {{ ... @defer(label: \"{label}\") {{ id }} }} }}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["me"]["id"], ADA, "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn too_many_deferred_fragments_are_refused_and_defer_on_a_field_is_invalid() {
     let app = TestApp::spawn().await;
     let token = app.token(ADA).await;

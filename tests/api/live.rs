@@ -163,3 +163,57 @@ async fn a_burst_of_events_is_one_run_and_sse_and_http_carry_live_queries_too() 
     drop(stream);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_live_query_follows_what_it_read_through_a_failed_run() {
+    // No entity cache: a failing backend fails the run (no stale copy to serve).
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| c.cache.enabled = false).await;
+    let ada = app.token(ADA).await;
+    let order = cancellable_order(&app, &ada).await;
+    // An agent: nothing of the order is the viewer's own, only the last run read it.
+    let mut client = signed_in(&app, "agent-01").await;
+    let query = format!("query Watch @live {{ order(id: \"{order}\") {{ id status }} }}");
+    client.subscribe("l", &query).await;
+    let first = client.recv().await;
+    assert_eq!(
+        first["payload"]["data"]["order"]["id"],
+        order.as_str(),
+        "{first}"
+    );
+
+    app.sandbox
+        .set_faults(Upstream::Backend, sandbox::UpstreamKnobs::failing(1.0))
+        .unwrap();
+    let event = status_changed("evt_live_fail_1", &order, "CONFIRMED");
+    assert_eq!(app.post_webhook("backend", &event).await.0, 202);
+    let failed = client.recv().await;
+    assert_eq!(failed["payload"]["data"]["order"], Value::Null, "{failed}");
+    assert_eq!(
+        failed["payload"]["errors"][0]["extensions"]["code"], "UPSTREAM_UNAVAILABLE",
+        "{failed}"
+    );
+
+    // The backend is back; the next event about the order shows it again.
+    app.sandbox
+        .set_faults(Upstream::Backend, sandbox::UpstreamKnobs::default())
+        .unwrap();
+    let event = status_changed("evt_live_fail_2", &order, "CONFIRMED");
+    assert_eq!(app.post_webhook("backend", &event).await.0, 202);
+    assert_eq!(client.recv().await, first);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_live_query_that_does_not_validate_gets_its_errors_once_and_ends() {
+    let app = TestApp::spawn().await;
+    let ada = app.token(ADA).await;
+    let body = json!({"query": "query L @live { me { nope } }"});
+    let mut stream = sse(&app, Some(&ada), body).await.stream();
+    let next = stream.next().await;
+    assert_eq!(
+        next["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+        "{next}"
+    );
+    stream.complete().await;
+    app.stop().await;
+}

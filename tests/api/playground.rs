@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use crate::support::TestApp;
-use crate::support::browser::Browser;
+use crate::support::browser::{Browser, Page};
 use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -93,63 +93,18 @@ async fn sign_in_and_run_the_home_screen_in_the_playground() {
     );
 
     // A live subscription: run the notifications tab, then change something upstream.
-    page.eval("window.__switchyardPlayground.selectTab('LiveNotifications')")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    page.eval("document.querySelector('.graphiql-execute-button').click()")
-        .await
-        .unwrap();
+    run_tab(&page, "LiveNotifications").await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let ada = app.token("cust-0001").await;
-    let placed = app
-        .data(
-            &ada,
-            "mutation { placeOrder(input: { lines: [{ productId: \"prod-0002\", quantity: 1 }] }) { id } }",
-            serde_json::json!({}),
-        )
-        .await;
-    let order = placed["placeOrder"]["id"].as_str().unwrap().to_owned();
-    page.wait_for(
-        &format!("(window.__switchyardPlayground.response() || '').includes('{order}')"),
-        WAIT,
-    )
-    .await
-    .unwrap();
-    let text = page
-        .eval("window.__switchyardPlayground.response()")
-        .await
-        .unwrap();
-    assert!(text.as_str().unwrap().contains("ORDER_UPDATED"), "{text}");
+    let order = place_order(&app, &ada, "prod-0002").await;
+    let text = shown(&page, &order).await;
+    assert!(text.contains("ORDER_UPDATED"), "{text}");
 
     // A live query: the home screen changes by itself when an order is placed.
-    page.eval("window.__switchyardPlayground.selectTab('LiveHomeScreen')")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    page.eval("document.querySelector('.graphiql-execute-button').click()")
-        .await
-        .unwrap();
-    page.wait_for(
-        &format!("(window.__switchyardPlayground.response() || '').includes('{order}')"),
-        WAIT,
-    )
-    .await
-    .unwrap();
-    let placed = app
-        .data(
-            &ada,
-            "mutation { placeOrder(input: { lines: [{ productId: \"prod-0003\", quantity: 1 }] }) { id } }",
-            serde_json::json!({}),
-        )
-        .await;
-    let newer = placed["placeOrder"]["id"].as_str().unwrap().to_owned();
-    page.wait_for(
-        &format!("(window.__switchyardPlayground.response() || '').includes('{newer}')"),
-        WAIT,
-    )
-    .await
-    .unwrap();
+    run_tab(&page, "LiveHomeScreen").await;
+    shown(&page, &order).await;
+    let newer = place_order(&app, &ada, "prod-0003").await;
+    shown(&page, &newer).await;
 
     let shot = std::env::temp_dir().join("switchyard-playground.png");
     page.screenshot(&shot).await.unwrap();
@@ -161,4 +116,41 @@ async fn sign_in_and_run_the_home_screen_in_the_playground() {
     assert_eq!(page.console_errors(), Vec::<String>::new());
     drop(browser);
     app.stop().await;
+}
+
+/// Selects the tab of the example operation `name` and runs it with the execute button.
+async fn run_tab(page: &Page, name: &str) {
+    page.eval(&format!(
+        "window.__switchyardPlayground.selectTab('{name}')"
+    ))
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    page.eval("document.querySelector('.graphiql-execute-button').click()")
+        .await
+        .unwrap();
+}
+
+/// The response pane's text, once it shows `text`.
+async fn shown(page: &Page, text: &str) -> String {
+    let pane = "(window.__switchyardPlayground.response() || '')";
+    page.wait_for(&format!("{pane}.includes('{text}')"), WAIT)
+        .await
+        .unwrap();
+    let value = page.eval(pane).await.unwrap();
+    value.as_str().unwrap().to_owned()
+}
+
+/// Places an order of one `product` for the token's customer, over HTTP: its id.
+async fn place_order(app: &TestApp, token: &str, product: &str) -> String {
+    let placed = app
+        .data(
+            token,
+            &format!(
+                "mutation {{ placeOrder(input: {{ lines: [{{ productId: \"{product}\", quantity: 1 }}] }}) {{ id }} }}"
+            ),
+            serde_json::json!({}),
+        )
+        .await;
+    placed["placeOrder"]["id"].as_str().unwrap().to_owned()
 }
