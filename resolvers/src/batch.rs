@@ -13,9 +13,11 @@
 //! the orders' products). A loader's keys wait while a loader of the same upstream at an
 //! earlier stage has keys due or in flight in the same [`Batched`], since what that load
 //! answers may ask this loader for more keys. So the operations of one HTTP batch, a product
-//! list beside a home screen, read their products in one call, not one per depth. It costs
-//! nothing for the answer, which waits for the earlier stage's load anyway; and it never
-//! waits for another upstream (a slow carrier never holds the products).
+//! list beside a home screen, read their products in one call, not one per depth. A loader
+//! waits for at most [`MAX_HELD_ROUNDS`] rounds of earlier stages (so a long chain of reads
+//! beside it costs it at most two upstream round trips), and never for another upstream (a
+//! slow carrier never holds the products). The parts of a `@defer`red operation run
+//! [`Batched::unstaged`]: its first part never waits for the deferred parts' reads.
 //!
 //! A [`Batcher`] keeps what its request loaded (no entity is fetched twice in one request)
 //! and who waits for each key asked for and not answered yet, so a key asked for again
@@ -52,16 +54,25 @@ tokio::task_local! {
 /// come before it (see the module's doc).
 pub(crate) type Stage = (Source, u8);
 
+/// Most times a loader's keys wait for an earlier stage of their upstream to land (a
+/// customer, then their orders): past that they go, so a long chain of another operation's
+/// reads (customer, orders, customer, orders...) delays them by at most this many rounds.
+const MAX_HELD_ROUNDS: u8 = 2;
+
 /// The loads of the request (or the HTTP batch) being polled: the loaders with keys
 /// waiting to be sent, and how many batches are in flight at each stage.
 #[derive(Default)]
-struct Wave(Mutex<WaveState>);
+struct Wave {
+    /// Whether later stages wait for earlier ones (see the module's doc).
+    unstaged: bool,
+    state: Mutex<WaveState>,
+}
 
 #[derive(Default)]
 struct WaveState {
     /// Loaders with keys waiting: asked for during the current poll, or held for an
-    /// earlier stage.
-    due: Vec<Arc<dyn Flush>>,
+    /// earlier stage (with how many rounds of it they waited for so far).
+    due: Vec<(Arc<dyn Flush>, u8)>,
     /// Batches in flight, by stage.
     in_flight: HashMap<Stage, usize>,
     /// Wakes the request when a batch lands while loaders are held (their keys' waiters
@@ -71,15 +82,15 @@ struct WaveState {
 
 impl Wave {
     fn lock(&self) -> MutexGuard<'_, WaveState> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn add(&self, loader: Arc<dyn Flush>) {
-        self.lock().due.push(loader);
+        self.lock().due.push((loader, 0));
     }
 
-    /// Sends the batches whose earlier stages have nothing due or in flight; holds the
-    /// others until those land.
+    /// Sends the batches whose earlier stages have nothing due or in flight (or that
+    /// waited [`MAX_HELD_ROUNDS`] already); holds the others until those land.
     fn dispatch(self: &Arc<Self>, waker: &Waker) {
         let ready = {
             let mut state = self.lock();
@@ -91,20 +102,35 @@ impl Wave {
             }
             let mut first: HashMap<Source, u8> = HashMap::new();
             let busy = state.in_flight.keys().copied();
-            for (source, stage) in busy.chain(state.due.iter().map(|l| l.stage())) {
+            for (source, stage) in busy.chain(state.due.iter().map(|(l, _)| l.stage())) {
                 let lowest = first.entry(source).or_insert(stage);
                 *lowest = (*lowest).min(stage);
             }
-            let (ready, held) = std::mem::take(&mut state.due)
+            let (mut ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.due)
                 .into_iter()
-                .partition(|loader| {
+                .partition(|(loader, _)| {
                     let (source, stage) = loader.stage();
-                    first.get(&source).is_none_or(|lowest| stage <= *lowest)
+                    self.unstaged || first.get(&source).is_none_or(|lowest| stage <= *lowest)
                 });
+            // A round: an earlier stage of a held loader's upstream leaves now. One more
+            // than it may wait for, and it leaves with it.
+            let mut held = Vec::with_capacity(waiting.len());
+            for (loader, rounds) in waiting {
+                let (source, stage) = loader.stage();
+                let round = ready.iter().any(|(l, _)| {
+                    let (s, st) = l.stage();
+                    s == source && st < stage
+                });
+                match (round, rounds) {
+                    (true, rounds) if rounds >= MAX_HELD_ROUNDS => ready.push((loader, rounds)),
+                    (true, rounds) => held.push((loader, rounds + 1)),
+                    (false, rounds) => held.push((loader, rounds)),
+                }
+            }
             state.due = held;
             ready
         };
-        for loader in ready {
+        for (loader, _) in ready {
             loader.flush(Some(self));
         }
     }
@@ -170,6 +196,19 @@ impl<W> Batched<W> {
         Self {
             work: Box::pin(work),
             wave: Arc::default(),
+        }
+    }
+
+    /// `work`, batched, each loader's keys sent when the poll that asked for them returns
+    /// whatever else is in flight: for the parts of one `@defer`red operation, whose first
+    /// part must never wait for its deferred parts' reads.
+    pub fn unstaged(work: W) -> Self {
+        Self {
+            work: Box::pin(work),
+            wave: Arc::new(Wave {
+                unstaged: true,
+                state: Mutex::default(),
+            }),
         }
     }
 
@@ -543,6 +582,48 @@ mod tests {
             2,
             "another upstream"
         );
+    }
+
+    #[tokio::test]
+    async fn a_long_chain_of_earlier_stages_holds_a_later_one_for_two_rounds_at_most() {
+        let tasks = Arc::new(Tasks::default());
+        let (customers, customer_batches) = at((Source::Backend, 0), &tasks);
+        let (orders, _) = at((Source::Backend, 1), &tasks);
+        let (products, _) = at((Source::Backend, 2), &tasks);
+        let product = async {
+            products.load_one(1).await.unwrap();
+            customer_batches.load(Ordering::SeqCst)
+        };
+        let chain = async {
+            for i in 1..=5 {
+                customers.load_one(i).await.unwrap();
+                orders.load_one(i).await.unwrap();
+            }
+        };
+        let (customers_before_the_product, ()) =
+            Batched::new(futures::future::join(product, chain)).await;
+        assert!(
+            customers_before_the_product <= 2,
+            "{customers_before_the_product}"
+        );
+
+        // Unstaged, the product goes with the first customer.
+        let tasks = Arc::new(Tasks::default());
+        let (customers, customer_batches) = at((Source::Backend, 0), &tasks);
+        let (orders, _) = at((Source::Backend, 1), &tasks);
+        let (products, _) = at((Source::Backend, 2), &tasks);
+        let product = async {
+            products.load_one(1).await.unwrap();
+            customer_batches.load(Ordering::SeqCst)
+        };
+        let chain = async {
+            for i in 1..=5 {
+                customers.load_one(i).await.unwrap();
+                orders.load_one(i).await.unwrap();
+            }
+        };
+        let (before, ()) = Batched::unstaged(futures::future::join(product, chain)).await;
+        assert!(before <= 1, "{before}");
     }
 
     #[tokio::test]

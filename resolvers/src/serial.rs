@@ -65,7 +65,8 @@ impl<M: ContainerType> ContainerType for Serial<M> {
                 claim.finish(&result).await;
                 result
             }
-            Err(e) => Err(e),
+            // On the field, as its own errors are: `data` is null, not a request error.
+            Err(e) => Err(ctx.set_error_path(e)),
         };
         if result.is_err()
             && let Some(run) = run

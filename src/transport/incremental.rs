@@ -133,7 +133,8 @@ async fn deliver(state: &AppState, run: Run, payloads: &mpsc::Sender<Outcome>) {
         left: deferred.len(),
         budget: state.max_response_bytes,
     };
-    let mut runs = Batched::new(runs);
+    // Unstaged: the first part never waits for reads of the deferred parts.
+    let mut runs = Batched::unstaged(runs);
     while let Some((which, response)) = runs.next().await {
         let (ready, finished) = match which {
             None => order.initial(response),

@@ -214,7 +214,7 @@ async fn a_key_is_the_user_s_own_and_its_arguments_must_match() {
     assert_eq!(placed(&app), 2);
 
     // Ada's key with other arguments is refused, not answered with the old order.
-    let (_, reused) = app
+    let (status, reused) = app
         .post(
             Some(&ada),
             &operation("PlaceOrder"),
@@ -222,7 +222,15 @@ async fn a_key_is_the_user_s_own_and_its_arguments_must_match() {
         )
         .await;
     assert_eq!(codes(&reused), ["IDEMPOTENCY_KEY_REUSED"], "{reused:#}");
-    assert!(reused["data"].is_null());
+    // An error of the field (it ran, and refused), not of the request.
+    assert_eq!(status, 200, "{reused:#}");
+    assert_eq!(reused["data"], Value::Null, "{reused:#}");
+    assert!(reused.get("data").is_some(), "{reused:#}");
+    assert_eq!(
+        reused["errors"][0]["path"],
+        json!(["placeOrder"]),
+        "{reused:#}"
+    );
     // And with another selection of the same change.
     let (_, other_selection) = app
         .post(
