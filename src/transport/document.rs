@@ -10,7 +10,8 @@
 //! `interfaces` and `possibleTypes`.
 
 use async_graphql::parser::types::{
-    ExecutableDocument, Field, OperationDefinition, OperationType, Selection, SelectionSet,
+    BaseType, ExecutableDocument, Field, OperationDefinition, OperationType, Selection,
+    SelectionSet,
 };
 use async_graphql::{Value as ConstValue, Variables};
 use async_graphql_value::Value as GraphQlValue;
@@ -156,6 +157,59 @@ fn too_nested(doc: &ExecutableDocument, set: &SelectionSet, lists: usize, spread
             .get(&s.node.fragment_name.node)
             .is_some_and(|f| too_nested(doc, &f.node.selection_set.node, lists, spreads + 1)),
     })
+}
+
+/// `@skip` and `@include` take a `Boolean!` `if`: a literal of another type, or a variable
+/// declared with another type, is a validation error (async-graphql lets a root
+/// `__typename` through with neither data nor an error).
+pub(crate) fn check_conditions(
+    doc: &ExecutableDocument,
+    op: &OperationDefinition,
+) -> Result<(), TransportError> {
+    let declared = |name: &str| {
+        op.variable_definitions
+            .iter()
+            .find(|d| d.node.name.node.as_str() == name)
+            .map(|d| &d.node.var_type.node.base)
+    };
+    let fragments = doc.fragments.values().map(|f| &f.node.selection_set.node);
+    for set in std::iter::once(&op.selection_set.node).chain(fragments) {
+        conditions_in(set, &declared)?;
+    }
+    Ok(())
+}
+
+fn conditions_in<'a>(
+    set: &SelectionSet,
+    declared: &impl Fn(&str) -> Option<&'a BaseType>,
+) -> Result<(), TransportError> {
+    for item in &set.items {
+        for directive in item.node.directives() {
+            let name = directive.node.name.node.as_str();
+            if name != "skip" && name != "include" {
+                continue;
+            }
+            let fine = match directive.node.get_argument("if").map(|v| &v.node) {
+                None | Some(GraphQlValue::Boolean(_)) => true,
+                Some(GraphQlValue::Variable(var)) => declared(var.as_str())
+                    .is_none_or(|ty| matches!(ty, BaseType::Named(n) if n.as_str() == "Boolean")),
+                Some(_) => false,
+            };
+            if !fine {
+                return Err(TransportError::Invalid(format!(
+                    "`@{name}(if:)` takes a Boolean"
+                )));
+            }
+        }
+        match &item.node {
+            Selection::Field(field) => conditions_in(&field.node.selection_set.node, declared)?,
+            Selection::InlineFragment(inline) => {
+                conditions_in(&inline.node.selection_set.node, declared)?
+            }
+            Selection::FragmentSpread(_) => {}
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

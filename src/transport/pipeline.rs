@@ -127,6 +127,7 @@ fn parse(
         });
     }
     check_variables(operation, &request.variables)?;
+    document::check_conditions(&document, operation)?;
     let deferred = defer::find(&document, operation, &request.variables)?;
     let kind = operation.ty;
     let live = kind == OperationType::Query

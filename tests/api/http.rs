@@ -593,6 +593,43 @@ async fn a_field_failing_in_list_items_is_null_in_each_item() {
 }
 
 #[tokio::test]
+async fn skip_and_include_take_a_boolean() {
+    let app = TestApp::spawn().await;
+    for (query, variables) in [
+        ("{ __typename @include(if: 5) }", json!({})),
+        ("{ me { id @skip(if: \"yes\") } }", json!({})),
+        (
+            "query($x: Int) { __typename @include(if: $x) }",
+            json!({"x": 1}),
+        ),
+        (
+            "query($x: Int) { ...F } fragment F on Query { __typename @skip(if: $x) }",
+            json!({"x": 1}),
+        ),
+    ] {
+        let (status, body) = app.post(None, query, variables).await;
+        assert_eq!(status, 400, "{query}: {body}");
+        assert_eq!(
+            body["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+            "{query}: {body}"
+        );
+        let message = body["errors"][0]["message"].as_str().unwrap();
+        assert!(message.contains("takes a Boolean"), "{query}: {message}");
+    }
+    let token = app.token("cust-0001").await;
+    let (status, body) = app
+        .post(
+            Some(&token),
+            "query($x: Boolean!) { products(ids: [\"prod-0001\"]) { id @include(if: $x) } }",
+            json!({"x": true}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["data"]["products"][0]["id"], "prod-0001", "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_batch_answers_in_order_and_its_operations_share_loaders() {
     // No entity cache: every product read reaches the backend, so the count shows batching.
     let app = TestApp::spawn_with(Default::default(), |c| c.cache.enabled = false).await;
