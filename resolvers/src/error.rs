@@ -52,7 +52,9 @@ impl GraphError {
             GraphError::Rejected(code, _) | GraphError::Conflict(code, ..) => code,
             GraphError::Unavailable(..) => "UNAVAILABLE",
             GraphError::Upstream(e) => match &e.kind {
-                UpstreamErrorKind::Unavailable { .. } => "UPSTREAM_UNAVAILABLE",
+                UpstreamErrorKind::Unavailable { .. } | UpstreamErrorKind::NotSent { .. } => {
+                    "UPSTREAM_UNAVAILABLE"
+                }
                 UpstreamErrorKind::RateLimited { .. } => "UPSTREAM_RATE_LIMITED",
                 UpstreamErrorKind::Rejected { code, .. } => code,
                 UpstreamErrorKind::NotFound => "NOT_FOUND",
@@ -64,7 +66,7 @@ impl GraphError {
     fn public_message(&self) -> String {
         match self {
             GraphError::Upstream(e) => match &e.kind {
-                UpstreamErrorKind::Unavailable { .. } => {
+                UpstreamErrorKind::Unavailable { .. } | UpstreamErrorKind::NotSent { .. } => {
                     format!("the {} service is unavailable right now", e.source)
                 }
                 UpstreamErrorKind::RateLimited { .. } => {
@@ -94,6 +96,7 @@ impl ErrorExtensions for GraphError {
         if let GraphError::Upstream(e) = self {
             match &e.kind {
                 UpstreamErrorKind::Unavailable { detail }
+                | UpstreamErrorKind::NotSent { detail }
                 | UpstreamErrorKind::RateLimited { detail } => {
                     tracing::warn!(source = %e.source, code = self.code(), %detail, "upstream failed");
                 }
@@ -109,7 +112,7 @@ impl ErrorExtensions for GraphError {
             GraphError::Conflict(_, _, current) => Some(current.clone()),
             _ => None,
         };
-        async_graphql::Error::new(self.public_message()).extend_with(|_, ext| {
+        let mut error = async_graphql::Error::new(self.public_message()).extend_with(|_, ext| {
             ext.set("code", code);
             if let Some(source) = source {
                 ext.set("source", source);
@@ -117,9 +120,20 @@ impl ErrorExtensions for GraphError {
             if let Some(current) = current {
                 ext.set("current", current);
             }
-        })
+        });
+        if let GraphError::Upstream(e) = self
+            && matches!(e.kind, UpstreamErrorKind::NotSent { .. })
+        {
+            error.source = Some(std::sync::Arc::new(NotSent));
+        }
+        error
     }
 }
+
+/// Marks the GraphQL error of an upstream call that was never sent (its `source`, which
+/// clients never see): a mutation that failed so wrote nothing.
+#[derive(Debug)]
+pub(crate) struct NotSent;
 
 impl From<GraphError> for async_graphql::Error {
     fn from(e: GraphError) -> Self {

@@ -230,6 +230,10 @@ impl Drop for Claim {
 /// usable answer, or something unexpected happened. A refusal (business rule, conflict, not
 /// found, bad input, rate limiting) wrote nothing.
 fn may_have_written(error: &ServerError) -> bool {
+    if error.source::<crate::error::NotSent>().is_some() {
+        // Refused before it left (a breaker open, no room in the budget in time).
+        return false;
+    }
     let code = error
         .extensions
         .as_ref()

@@ -80,6 +80,11 @@ pub enum UpstreamErrorKind {
     /// own credentials refused. `detail` is for logs only.
     #[error("unavailable: {detail}")]
     Unavailable { detail: String },
+    /// Not sent: its breaker is open, its concurrency budget had no room in time, or the
+    /// request's deadline left no time. Nothing reached the upstream (so a write did not
+    /// happen). `detail` is for logs only.
+    #[error("not sent: {detail}")]
+    NotSent { detail: String },
     /// The upstream is rate limiting or out of quota.
     #[error("rate limited: {detail}")]
     RateLimited { detail: String },
@@ -113,8 +118,20 @@ impl UpstreamError {
     pub fn is_failure(&self) -> bool {
         matches!(
             self.kind,
-            UpstreamErrorKind::Unavailable { .. } | UpstreamErrorKind::RateLimited { .. }
+            UpstreamErrorKind::Unavailable { .. }
+                | UpstreamErrorKind::NotSent { .. }
+                | UpstreamErrorKind::RateLimited { .. }
         )
+    }
+
+    /// A call that was never sent (see [`UpstreamErrorKind::NotSent`]).
+    pub fn not_sent(source: Source, detail: impl Into<String>) -> Self {
+        Self {
+            source,
+            kind: UpstreamErrorKind::NotSent {
+                detail: detail.into(),
+            },
+        }
     }
 
     /// An upstream that refused for a business reason.

@@ -181,7 +181,7 @@ impl UpstreamHttp {
         }
     }
 
-    /// `Unavailable`: not sent, because of `why`.
+    /// `NotSent`, because of `why`.
     fn refused(&self, why: Refusal, route: &'static str) -> UpstreamError {
         let (reason, detail) = match why {
             Refusal::Breaker => (
@@ -200,7 +200,7 @@ impl UpstreamHttp {
             "reason" => reason,
         )
         .increment(1);
-        self.unavailable(format!("{route}: not sent: {detail}"))
+        UpstreamError::not_sent(self.source, format!("{route}: not sent: {detail}"))
     }
 
     /// Sends `request` (retrying reads) before `deadline`.

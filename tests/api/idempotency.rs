@@ -700,3 +700,45 @@ async fn in_a_batch_the_header_key_is_scoped_by_the_operation_s_place() {
     assert_eq!(placed(&app), 2, "{:?}", app.counts());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_mutation_its_breaker_refused_frees_its_key() {
+    let app = TestApp::spawn_with(SandboxConfig::default(), |c| {
+        let backend = c.upstreams.backend.as_mut().expect("the sandbox backend");
+        backend.policy.breaker_open = std::time::Duration::from_millis(1_500);
+    })
+    .await;
+    let ada = app.token(ADA).await;
+    // Failures in a row open the backend's breaker (reads are tried twice each).
+    app.sandbox
+        .set_faults(Upstream::Backend, sandbox::UpstreamKnobs::failing(1.0))
+        .unwrap();
+    for i in 0..5 {
+        let query = format!("{{ order(id: \"ord-01980{i}\") {{ id }} }}");
+        app.post(Some(&ada), &query, json!({})).await;
+    }
+    app.sandbox
+        .set_faults(Upstream::Backend, sandbox::UpstreamKnobs::default())
+        .unwrap();
+    app.reset_counts();
+    let key = "refused-by-the-breaker";
+    let (_, refused) = app
+        .post(
+            Some(&ada),
+            &operation("PlaceOrder"),
+            order_input(Some(key), 1),
+        )
+        .await;
+    assert_eq!(codes(&refused), ["UPSTREAM_UNAVAILABLE"], "{refused:#}");
+    assert_eq!(placed(&app), 0, "the breaker sent nothing");
+
+    // Nothing was written, so the key is free: once the breaker lets calls through, the
+    // retry places the order (it is not `IDEMPOTENCY_OUTCOME_UNKNOWN`).
+    tokio::time::sleep(std::time::Duration::from_millis(1_700)).await;
+    let placed_now = app
+        .data(&ada, &operation("PlaceOrder"), order_input(Some(key), 1))
+        .await;
+    assert!(placed_now["placeOrder"]["id"].is_string(), "{placed_now:#}");
+    assert_eq!(placed(&app), 1);
+    app.stop().await;
+}
