@@ -100,17 +100,18 @@ impl Wave {
             if state.due.is_empty() {
                 return;
             }
-            let mut first: HashMap<Source, u8> = HashMap::new();
+            // The lowest stage due or in flight, per upstream (by discriminant: `Source::ALL`).
+            let mut lowest = [u8::MAX; Source::ALL.len()];
             let busy = state.in_flight.keys().copied();
             for (source, stage) in busy.chain(state.due.iter().map(|(l, _)| l.stage())) {
-                let lowest = first.entry(source).or_insert(stage);
-                *lowest = (*lowest).min(stage);
+                let slot = &mut lowest[source as usize];
+                *slot = (*slot).min(stage);
             }
             let (mut ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut state.due)
                 .into_iter()
                 .partition(|(loader, _)| {
                     let (source, stage) = loader.stage();
-                    self.unstaged || first.get(&source).is_none_or(|lowest| stage <= *lowest)
+                    self.unstaged || stage <= lowest[source as usize]
                 });
             // A round: an earlier stage of a held loader's upstream leaves now. One more
             // than it may wait for, and it leaves with it.

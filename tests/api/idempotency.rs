@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use sandbox::{Sandbox, SandboxConfig, SandboxWebhooks, Upstream, UpstreamKnobs};
+use sandbox::{Sandbox, SandboxConfig, Upstream, UpstreamKnobs};
 use serde_json::{Value, json};
 use switchyard::config::Secret;
 use tokio::net::TcpListener;
@@ -417,36 +417,63 @@ async fn every_mutation_takes_a_client_mutation_id() {
     app.stop().await;
 }
 
+/// Two replicas keeping their idempotency records in one private Redis, over one sandbox
+/// (its simulator off), and Ada's token; `b_only` is config replica B alone gets.
+struct TwoReplicas {
+    _redis: RedisServer,
+    sandbox: Sandbox,
+    a: crate::replicas::Replica,
+    b: crate::replicas::Replica,
+    ada: String,
+}
+
+impl TwoReplicas {
+    async fn start(b_only: &str) -> Self {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let redis = RedisServer::start();
+        let sandbox = Sandbox::start(SandboxConfig {
+            simulator_interval_ms: 0,
+            ..SandboxConfig::default()
+        })
+        .await
+        .unwrap();
+        let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
+        let shared = format!("[notifications]\nredis_url = \"{}\"\n", redis.url());
+        let replica = |config: String| {
+            let printed = printed.clone();
+            async move {
+                let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+                let config = crate::support::replica_config(&printed, &config);
+                crate::replicas::start(listener, config).await
+            }
+        };
+        let a = replica(shared.clone()).await;
+        let b = replica(format!("{shared}{b_only}")).await;
+        let ada = crate::support::issuer_token(&sandbox, ADA).await;
+        Self {
+            _redis: redis,
+            sandbox,
+            a,
+            b,
+            ada,
+        }
+    }
+
+    async fn stop(self) {
+        for replica in [self.a, self.b] {
+            let _ = replica.stop.send(());
+            let stopped = tokio::time::timeout(Duration::from_secs(15), replica.server).await;
+            stopped.expect("the replica stops").unwrap().unwrap();
+        }
+        self.sandbox.shutdown().await;
+    }
+}
+
 #[tokio::test]
 async fn a_mutation_replayed_on_another_replica_writes_once() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let redis = RedisServer::start();
-    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(SandboxConfig {
-        simulator_interval_ms: 0,
-        webhooks: Some(SandboxWebhooks::dev(format!(
-            "http://{}/webhooks",
-            a_listener.local_addr().unwrap()
-        ))),
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap();
-    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
-    let shared = format!("[notifications]\nredis_url = \"{}\"\n", redis.url());
-    let a = crate::replicas::start(
-        a_listener,
-        crate::support::replica_config(&printed, &shared),
-    )
-    .await;
-    let b = crate::replicas::start(
-        b_listener,
-        crate::support::replica_config(&printed, &shared),
-    )
-    .await;
-    let http = reqwest::Client::new();
-    let ada = crate::support::issuer_token(&sandbox, ADA).await;
+    let replicas = TwoReplicas::start("").await;
+    let (sandbox, a, b) = (&replicas.sandbox, &replicas.a, &replicas.b);
+    let (http, ada) = (reqwest::Client::new(), replicas.ada.clone());
     sandbox.reset_requests();
 
     let place = operation("PlaceOrder");
@@ -460,15 +487,7 @@ async fn a_mutation_replayed_on_another_replica_writes_once() {
     assert_eq!(answers[2], answers[0]);
     let placed = sandbox.requests(Upstream::Backend).get(PLACE).copied();
     assert_eq!(placed, Some(1));
-    for replica in [a, b] {
-        let _ = replica.stop.send(());
-        tokio::time::timeout(Duration::from_secs(15), replica.server)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
-    sandbox.shutdown().await;
+    replicas.stop().await;
 }
 
 #[tokio::test]
@@ -598,34 +617,10 @@ async fn a_mutation_sent_over_http_and_replayed_over_a_websocket_writes_once() {
 
 #[tokio::test]
 async fn a_replay_that_cannot_wait_for_the_first_result_is_told_the_key_is_in_use() {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let redis = RedisServer::start();
-    let a_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let b_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sandbox = Sandbox::start(SandboxConfig {
-        simulator_interval_ms: 0,
-        ..SandboxConfig::default()
-    })
-    .await
-    .unwrap();
-    let printed = switchyard::embedded::sandbox_summary(&sandbox).unwrap();
-    let shared = format!("[notifications]\nredis_url = \"{}\"\n", redis.url());
     // Replica B answers within a second; A, running the first attempt, has longer.
-    let a = crate::replicas::start(
-        a_listener,
-        crate::support::replica_config(&printed, &shared),
-    )
-    .await;
-    let b = crate::replicas::start(
-        b_listener,
-        crate::support::replica_config(
-            &printed,
-            &format!("{shared}[server]\nrequest_timeout_ms = 1000\n"),
-        ),
-    )
-    .await;
-    let http = reqwest::Client::new();
-    let ada = crate::support::issuer_token(&sandbox, ADA).await;
+    let replicas = TwoReplicas::start("[server]\nrequest_timeout_ms = 1000\n").await;
+    let (sandbox, a, b) = (&replicas.sandbox, &replicas.a, &replicas.b);
+    let (http, ada) = (reqwest::Client::new(), replicas.ada.clone());
     sandbox
         .set_faults(Upstream::Backend, UpstreamKnobs::slow(1500))
         .unwrap();
@@ -664,11 +659,7 @@ async fn a_replay_that_cannot_wait_for_the_first_result_is_told_the_key_is_in_us
     assert_eq!(later, first);
     let placed = sandbox.requests(Upstream::Backend).get(PLACE).copied();
     assert_eq!(placed, Some(1));
-    for replica in [a, b] {
-        let _ = replica.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(15), replica.server).await;
-    }
-    sandbox.shutdown().await;
+    replicas.stop().await;
 }
 
 #[tokio::test]

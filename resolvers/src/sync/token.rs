@@ -23,13 +23,16 @@ const MAX_TOKEN_LEN: usize = 4096;
 const FORMAT: u8 = 1;
 
 /// The key sync tokens are signed with: `[sync] token_secret`, the same on every replica.
+/// Keyed once (the HMAC's key schedule), cloned for each token.
 #[derive(Clone)]
-pub struct TokenKey(Vec<u8>);
+pub struct TokenKey(HmacSha256);
 
 impl TokenKey {
     /// The key `secret` (any length; the server asks for at least 32 bytes).
-    pub fn new(secret: impl Into<Vec<u8>>) -> Self {
-        Self(secret.into())
+    pub fn new(secret: impl AsRef<[u8]>) -> Self {
+        // HMAC takes keys of any length: `new_from_slice` cannot fail for it.
+        let mac = HmacSha256::new_from_slice(secret.as_ref()).expect("HMAC accepts any key length");
+        Self(mac)
     }
 }
 
@@ -113,8 +116,7 @@ impl TokenKey {
     }
 
     fn mac(&self, body: &[u8]) -> HmacSha256 {
-        // HMAC takes keys of any length: this cannot fail.
-        let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC accepts any key length");
+        let mut mac = self.0.clone();
         mac.update(body);
         mac
     }
